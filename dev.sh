@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The project's two commands (see README):  ./dev.sh demo   — set up, then check/build/draw specs/
+#                                           ./dev.sh test   — set up, then run the whole test suite
+# Set-up is idempotent: a project-local .venv with the pinned torch build, the package in editable mode,
+# and graphviz's `dot` binary (Debian package) when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=.venv/bin/python
+
+setup() {
+  if ! command -v dot >/dev/null 2>&1; then
+    echo "[setup] installing graphviz (dot)" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq graphviz >/dev/null
+  fi
+  if [ ! -x "$PY" ] || [ pyproject.toml -nt .venv/.installed ]; then
+    echo "[setup] creating .venv (torch 2.14.1, torchvision 0.29.1, rkcompile[dev])" >&2
+    python3 -m venv .venv
+    "$PY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+    "$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'
+    touch .venv/.installed
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    setup
+    .venv/bin/rkcompile check specs/*.yaml
+    .venv/bin/rkcompile tableaux
+    ;;
+  test)
+    setup
+    shift
+    "$PY" -m pytest -n 2 -q "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh demo | ./dev.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,31 @@
+"""rkcompile: declarative YAML specs of residual networks as Runge–Kutta integrators, compiled to torch.fx."""
+
+from rkcompile.errors import (
+    ArtifactError,
+    CompileError,
+    RkcompileError,
+    SpecError,
+    TableauError,
+    TransformError,
+)
+from rkcompile.load import load_spec
+from rkcompile.spec import Spec, Stage
+from rkcompile.tableau import Tableau
+from rkcompile.tableaux import get_tableau, list_tableaux
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError",
+    "CompileError",
+    "RkcompileError",
+    "Spec",
+    "SpecError",
+    "Stage",
+    "Tableau",
+    "TableauError",
+    "TransformError",
+    "get_tableau",
+    "list_tableaux",
+    "load_spec",
+]

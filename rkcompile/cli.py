@@ -1,0 +1,108 @@
+"""The `rkcompile` command line: argument parsing only; the work is done by the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import click
+
+from rkcompile.errors import RkcompileError
+
+__all__ = ["main", "cli"]
+
+
+class _Group(click.Group):
+    """A click group that prints library errors on one line (exit 1) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RkcompileError as e:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
+@click.version_option(package_name="rkcompile")
+def cli(debug: bool) -> None:
+    """Compile YAML specs of residual networks (as Runge-Kutta integrators) to torch.fx, and draw them."""
+
+
+def table(rows: list[list[object]], header: list[str]) -> str:
+    """Render rows as a plain left-aligned text table."""
+    cells = [header] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+
+
+@cli.command()
+@click.argument("name", required=False)
+def tableaux(name: str | None) -> None:
+    """List the built-in tableaux, or show one (c, A, b as exact fractions) by NAME."""
+    from rkcompile.tableaux import get_tableau, list_tableaux
+
+    if name:
+        click.echo(get_tableau(name).describe())
+        return
+    rows = []
+    for n in list_tableaux():
+        t = get_tableau(n)
+        rows.append([n, t.stages, t.order, t.embedded_order or "-", t.source.split(",")[0]])
+    click.echo(table(rows, ["name", "stages", "order", "embedded", "source"]))
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
+def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Validate each SPEC and print a per-stage summary; exit 1 if any is invalid."""
+    from rkcompile.load import load_spec
+
+    failed = 0
+    for path in specs:
+        try:
+            spec = load_spec(path, overrides)
+        except RkcompileError as e:
+            click.echo(f"error: {e}", err=True)
+            failed += 1
+            continue
+        click.echo(f"{path}: ok ({spec.name})")
+        click.echo(_indent(stage_table(spec)))
+    if failed:
+        click.echo(f"{failed} of {len(specs)} spec{'s' if len(specs) > 1 else ''} invalid", err=True)
+        sys.exit(1)
+
+
+def stage_table(spec) -> str:
+    """Per-stage summary: integrator, weights, blocks, evaluations, step size."""
+    from rkcompile.exact import format_coefficient
+
+    rows = []
+    for n, s in enumerate(spec.stages):
+        t = s.tableau
+        weights = s.weights.kind + (f"({s.weights.pieces})" if s.weights.kind == "basis" else "")
+        rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.kind, f"{t.name} (order {t.order})", weights,
+                     s.blocks, s.total_evaluations, format_coefficient(s.h)])
+    return table(rows, ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"])
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec language (for editor validation)."""
+    from rkcompile.spec import Spec
+
+    click.echo(json.dumps(Spec.model_json_schema(), indent=2))
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    cli(prog_name="rkcompile")

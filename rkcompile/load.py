@@ -1,0 +1,200 @@
+"""Spec loading: YAML source → overrides → Pydantic validation → semantic checks, every error located."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pydantic
+import yaml
+
+from rkcompile.errors import SpecError, did_you_mean
+from rkcompile.semantics import check_spec
+from rkcompile.source import Source, format_path, read_source
+from rkcompile.spec import Spec, _Model
+
+__all__ = ["load_spec", "parse_overrides"]
+
+
+def load_spec(
+    path_or_text: str | Path | Spec,
+    overrides: Mapping[str, object] | Iterable[str] | None = None,
+    *,
+    file: str | None = None,
+) -> Spec:
+    """Load and validate a spec from a path or YAML text; `overrides` maps dotted paths to new values."""
+    if isinstance(path_or_text, Spec):
+        if not overrides:
+            return path_or_text
+        source = copy.deepcopy(path_or_text._source) if path_or_text._source else Source(
+            data=path_or_text.data, file=file or "<spec>", text=""
+        )
+    else:
+        source = read_source(path_or_text, file=file)
+    if overrides:
+        source.data = apply_overrides(source, parse_overrides(overrides))
+    if not isinstance(source.data, dict):
+        raise source.error((), f"a spec is a mapping with 'name' and 'stages', found {_kind_of(source.data)}")
+    try:
+        spec = Spec.model_validate(source.data)
+    except pydantic.ValidationError as e:
+        raise _located(e, source) from None
+    spec._source = source
+    check_spec(spec)
+    return spec
+
+
+def parse_overrides(overrides: Mapping[str, object] | Iterable[str]) -> dict[str, object]:
+    """Turn ['stages.0.integrator=rk4', ...] (values read as YAML) or a mapping into {dotted path: value}."""
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    out: dict[str, object] = {}
+    for item in overrides:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"expected PATH=VALUE (e.g. stages.0.integrator=rk4), found '{item}'", file="--set")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = text
+    return out
+
+
+def apply_overrides(source: Source, overrides: Mapping[str, object]) -> object:
+    """Return a copy of the source data with each dotted path set (a None value deletes the key)."""
+    data = copy.deepcopy(source.data)
+    for dotted, value in overrides.items():
+        parts = [int(p) if p.lstrip("-").isdigit() else p for p in dotted.replace("[", ".").replace("]", "").split(".")]
+        node, path = data, ()
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+                if last:
+                    node[part] = value
+                else:
+                    node = node[part]
+            elif isinstance(node, dict) and isinstance(part, str):
+                if last:
+                    if value is None:
+                        node.pop(part, None)
+                    else:
+                        node[part] = value
+                elif part in node:
+                    node = node[part]
+                else:
+                    raise SpecError(f"no field '{part}' here{did_you_mean(part, node)}", file="--set",
+                                    path=format_path(path + (part,)))
+            else:
+                what = f"index {part} out of range (length {len(node)})" if isinstance(node, list) else (
+                    f"cannot index {_kind_of(node)} with '{part}'")
+                raise SpecError(what, file="--set", path=format_path(path + (part,)))
+            path += (part,)
+    return data
+
+
+def _kind_of(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------- pydantic errors → located errors
+_MEMBER_MISMATCH = {"string_type", "model_type", "dict_type", "model_attributes_type", "is_instance_of", "list_type"}
+
+
+def _located(error: pydantic.ValidationError, source: Source) -> SpecError:
+    """Pick the most specific validation error and locate it in the YAML source."""
+    errors = error.errors(include_url=False)
+    specific = [e for e in errors if e["type"] not in _MEMBER_MISMATCH] or errors
+    # a misspelt key usually also makes a required one "missing": report the typo, it is the cause
+    first = min(specific, key=lambda e: e["type"] == "missing")
+    path = _data_path(first["loc"], source.data)
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(_get(source.data, path), dict):
+        path += ("kind",)
+    message = _message(first, _get(source.data, path[:-1]), path)
+    if len(specific) > 1:
+        message += f" (and {len(specific) - 1} more error{'s' if len(specific) > 2 else ''})"
+    return source.error(path, message)
+
+
+def _get(data: object, path: tuple) -> object:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _data_path(loc: tuple, data: object) -> tuple:
+    """Map a Pydantic loc onto the data, skipping union-member labels (e.g. the 'basic' in module.basic.x)."""
+    path: tuple = ()
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif _is_member_label(part):
+            continue
+        elif i == len(loc) - 1:
+            return path + (part,)  # a missing or extra field: locate at its parent
+        else:
+            continue
+        path += (part,)
+    return path
+
+
+def _is_member_label(part: object) -> bool:
+    """Pydantic names union members in locs: 'str', 'InlineTableau', 'function-after[...]', or a kind tag."""
+    return isinstance(part, str) and (
+        "[" in part or part in ("str", "int", "float", "list", "dict") or (len(part) > 1 and part[0].isupper())
+    )
+
+
+def _message(err: dict, parent: object, path: tuple) -> str:
+    kind, msg, ctx = err["type"], err["msg"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        field = path[-1] if path else "?"
+        return f"unknown field '{field}'{did_you_mean(field, _fields_for(parent, field))}"
+    if kind == "missing":
+        return f"missing required field '{err['loc'][-1]}'"
+    if kind == "union_tag_invalid":
+        tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+        tag = ctx.get("tag")
+        return f"unknown kind '{tag}'{did_you_mean(tag, tags)}; expected one of {', '.join(tags)}"
+    if kind == "union_tag_not_found":
+        return "missing 'kind'"
+    if kind == "literal_error":
+        expected = [t.strip(" '") for t in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
+        found = err.get("input")
+        return f"unknown value '{found}'{did_you_mean(found, expected)}; expected one of {', '.join(expected)}"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    found = err.get("input")
+    shown = "a mapping" if isinstance(found, dict) else "a list" if isinstance(found, list) else repr(found)
+    return f"{msg[0].lower()}{msg[1:]}, found {shown}"
+
+
+def _fields_for(parent: object, extra: str) -> list[str]:
+    """Field names of the spec model that best matches the mapping holding an unknown key."""
+    if not isinstance(parent, dict):
+        return []
+    keys = set(parent) - {extra}
+    best, score = [], -1
+    for model in _all_models():
+        kind_field = model.model_fields.get("kind")
+        if "kind" in parent and kind_field is not None and parent["kind"] not in getattr(
+            kind_field.annotation, "__args__", ()
+        ):
+            continue
+        s = len(keys & set(model.model_fields))
+        if s > score:
+            best, score = list(model.model_fields), s
+    return best
+
+
+def _all_models() -> list[type[_Model]]:
+    out, todo = [], [_Model]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            out.append(sub)
+            todo.append(sub)
+    return out

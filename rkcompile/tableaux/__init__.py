@@ -1,0 +1,63 @@
+"""The tableau library: a name -> Tableau registry (torchdiffeq's SOLVERS / timm's model registry style)."""
+
+from __future__ import annotations
+
+import re
+
+from rkcompile.errors import TableauError, did_you_mean
+from rkcompile.tableau import Tableau
+
+__all__ = ["get_tableau", "list_tableaux", "register_tableau"]
+
+# Insertion order is preference order among tableaux of the same order (used for "rk5" -> "dopri5").
+_REGISTRY: dict[str, Tableau] = {}
+
+
+def register_tableau(tableau: Tableau) -> Tableau:
+    """Add a tableau under its (lower-cased) name; a name can be registered once."""
+    if not isinstance(tableau, Tableau):
+        raise TableauError(f"register_tableau expects a Tableau, found {type(tableau).__name__}")
+    key = tableau.name.lower()
+    if key in _REGISTRY:
+        raise TableauError(f"a tableau named {key!r} is already registered")
+    _REGISTRY[key] = tableau
+    return tableau
+
+
+def list_tableaux() -> list[str]:
+    """Registered names, by order and then by name."""
+    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].order, n))
+
+
+def get_tableau(name: str) -> Tableau:
+    """The registered tableau called `name` (case-insensitive); unknown names get a suggestion and the full list."""
+    if not isinstance(name, str):
+        raise TableauError(f"a tableau name must be a string, found {type(name).__name__} ({name!r})")
+    key = name.strip().lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    names = list_tableaux()
+    raise TableauError(f"unknown tableau {name!r}{_suggest(key, names)}; valid names: {', '.join(names)}")
+
+
+def _suggest(key: str, names: list[str]) -> str:
+    """' (did you mean ...?)': for "rk5"/"order5" the preferred tableau of that order, else the nearest name."""
+    m = re.fullmatch(r"(?:rk|order)[-_ ]?(\d+)", key)
+    if m:
+        # difflib would offer "rk4" for "rk5"; someone asking for a fifth-order method wants one.
+        same_order = [n for n, t in _REGISTRY.items() if t.order == int(m.group(1))]
+        if same_order:
+            return f" (did you mean {same_order[0]!r}?)"
+    return did_you_mean(key, names)
+
+
+def _register_builtins() -> None:
+    """Register the built-in families, each in its own small module."""
+    from rkcompile.tableaux import eighth_order, embedded, fourth_order, low_order
+
+    for family in (low_order, fourth_order, embedded, eighth_order):
+        for tableau in family.TABLEAUX:
+            register_tableau(tableau)
+
+
+_register_builtins()
