@@ -8,6 +8,7 @@ from rkcompile.errors import (
     TableauError,
     TransformError,
 )
+from rkcompile.compiler import build
 from rkcompile.load import load_spec
 from rkcompile.spec import Spec, Stage
 from rkcompile.tableau import Tableau
@@ -25,6 +26,7 @@ __all__ = [
     "Tableau",
     "TableauError",
     "TransformError",
+    "build",
     "get_tableau",
     "list_tableaux",
     "load_spec",

@@ -7,6 +7,7 @@ targets read `stage0.block3.eval2.conv1`; graph nodes read `stage0_block3_k2_con
 
 from __future__ import annotations
 
+import operator
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from rkcompile.errors import CompileError
 from rkcompile.exact import parse_coefficient
 from rkcompile.load import load_spec
 from rkcompile.lowering import StepPlan, lower_step, piece_index
-from rkcompile.modules import LayerCall, Part, activation, layer_list, norm_layer, residual_function
+from rkcompile.modules import LayerCall, Part, Scale, activation, layer_list, norm_layer, residual_function
 from rkcompile.semantics import Shape, walk_layers
 from rkcompile.spec import Basis, ConvStem, NoEntry, PerEvaluation, Shared, Spec, Stage, Stitch, Transition
 
@@ -125,7 +126,7 @@ class _Compiler:
         for b in range(blocks):
             base = {"role": "eval", "stage": n, "block": b}
             name = f"stage{n}_block{b}"
-            scale = self.step_scale(stage, n, b, shape, name, base) if (learned or stage.step.skip_init) else None
+            scale = self.step_scale(stage, n, b, shape, name, base) if learned else None
 
             def evaluate(z: fx.Node, i: int, b: int = b, name: str = name, base: dict = base) -> fx.Node:
                 target, part, label = functions(b, i)
@@ -162,34 +163,24 @@ class _Compiler:
 
     def _new_f(self, stage: Stage, shape: Shape, target: str) -> Part:
         part = residual_function(stage.module, shape, shape.width)
+        if stage.step.skip_init:  # s * F with s = 0 at init (ContinuousNet's skip-init), one s per F
+            part = Part([*part.calls, LayerCall("skip", Scale(0.0))])
         self.attach(target, part)
         return part
 
     def step_scale(self, stage: Stage, n: int, b: int, shape: Shape, name: str, base: dict):
-        """Per-block learned step size h (scalar or per channel) and skip-init scalar, applied to each k."""
+        """The block's learned step size h (HO-ResNet's adaptive h, or TSC_indp's per-channel steps) times each k."""
         target = f"stage{n}.block{b}"
-        params = []
-        if stage.step.learn != "none":
-            size = (shape.width, 1, 1) if shape.image else (shape.width,)
-            size = () if stage.step.learn == "scalar" else size
-            params.append(("h", torch.full(size, float(stage.h))))
-        if stage.step.skip_init:
-            params.append(("skip", torch.zeros(())))
+        size = (shape.width, 1, 1) if shape.image else (shape.width,)
+        size = () if stage.step.learn == "scalar" else size
         if not _has(self.root, target):
             self.attach(target, nn.Module())
-        owner = self.root.get_submodule(target)
-        for pname, value in params:
-            owner.register_parameter(pname, nn.Parameter(value))
-        nodes: dict = {}
+        self.root.get_submodule(target).register_parameter("h", nn.Parameter(torch.full(size, float(stage.h))))
+        h = self.graph.get_attr(f"{target}.h")
+        h.meta["rk"] = dict(base, role="parameter")
 
         def scale(k: fx.Node, i: int) -> fx.Node:
-            for pname, _ in params:
-                if pname not in nodes:
-                    nodes[pname] = self.graph.get_attr(f"{target}.{pname}")
-                    nodes[pname].meta["rk"] = dict(base, role="parameter")
-                k = self.function(torch.mul, (k, nodes[pname]), f"{name}_k{i + 1}_{pname}",
-                                  dict(base, role="scale", eval=i + 1))
-            return k
+            return self.function(torch.mul, (k, h), f"{name}_k{i + 1}_h", dict(base, role="scale", eval=i + 1))
 
         return scale
 
@@ -224,7 +215,8 @@ class _Compiler:
             return self.call_part(x, part, f"{target}.shortcut", f"{name}_shortcut", meta)
         if entry.stride > 1:
             s = entry.stride
-            x = self.function(_subsample, (x, s), f"{name}_subsample", meta)
+            every = (slice(None), slice(None), slice(None, None, s), slice(None, None, s))
+            x = self.function(operator.getitem, (x, every), f"{name}_subsample", meta)  # option A: a view
         if out.width > shape.width:
             x = self.function(nn.functional.pad, (x, (0, 0, 0, 0, 0, out.width - shape.width)), f"{name}_pad", meta)
         return x
@@ -239,11 +231,6 @@ class _Compiler:
         part = Part(calls + [LayerCall("fc", nn.Linear(shape.width, out.classes))])
         self.attach("head", part)
         return self.call_part(x, part, "head", "head", meta)
-
-
-def _subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """Keep every `stride`-th pixel: the parameter-free shortcut of ResNet option A (seed 004)."""
-    return x[:, :, ::stride, ::stride]
 
 
 def _after(module) -> str | None:

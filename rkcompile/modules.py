@@ -10,7 +10,7 @@ from torch import nn
 from rkcompile.semantics import Shape
 from rkcompile.spec import Act, Basic, Bottleneck, Conv, Dropout, Layers, Linear, Mlp, Norm, Pool
 
-__all__ = ["Part", "LayerCall", "residual_function", "layer_list", "activation", "norm_layer"]
+__all__ = ["Part", "LayerCall", "Scale", "residual_function", "layer_list", "activation", "norm_layer"]
 
 ACTIVATION_FUNCTIONS = {
     "relu": torch.relu,
@@ -48,6 +48,18 @@ class Part(nn.Module):
         for call in self.calls:
             x = (getattr(self, call.name) if call.module is not None else call.function)(x)
         return x
+
+
+class Scale(nn.Module):
+    """Multiply by a learnable scalar, initialised to `init` (skip-init: F starts as the zero map)."""
+
+    def __init__(self, init: float = 0.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x times the scalar."""
+        return x * self.scale
 
 
 def activation(kind: str | None) -> object | None:

@@ -20,8 +20,11 @@ from rkcompile.trees import orders
 
 __all__ = ["Tableau", "TableauText", "ROW_RTOL"]
 
-#: Relative tolerance of the row-sum, sum(b) = 1 and sum(b_error) = 0 checks for irrational tableaux, scaled by
-#: the largest entry involved: Verner 8(9)'s row 12 has entries near 1e3 and holds in float64 to ~1.5e-13.
+#: Tolerance of the row-sum, sum(b) = 1 and sum(b_error) = 0 checks, relative to the largest entry involved
+#: (at least 1). The difference itself is computed exactly when every entry is a Fraction, so exact tableaux
+#: pass with difference 0; the tolerance admits float tableaux (Verner 8(9)'s row 12 has entries near 1e3 and
+#: holds in float64 to ~1.5e-13) and published rational approximations (Prince-Dormand RK8(7)13M's rows sum to
+#: its published c only to ~1e-17).
 ROW_RTOL = 1e-12
 
 
@@ -58,7 +61,7 @@ class Tableau:
         c_val, c_txt = _parse_vector(name, "c", c)
         b_val, b_txt = _parse_vector(name, "b", b)
         rows = _full_rows(name, A, len(c_val))
-        parsed = [_parse_vector(name, f"row {i + 1} of A", row, f"a_{{{i + 1},{{}}}}") for i, row in enumerate(rows)]
+        parsed = [_parse_vector(name, f"row {i + 1} of A", row, f"a_{{{i + 1},#}}") for i, row in enumerate(rows)]
         e_val = e_txt = None
         if b_error is not None:
             e_val, e_txt = _parse_vector(name, "b_error", b_error)
@@ -66,7 +69,7 @@ class Tableau:
             emb_val, _ = _parse_vector(name, "b_embedded", b_embedded)
             if len(emb_val) != len(b_val):
                 raise TableauError(f"tableau {name!r}: b_embedded has {len(emb_val)} entries but b has {len(b_val)}")
-            e_val = tuple(x - y for x, y in zip(b_val, emb_val))
+            e_val = tuple(x - y for x, y in zip(b_val, emb_val, strict=True))
             e_txt = tuple(format_coefficient(x) for x in e_val)
         text = TableauText(c_txt, tuple(t for _, t in parsed), b_txt, e_txt)
         return cls(name, c_val, tuple(v for v, _ in parsed), b_val, e_val, source, text)
@@ -86,7 +89,7 @@ class Tableau:
         if not _is_sequence(self.A) or len(self.A) != s:
             found = f"{len(self.A)} rows" if _is_sequence(self.A) else type(self.A).__name__
             raise TableauError(f"tableau {name!r}: A must be {s} x {s} (one row per stage), found {found}")
-        A = tuple(_parse_vector(name, f"row {i + 1} of A", row, f"a_{{{i + 1},{{}}}}", _keep_float)[0]
+        A = tuple(_parse_vector(name, f"row {i + 1} of A", row, f"a_{{{i + 1},#}}", _keep_float)[0]
                   for i, row in enumerate(self.A))
         for i, row in enumerate(A):
             if len(row) != s:
@@ -155,7 +158,7 @@ class Tableau:
     @property
     def b_embedded(self) -> tuple[Coefficient, ...] | None:
         """The embedded weights b - b_error, or None."""
-        return None if self.b_error is None else tuple(x - y for x, y in zip(self.b, self.b_error))
+        return None if self.b_error is None else tuple(x - y for x, y in zip(self.b, self.b_error, strict=True))
 
     @cached_property
     def _orders(self) -> tuple[int, int | None]:
@@ -218,12 +221,13 @@ class Tableau:
     def describe(self) -> str:
         """A readable multi-line Butcher array with the coefficients as written (one line per stage if wide)."""
         s, has_e = self.stages, self.b_error is not None
-        head = f"{self.name}: {s} stages, order {self.order}"
+        head = f"{self.name}: {s} stage{'s' if s > 1 else ''}, order {self.order}"
         head += f", embedded order {self.embedded_order}" if has_e else ""
         head += ", FSAL" if self.fsal else ""
         dropped = sorted(set(range(s)) - set(self.needed_stages()))
         if dropped:
-            which = f"stages {', '.join(str(j + 1) for j in dropped)} do" if len(dropped) > 1 else f"stage {dropped[0] + 1} does"
+            numbers = ", ".join(str(j + 1) for j in dropped)
+            which = f"stages {numbers} do" if len(dropped) > 1 else f"stage {numbers} does"
             head += f"; {which} not reach the output (pruned when compiled)"
         lines = [head] + ([f"source: {self.source}"] if self.source else [])
         left = [self._label("c", i) for i in range(s)] + ["b"] + (["b_error"] if has_e else [])
@@ -232,21 +236,24 @@ class Tableau:
         widths = [max(len(row[j]) for row in body if len(row) > j) for j in range(s)]
         lw = max(map(len, left))
         if lw + 3 + sum(widths) + 2 * s <= 140:
-            for k, (lab, row) in enumerate(zip(left, body)):
+            for k, (lab, row) in enumerate(zip(left, body, strict=True)):
                 if k == s:
                     lines.append("-" * (lw + 1) + "+" + "-" * (sum(widths) + 2 * s - 1))
-                lines.append((f"{lab.rjust(lw)} | " + "  ".join(x.rjust(w) for x, w in zip(row, widths))).rstrip())
+                cells = "  ".join(x.rjust(w) for x, w in zip(row, widths, strict=False))  # row i has i entries
+                lines.append(f"{lab.rjust(lw)} | {cells}".rstrip())
         else:  # too wide for a terminal as an array
             lines += [f"stage {i + 1}: c = {left[i]}; a = [{', '.join(body[i])}]" for i in range(s)]
-            lines += [f"{lab} = [{', '.join(row)}]" for lab, row in zip(left[s:], body[s:])]
+            lines += [f"{lab} = [{', '.join(row)}]" for lab, row in zip(left[s:], body[s:], strict=True)]
         return "\n".join(lines)
 
     def __str__(self) -> str:
+        """The Butcher array, as `describe()`."""
         return self.describe()
 
 
 # ---------------------------------------------------------------------- helpers
 def _is_sequence(value: object) -> bool:
+    """A list-like of entries (a string is not one)."""
     return isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes))
 
 
@@ -265,13 +272,13 @@ def _parse_vector(name: str, what: str, values: object, entry: str | None = None
     """Parse a list of coefficients; errors name the tableau and the entry (1-based, e.g. c_3 or a_{2,1})."""
     if not _is_sequence(values):
         raise TableauError(f"tableau {name!r}: {what} must be a list of coefficients, found {type(values).__name__}")
-    entry = entry or what + "_{}"
+    entry = entry or what + "_#"  # '#' stands for the 1-based index
     parsed, text = [], []
     for k, v in enumerate(values.tolist() if isinstance(values, np.ndarray) else values):
         try:
             x = parse(v)
         except TableauError as err:
-            raise TableauError(f"tableau {name!r}: {entry.format(k + 1)}: {err}") from None
+            raise TableauError(f"tableau {name!r}: {entry.replace('#', str(k + 1))}: {err}") from None
         parsed.append(x)
         text.append(v.strip() if isinstance(v, str) else format_coefficient(x))
     return tuple(parsed), tuple(text)
@@ -320,11 +327,12 @@ def _close(total: Coefficient, target: Coefficient, entries: Sequence[Coefficien
 
 
 def _show(x: Coefficient) -> str:
-    """Short text of a computed value: exact when the fraction is short, else 17 significant digits."""
+    """Short text of a computed value: exact when the fraction is short, else the shortest float repr."""
     if isinstance(x, Fraction) and len(str(x)) <= 24:
         return str(x)
-    return f"{float(x):.17g}"
+    return repr(float(x))
 
 
 def _show_diff(x: Coefficient, y: Coefficient) -> str:
+    """The difference x - y in three significant digits."""
     return f"{float(x - y):.3g}"

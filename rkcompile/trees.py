@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def orders(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]], m
     return [max_order if r is None else r for r in result]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _indices_of_order(p: int) -> tuple[int, ...]:
     """Indices in `rooted_trees()` of the trees with exactly p vertices."""
     return tuple(k for k, t in enumerate(rooted_trees()) if t.order == p)
@@ -153,7 +153,7 @@ class _ExactPhi:
                     cp = self.get(child)
                     self.a_phi[child] = [sum(a * cp[j] for j, a in row) for row in self.rows]
                 ap = self.a_phi[child]
-                phi = [x * y for x, y in zip(phi, ap)]
+                phi = [x * y for x, y in zip(phi, ap, strict=True)]
             self.cache[k] = phi
         return self.cache[k]
 
@@ -163,6 +163,6 @@ class _ExactPhi:
         db = math.lcm(*(x.denominator for x in b))
         phi = self.get(k)
         den = db * self.D ** (t.order - 1)
-        num = t.gamma * sum(int(x * db) * y for x, y in zip(b, phi) if x != 0) - den
+        num = t.gamma * sum(int(x * db) * y for x, y in zip(b, phi, strict=True) if x != 0) - den
         # int / int is correctly rounded in Python even for huge operands.
         return num / (t.gamma * den) if num else 0.0
