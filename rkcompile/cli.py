@@ -96,6 +96,42 @@ def _indent(text: str) -> str:
 
 
 @cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the model (spec + weights) to this .pt file.")
+@click.option("--code", type=click.Path(dir_okay=False), help="Write the generated forward() code to this file.")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
+def build(spec: str, output: str | None, code: str | None, overrides: tuple[str, ...]) -> None:
+    """Compile SPEC to a torch.fx GraphModule and print its blocks, evaluations and parameters."""
+    from rkcompile.compiler import build as compile_spec
+    from rkcompile.summary import units
+
+    model = compile_spec(spec, list(overrides))
+    rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
+    total = sum(p.numel() for p in model.parameters())
+    rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
+    click.echo(f"{model.spec.name}: {len(model.graph.nodes)} graph nodes")
+    click.echo(table(rows, ["unit", "integrator", "evaluations", "parameters"]))
+    if code:
+        header = f"# forward() of the torch.fx GraphModule compiled by rkcompile from {spec}\nimport torch\n"
+        _write_text(code, header + model.code)
+        click.echo(f"wrote {code}")
+    if output:
+        from rkcompile.artifact import save
+
+        save(model, output)
+        click.echo(f"wrote {output}")
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write a file the user named, turning OS errors into one-line errors."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {path}: {e.strerror}") from None
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON Schema of the spec language (for editor validation)."""
     from rkcompile.spec import Spec

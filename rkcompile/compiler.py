@@ -16,7 +16,7 @@ from torch import fx, nn
 
 from rkcompile.errors import CompileError
 from rkcompile.exact import parse_coefficient
-from rkcompile.load import load_spec
+from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan, lower_step, piece_index
 from rkcompile.modules import LayerCall, Part, Scale, activation, layer_list, norm_layer, residual_function
 from rkcompile.semantics import Shape, walk_layers
@@ -25,9 +25,12 @@ from rkcompile.spec import Basis, ConvStem, NoEntry, PerEvaluation, Shared, Spec
 __all__ = ["build"]
 
 
-def build(spec_or_path: Spec | str | Path, overrides: dict | None = None, **fields) -> fx.GraphModule:
-    """Compile a spec (object, path or YAML text) to a GraphModule; `stages__0__integrator="rk4"` overrides a field."""
-    changes = dict(overrides or {})
+def build(spec_or_path: Spec | str | Path, overrides=None, **fields) -> fx.GraphModule:
+    """Compile a spec (object, path or YAML text) to a GraphModule; `stages__0__integrator="rk4"` overrides a field.
+
+    `overrides` is a mapping {dotted path: value} or a list of "path=value" strings (as `--set` takes them).
+    """
+    changes = parse_overrides(overrides or {})
     changes.update({k.replace("__", "."): v for k, v in fields.items()})
     spec = load_spec(spec_or_path, changes or None)
     if spec.seed is None:

@@ -1,0 +1,57 @@
+"""`rkcompile build`: the per-unit table, --set, --code, -o, and located errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from rkcompile.cli import cli
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_build_prints_units_and_total():
+    result = run("build", "specs/ho-resnet58-rk4.yaml", "--set", "stages.0.evaluations=8")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("ho-resnet58-rk4: ")
+    assert any(line.split()[:4] == ["stage0.block1", "rk4", "4", "295,936"] for line in lines)
+    assert lines[-1].split() == ["total", "8", "594,378"]
+
+
+def test_build_shared_and_basis_rows():
+    result = run("build", "specs/continuousnet-2-2-2.yaml")
+    assert result.exit_code == 0
+    assert "stage2.piece1" in result.output and "273,210" in result.output
+
+
+def test_build_writes_code(tmp_path: Path):
+    out = tmp_path / "model.py"
+    result = run("build", "specs/pendulum-odenet.yaml", "--code", str(out))
+    assert result.exit_code == 0
+    text = out.read_text()
+    assert "def forward(self, x):" in text and "self.stage0.f.fc1(" in text
+    compile(text, str(out), "exec")  # the written code is valid Python
+
+
+def test_build_invalid_budget_is_one_located_line():
+    result = run("build", "specs/ho-resnet58-rk4.yaml", "--set", "stages.0.evaluations=9")
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert "specs/ho-resnet58-rk4.yaml:11:5: stages[0].evaluations:" in result.output
+    assert "nearest valid budgets: 8, 12" in result.output and "Traceback" not in result.output
+
+
+def test_build_bad_set_and_unwritable_code(tmp_path: Path):
+    result = run("build", "specs/pendulum-odenet.yaml", "--set", "stages.0.integrator=rk5")
+    assert result.exit_code == 1 and "unknown tableau 'rk5'" in result.output
+    result = run("build", "specs/pendulum-odenet.yaml", "--code", str(tmp_path / "missing" / "m.py"))
+    assert result.exit_code == 1 and "cannot write" in result.output
+
+
+def test_build_missing_spec():
+    result = run("build", "specs/nope.yaml")
+    assert result.exit_code == 1 and "specs/nope.yaml: no such file" in result.output
