@@ -25,8 +25,10 @@ setup() {
 case "${1:-}" in
   demo)
     setup
+    mkdir -p out
     .venv/bin/rkcompile check specs/*.yaml
     .venv/bin/rkcompile tableaux
+    .venv/bin/rkcompile build specs/ho-resnet58-rk4.yaml --code out/ho-resnet58-rk4.py
     ;;
   test)
     setup

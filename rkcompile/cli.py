@@ -52,8 +52,9 @@ def tableaux(name: str | None) -> None:
     rows = []
     for n in list_tableaux():
         t = get_tableau(n)
-        rows.append([n, t.stages, t.order, t.embedded_order or "-", t.source.split(",")[0]])
-    click.echo(table(rows, ["name", "stages", "order", "embedded", "source"]))
+        rows.append([n, t.stages, t.pruned().stages, t.order, t.embedded_order or "-", t.source.split(",")[0]])
+    click.echo(table(rows, ["name", "stages", "evaluated", "order", "embedded", "source"]))
+    click.echo("(evaluated: evaluations of F per step once stages that never reach the output are pruned)")
 
 
 @cli.command()
