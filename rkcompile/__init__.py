@@ -8,6 +8,7 @@ from rkcompile.errors import (
     TableauError,
     TransformError,
 )
+from rkcompile.artifact import load, save
 from rkcompile.compiler import build
 from rkcompile.load import load_spec
 from rkcompile.spec import Spec, Stage
@@ -27,6 +28,8 @@ __all__ = [
     "TableauError",
     "TransformError",
     "build",
+    "load",
+    "save",
     "get_tableau",
     "list_tableaux",
     "load_spec",

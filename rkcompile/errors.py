@@ -32,7 +32,7 @@ class SpecError(RkcompileError):
         column: int | None = None,
         path: str = "",
     ) -> None:
-        self.message = message
+        self.message = " ".join(str(message).splitlines())  # one line, whatever the user's input held
         self.file = file
         self.line = line
         self.column = column

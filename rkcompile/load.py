@@ -164,7 +164,8 @@ def _message(err: dict, parent: object, path: tuple) -> str:
     if kind == "literal_error":
         expected = [t.strip(" '") for t in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
         found = err.get("input")
-        return f"unknown value '{found}'{did_you_mean(found, expected)}; expected one of {', '.join(expected)}"
+        shown = repr(found) if isinstance(found, str) else f"'{found}'"
+        return f"unknown value {shown}{did_you_mean(found, expected)}; expected one of {', '.join(expected)}"
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     found = err.get("input")
