@@ -8,6 +8,7 @@ from rkcompile.errors import (
     TableauError,
     TransformError,
 )
+from rkcompile.analysis import BlockReport, Report, analyze
 from rkcompile.artifact import load, save
 from rkcompile.compiler import build
 from rkcompile.load import load_spec
@@ -19,6 +20,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArtifactError",
+    "BlockReport",
+    "Report",
+    "analyze",
     "CompileError",
     "RkcompileError",
     "Spec",

@@ -69,6 +69,8 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
         try:
             spec = load_spec(path, overrides)
         except RkcompileError as e:
+            if click.get_current_context().find_root().params.get("debug"):
+                traceback.print_exc()
             click.echo(f"error: {e}", err=True)
             failed += 1
             continue

@@ -104,7 +104,9 @@ _MEMBER_MISMATCH = {"string_type", "model_type", "dict_type", "model_attributes_
 def _located(error: pydantic.ValidationError, source: Source) -> SpecError:
     """Pick the most specific validation error and locate it in the YAML source."""
     errors = error.errors(include_url=False)
-    specific = [e for e in errors if e["type"] not in _MEMBER_MISMATCH] or errors
+    # "input should be a valid string" for the str member of `integrator: str | InlineTableau` says nothing
+    # when the user wrote a mapping: drop mismatches that stop at a union member, keep the member's own errors
+    specific = [e for e in errors if not (e["type"] in _MEMBER_MISMATCH and _is_member_label(e["loc"][-1]))] or errors
     # a misspelt key usually also makes a required one "missing": report the typo, it is the cause
     first = min(specific, key=lambda e: e["type"] == "missing")
     path = _data_path(first["loc"], source.data)

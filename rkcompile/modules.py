@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -71,8 +72,8 @@ def norm_layer(kind: str, shape: Shape, groups: int = 32) -> nn.Module | None:
     """A normalisation layer over the current width (BatchNorm2d/1d, GroupNorm, LayerNorm) or None."""
     if kind == "batchnorm":
         return nn.BatchNorm2d(shape.width) if shape.image else nn.BatchNorm1d(shape.width)
-    if kind == "groupnorm":
-        return nn.GroupNorm(min(groups, shape.width), shape.width)
+    if kind == "groupnorm":  # a module's groupnorm takes gcd(32, width) groups, so any width works
+        return nn.GroupNorm(math.gcd(groups, shape.width), shape.width)
     if kind == "layernorm":
         return nn.GroupNorm(1, shape.width) if shape.image else nn.LayerNorm(shape.width)
     return None
@@ -157,21 +158,24 @@ def residual_function(module, shape_in: Shape, width_out: int, stride: int = 1) 
 def layer_list(layers: list, shape: Shape, width_out: int | None = None, stride: int = 1) -> Part:
     """Build a custom layer list; a conv or linear without an explicit width maps to `width_out`.
 
+    `width_out` is the stage's width for a residual function (so `[{linear, features: 3}, tanh, linear]`
+    goes out and back); for a stem it is None and a width-less layer keeps the current width
+    (the same rule as `semantics.walk_layers`).
+
     The first conv with a kernel > 1 (or the first conv if none) takes the entry `stride`, as torchvision's
     bottleneck puts it on its 3x3 conv.
     """
     b = _Builder()
-    width_out = width_out or shape.width
     convs = [i for i, layer in enumerate(layers) if isinstance(layer, Conv)]
     strided = next((i for i in convs if layers[i].kernel > 1), convs[0] if convs else None)
     for i, layer in enumerate(layers):
         if isinstance(layer, Conv):
-            cout = layer.channels or width_out
+            cout = layer.channels or width_out or shape.width
             s = layer.stride * (stride if i == strided else 1)
             b.conv(shape.width, cout, layer.kernel, s, layer.bias, layer.groups)
             shape = Shape(True, cout, shape.height, shape.breadth).strided(s)
         elif isinstance(layer, Linear):
-            fout = layer.features or width_out
+            fout = layer.features or width_out or shape.width
             b.module("linear", nn.Linear(shape.width, fout, bias=layer.bias))
             shape = Shape(False, fout)
         elif isinstance(layer, Norm):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from rkcompile.errors import CompileError
+from rkcompile.exact import parse_coefficient
 from rkcompile.spec import Act, Basic, Bottleneck, Conv, ConvStem, Dropout, Layers, Linear, Mlp, NoEntry, Norm, \
     PerEvaluation, Pool, Spec, Stage
 
@@ -85,6 +86,10 @@ def _check_module(spec: Spec, stage: Stage, shape: Shape, path: tuple, stride: i
 
 
 def _check_budget(spec: Spec, stage: Stage, path: tuple) -> None:
+    for field in ("h", "T"):
+        value = getattr(stage.step, field)
+        if value is not None and parse_coefficient(value) <= 0:
+            raise spec.error(path + ("step", field), f"the step size must be positive, found {value}", CompileError)
     tableau = stage.tableau
     if stage.evaluations is not None and stage.evaluations % tableau.stages:
         valid = nearest_budgets(stage.evaluations, tableau.stages)
@@ -103,7 +108,12 @@ def nearest_budgets(evaluations: int, stages: int) -> list[int]:
 
 
 def walk_layers(spec: Spec, layers: list, shape: Shape, path: tuple, residual: bool = False) -> Shape:
-    """Propagate a shape through a custom layer list, raising located errors for layers that do not fit."""
+    """Propagate a shape through a custom layer list, raising located errors for layers that do not fit.
+
+    A conv or linear without an explicit width maps to the residual function's width (the stage's), or, in a
+    stem, keeps the current width: the rule `modules.layer_list` builds with.
+    """
+    target = shape.width if residual else None
     for n, layer in enumerate(layers):
         where = path + (n,)
         if isinstance(layer, (Conv, Pool)) and not shape.image:
@@ -114,14 +124,15 @@ def walk_layers(spec: Spec, layers: list, shape: Shape, path: tuple, residual: b
             raise spec.error(where + ("stride",), "a residual function cannot change resolution; use a stage "
                              "'entry' to downsample", CompileError)
         if isinstance(layer, Conv):
-            if shape.width % layer.groups or (layer.channels or shape.width) % layer.groups:
+            out = layer.channels or target or shape.width
+            if shape.width % layer.groups or out % layer.groups:
                 raise spec.error(where + ("groups",), f"groups {layer.groups} must divide the widths "
-                                 f"{shape.width} → {layer.channels or shape.width}", CompileError)
-            shape = replace(shape, width=layer.channels or shape.width).strided(layer.stride)
+                                 f"{shape.width} → {out}", CompileError)
+            shape = replace(shape, width=out).strided(layer.stride)
         elif isinstance(layer, Pool):
             shape = shape.strided(layer.stride)
         elif isinstance(layer, Linear):
-            shape = replace(shape, width=layer.features or shape.width)
+            shape = replace(shape, width=layer.features or target or shape.width)
         elif isinstance(layer, Norm) and layer.kind == "groupnorm" and shape.width % layer.groups:
             raise spec.error(where + ("groups",), f"groupnorm groups {layer.groups} must divide the width "
                              f"{shape.width}", CompileError)

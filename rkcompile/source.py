@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +41,18 @@ class Source:
 
 
 def format_path(path: tuple) -> str:
-    """Render ('stages', 1, 'module', 'kind') as 'stages[1].module.kind'."""
+    """Render ('stages', 1, 'module', 'kind') as 'stages[1].module.kind' (odd keys are quoted)."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = str(part) if _PLAIN_KEY.fullmatch(str(part)) else repr(str(part))
+            out += f".{name}" if out else name
     return out
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
 
 
 def read_source(path_or_text: str | Path, *, file: str | None = None) -> Source:
@@ -66,6 +74,8 @@ def read_source(path_or_text: str | Path, *, file: str | None = None) -> Source:
             raise SpecError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=name) from None
         except OSError as e:
             raise SpecError(f"cannot read: {e.strerror}", file=name) from None
+        except ValueError as e:  # e.g. an embedded NUL byte in the path
+            raise SpecError(f"cannot read: {e}", file=repr(name)) from None
     else:
         text, name = str(path_or_text), file or "<spec>"
     return parse_yaml(text, name)
@@ -73,21 +83,39 @@ def read_source(path_or_text: str | Path, *, file: str | None = None) -> Source:
 
 def parse_yaml(text: str, file: str = "<spec>") -> Source:
     """Parse YAML text with the safe loader's composer and convert it node by node."""
-    if len(text.encode("utf-8")) > MAX_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise SpecError(f"not valid Unicode text ({e.reason} at character {e.start})", file=file) from None
+    if size > MAX_BYTES:
         raise SpecError(f"spec is larger than {MAX_BYTES} bytes", file=file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise SpecError(f"invalid YAML: {e.problem or e.context}", file=file, line=line, column=col) from None
     except yaml.YAMLError as e:
-        raise SpecError(f"invalid YAML: {e}", file=file) from None
+        raise yaml_error(e, text, file) from None
+    except RecursionError:
+        raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", file=file) from None
     source = Source(data=None, file=file, text=text)
     if node is None:
         raise SpecError("empty spec: expected a mapping with 'name' and 'stages'", file=file, line=1, column=1)
     source.data = _Converter(source).convert(node, ())
     return source
+
+
+def yaml_error(e: yaml.YAMLError, text: str, file: str, path: tuple = ()) -> SpecError:
+    """Turn a PyYAML error into a located one-line SpecError (its problem, not its multi-line rendering)."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        what = e.problem or e.context or "malformed YAML"
+    elif isinstance(e, yaml.reader.ReaderError):
+        before = text[: e.position]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        what = f"unacceptable character #x{code:04x}: special characters are not allowed"
+    else:
+        line, col, what = None, None, str(e).splitlines()[0]
+    return SpecError(f"invalid YAML: {what}", file=file, line=line, column=col, path=format_path(path))
 
 
 class _Converter:
@@ -97,6 +125,7 @@ class _Converter:
         self.source = source
         self.count = 0
         self.constructor = yaml.SafeLoader("")  # only its scalar constructors are used
+        self.own_keys: dict[int, set[int]] = {}
 
     def convert(self, node: yaml.Node, path: tuple) -> object:
         self.count += 1
@@ -112,17 +141,30 @@ class _Converter:
         return self._scalar(node, path)
 
     def _mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
-        self.constructor.flatten_mapping(node)  # resolves `<<` merge keys the way the safe loader does
+        # flatten_mapping rewrites the node in place, and an aliased node is visited again: remember its own keys
+        own = self.own_keys.setdefault(id(node), {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"})
+        try:
+            self.constructor.flatten_mapping(node)  # resolves `<<` merge keys the way the safe loader does
+        except yaml.YAMLError as e:
+            raise yaml_error(e, self.source.text, self.source.file, path) from None
         out: dict = {}
+        from_merge: set[str] = set()
         for key_node, value_node in node.value:
-            key = self._scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
+            key = self._scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else key_node
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                found = {yaml.SequenceNode: "a list", yaml.MappingNode: "a mapping"}.get(type(key), type(key).__name__)
                 raise SpecError(
-                    f"mapping keys must be plain strings, found {type(key).__name__}",
+                    f"mapping keys must be plain strings, found {found}",
                     file=self.source.file, line=line, column=col, path=format_path(path),
                 )
             key = str(key)
+            merged = id(key_node) not in own  # flatten_mapping lists merged pairs first, then the mapping's own
+            if key in out and (merged or key in from_merge):
+                from_merge.discard(key)  # a later pair overrides a merged one, as PyYAML's loader does
+                del out[key]
+            if merged:
+                from_merge.add(key)
             if key in out:
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 first = self.source.positions[path + (key,)][0]
@@ -138,7 +180,7 @@ class _Converter:
         try:
             value = self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as e:
-            raise self.source.error(path, f"invalid value: {e}") from None
+            raise yaml_error(e, self.source.text, self.source.file, path) from None
         if isinstance(value, float) and not math.isfinite(value):
             raise self.source.error(path, f"non-finite number '{node.value}' is not allowed")
         if not isinstance(value, (str, int, float, bool, type(None))):

@@ -283,3 +283,12 @@ def test_model_carries_spec():
 
 def count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def test_groupnorm_module_at_any_width():
+    model = build("specs/ho-resnet58-euler.yaml", {"input.height": 8, "input.width": 8, "stem.channels": 48,
+                                                    "stages.0.channels": 48, "stages.0.evaluations": 2,
+                                                    "stages.0.module.norm": "groupnorm"})
+    norms = [m for n, m in model.named_modules() if n.startswith("stage0.block0.eval1.gn")]
+    assert norms and all(m.num_groups == 16 for m in norms)  # gcd(32, 48)
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
