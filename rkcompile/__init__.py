@@ -1,5 +1,8 @@
 """rkcompile: declarative YAML specs of residual networks as Runge–Kutta integrators, compiled to torch.fx."""
 
+from rkcompile.analysis import BlockReport, Report, analyze
+from rkcompile.artifact import load, save
+from rkcompile.compiler import build
 from rkcompile.errors import (
     ArtifactError,
     CompileError,
@@ -8,9 +11,6 @@ from rkcompile.errors import (
     TableauError,
     TransformError,
 )
-from rkcompile.analysis import BlockReport, Report, analyze
-from rkcompile.artifact import load, save
-from rkcompile.compiler import build
 from rkcompile.load import load_spec
 from rkcompile.spec import Spec, Stage
 from rkcompile.tableau import Tableau

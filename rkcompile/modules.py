@@ -138,7 +138,7 @@ def residual_function(module, shape_in: Shape, width_out: int, stride: int = 1) 
             b.conv(mid, cout, 1, 1, module.bias)
             b.module(module.norm, norm_layer(module.norm, out))
         else:
-            for i, (ci, co, kk, ss) in enumerate(((cin, mid, 1, 1), (mid, mid, 3, stride), (mid, cout, 1, 1))):
+            for ci, co, kk, ss in ((cin, mid, 1, 1), (mid, mid, 3, stride), (mid, cout, 1, 1)):
                 b.module(module.norm, norm_layer(module.norm, Shape(True, ci)))
                 b.act(module.act)
                 b.conv(ci, co, kk, ss, module.bias)

@@ -6,8 +6,23 @@ from dataclasses import dataclass, replace
 
 from rkcompile.errors import CompileError
 from rkcompile.exact import parse_coefficient
-from rkcompile.spec import Act, Basic, Bottleneck, Conv, ConvStem, Dropout, Layers, Linear, Mlp, NoEntry, Norm, \
-    PerEvaluation, Pool, Spec, Stage
+from rkcompile.spec import (
+    Act,
+    Basic,
+    Bottleneck,
+    Conv,
+    ConvStem,
+    Dropout,
+    Layers,
+    Linear,
+    Mlp,
+    NoEntry,
+    Norm,
+    PerEvaluation,
+    Pool,
+    Spec,
+    Stage,
+)
 
 __all__ = ["check_spec", "Shape", "nearest_budgets"]
 

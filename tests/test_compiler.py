@@ -48,7 +48,6 @@ def set_weights(model, matrices: dict[str, np.ndarray]) -> None:
 def plain_rk(f_of_t, y: list[float], t0: Fraction, h: Fraction, name: str) -> list[float]:
     """One explicit RK step written out from the textbook formula, in plain Python floats."""
     t = get_tableau(name)
-    c = [float(v) for v in t.c]
     A = [[float(v) for v in row] for row in t.A]
     b = [float(v) for v in t.b]
     ks: list[list[float]] = []
