@@ -15,6 +15,7 @@ from rkcompile.load import load_spec
 from rkcompile.spec import Spec, Stage
 from rkcompile.tableau import Tableau
 from rkcompile.tableaux import get_tableau, list_tableaux
+from rkcompile.transforms import fold_step_sizes, interpolate, refine, remanifest
 
 __version__ = "0.1.0"
 
@@ -34,7 +35,11 @@ __all__ = [
     "build",
     "load",
     "save",
+    "fold_step_sizes",
     "get_tableau",
+    "interpolate",
     "list_tableaux",
     "load_spec",
+    "refine",
+    "remanifest",
 ]

@@ -142,6 +142,17 @@ def schema() -> None:
     click.echo(json.dumps(Spec.model_json_schema(), indent=2))
 
 
+def _register() -> None:
+    """Add the commands that live in their own modules (transformations)."""
+    from rkcompile.cli_transform import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register()
+
+
 def main() -> None:
     """Entry point of the console script."""
     cli(prog_name="rkcompile")

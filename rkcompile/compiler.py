@@ -47,6 +47,7 @@ class _Compiler:
         self.spec = spec
         self.root = nn.Module()
         self.graph = fx.Graph()
+        self.functions: list[str] = []  # targets of every F created, used by the graph or not
 
     def compile(self) -> fx.GraphModule:
         spec, g = self.spec, self.graph
@@ -62,6 +63,11 @@ class _Compiler:
         g.output(x)
         g.lint()
         module = fx.GraphModule(self.root, g, class_name=_class_name(spec.name))
+        # GraphModule keeps only what the graph calls; a basis piece that no step samples (more pieces than
+        # steps reach) is still part of theta(t): keep it, so parameters depend on the pieces alone
+        for target in self.functions:
+            if not _has(module, target):
+                module.add_submodule(target, self.root.get_submodule(target))
         module.spec = spec
         return module
 
@@ -165,6 +171,7 @@ class _Compiler:
         raise CompileError(f"unknown weights {w!r}")  # pragma: no cover
 
     def _new_f(self, stage: Stage, shape: Shape, target: str) -> Part:
+        self.functions.append(target)
         part = residual_function(stage.module, shape, shape.width)
         if stage.step.skip_init:  # s * F with s = 0 at init (ContinuousNet's skip-init), one s per F
             part = Part([*part.calls, LayerCall("skip", Scale(0.0))])
@@ -172,15 +179,25 @@ class _Compiler:
         return part
 
     def step_scale(self, stage: Stage, n: int, b: int, shape: Shape, name: str, base: dict):
-        """The block's learned step size h (HO-ResNet's adaptive h, or TSC_indp's per-channel steps) times each k."""
+        """The block's learned step size times each k: a parameter h (HO-ResNet's adaptive h, TSC_indp), a frozen
+        h (a buffer, as `fold_step_sizes` leaves it), or h * a controller's dt (TSC_2fc, TSC_LSTM; seed 003)."""
         target = f"stage{n}.block{b}"
-        size = (shape.width, 1, 1) if shape.image else (shape.width,)
-        size = () if stage.step.learn == "scalar" else size
         if not _has(self.root, target):
             self.attach(target, nn.Module())
-        self.root.get_submodule(target).register_parameter("h", nn.Parameter(torch.full(size, float(stage.h))))
-        h = self.graph.get_attr(f"{target}.h")
-        h.meta["rk"] = dict(base, role="parameter")
+        if stage.step.controller != "none":
+            from rkcompile.controllers import emit_step_size
+
+            h = emit_step_size(self, stage, n, b, shape, name, base)
+        else:
+            size = (shape.width, 1, 1) if shape.image else (shape.width,)
+            value = torch.full(() if stage.step.learn == "scalar" else size, float(stage.h))
+            owner = self.root.get_submodule(target)
+            if stage.step.frozen:
+                owner.register_buffer("h", value)
+            else:
+                owner.register_parameter("h", nn.Parameter(value))
+            h = self.graph.get_attr(f"{target}.h")
+            h.meta["rk"] = dict(base, role="parameter")
 
         def scale(k: fx.Node, i: int) -> fx.Node:
             return self.function(torch.mul, (k, h), f"{name}_k{i + 1}_h", dict(base, role="scale", eval=i + 1))

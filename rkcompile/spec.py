@@ -6,7 +6,16 @@ from fractions import Fraction
 from functools import cached_property
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from rkcompile.errors import RkcompileError
 
@@ -23,6 +32,17 @@ NormKind = Literal["batchnorm", "groupnorm", "layernorm", "none"]
 def _kind_shorthand(value: object) -> object:
     """Let `weights: shared` stand for `weights: {kind: shared}` (same for entries, layers, modules)."""
     return {"kind": value} if isinstance(value, str) else value
+
+
+def _kinds(*models: type) -> object:
+    """The `kind` strings of these models, as a Literal type (the shorthand's JSON Schema)."""
+    return Literal[tuple(k for m in models for k in m.model_fields["kind"].annotation.__args__)]
+
+
+def _with_shorthand(*models: type) -> object:
+    """A discriminated union on `kind` that also accepts a bare kind string, in validation and in the schema."""
+    union = Annotated[Union[models], Field(discriminator="kind")]
+    return Annotated[union, BeforeValidator(_kind_shorthand, json_schema_input_type=Union[_kinds(*models), union])]
 
 
 def _coefficient(value: object) -> object:
@@ -124,10 +144,7 @@ class Pool(_Model):
     stride: PositiveInt = 2
 
 
-Layer = Annotated[
-    Annotated[Union[Conv, Linear, Norm, Act, Dropout, Pool], Field(discriminator="kind")],
-    BeforeValidator(_kind_shorthand),
-]
+Layer = _with_shorthand(Conv, Linear, Norm, Act, Dropout, Pool)
 
 
 # ---------------------------------------------------------------- stems
@@ -224,9 +241,7 @@ class Stitch(_Model):
     epsilon: Coefficient = 1
 
 
-Entry = Annotated[
-    Annotated[Union[NoEntry, Transition, Stitch], Field(discriminator="kind")], BeforeValidator(_kind_shorthand)
-]
+Entry = _with_shorthand(NoEntry, Transition, Stitch)
 
 
 # ---------------------------------------------------------------- weights and steps
@@ -249,24 +264,40 @@ class Basis(_Model):
     pieces: PositiveInt
 
 
-Weights = Annotated[
-    Annotated[Union[PerEvaluation, Shared, Basis], Field(discriminator="kind")], BeforeValidator(_kind_shorthand)
-]
+Weights = _with_shorthand(PerEvaluation, Shared, Basis)
 
 
 class Step(_Model):
-    """Step size: fixed `h`, or `T` with h = T / steps; `epsilon` scales F; `learn` makes h a parameter."""
+    """Step size: fixed `h`, or `T` with h = T / steps; `epsilon` scales F; `learn` makes h a parameter.
+
+    `controller: fc | lstm` (seed 003's TSC_2fc / TSC_LSTM, with `learn: channel`) computes each block's
+    per-channel step as h * sigmoid(controller(projected weights of the block's F)), the hidden width being
+    channels / `reduction`; `frozen: true` keeps learned steps as constants (buffers), as after folding.
+    """
 
     h: Coefficient | None = None
     T: Coefficient | None = None
     epsilon: Coefficient = 1
     learn: Literal["none", "scalar", "channel"] = "none"
     skip_init: bool = False
+    controller: Literal["none", "fc", "lstm"] = "none"
+    reduction: PositiveInt = 4
+    frozen: bool = False
 
     @model_validator(mode="after")
     def _h_or_T(self) -> Step:
         if self.h is not None and self.T is not None:
             raise ValueError("give either 'h' or 'T' (h = T / steps), not both")
+        if self.controller != "none" and self.learn != "channel":
+            raise ValueError(f"a step-size controller ('{self.controller}') gives one step per channel: it needs "
+                             f"'learn: channel', found 'learn: {self.learn}'")
+        if "reduction" in self.model_fields_set and self.controller == "none":
+            raise ValueError("'reduction' sets a controller's hidden width: it needs 'controller: fc' or 'lstm'")
+        if self.frozen and self.learn == "none":
+            raise ValueError("'frozen: true' keeps learned step sizes constant: it needs 'learn: scalar' or 'channel'")
+        if self.frozen and self.controller != "none":
+            raise ValueError(f"a frozen step has no controller: remove 'controller: {self.controller}' "
+                             "(fold_step_sizes does both)")
         return self
 
 

@@ -1,0 +1,372 @@
+"""Transformations of compiled models: remanifest, refine (seed 002), interpolate (seed 004), fold (seed 003).
+
+Each one changes the spec's data, compiles a NEW model from it with `build`, and copies the old weights onto
+it by name (`stage{n}.block{b}.eval{i}.*` per evaluation, `stage{n}.f.*` shared, `stage{n}.piece{p}.*`
+basis, `stage{n}.entry.*`, `stage{n}.block{b}.h` and `.controller.*` per block); the input model is never
+changed. Every tensor is copied, never shared, keeping its own dtype and device (`load_state_dict(assign=True)`).
+`stage=None` transforms every stage the transformation applies to; a named stage it does not apply to is an
+error. `transform(model, name, ...)` also returns {new state_dict key: old key it was copied from}.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+
+import torch
+from torch import fx, nn
+
+from rkcompile.compiler import build
+from rkcompile.errors import RkcompileError, SpecError, TransformError
+from rkcompile.exact import format_coefficient
+from rkcompile.semantics import nearest_budgets
+from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared
+
+__all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size"]
+
+_STAGE = re.compile(r"stage(\d+)\.")
+_BLOCK = re.compile(r"stage(\d+)\.block(\d+)\.(?:eval(\d+)\.)?(.+)")
+_PIECE = re.compile(r"stage(\d+)\.piece(\d+)\.(.+)")
+
+# new state_dict key -> (old key, factor the old value is multiplied by)
+Rename = Callable[[str], tuple[str, float]]
+
+
+def remanifest(model: fx.GraphModule, integrator=None, steps: int | None = None, stage: int | None = None):
+    """The same weights wired with another tableau and/or number of steps (ContinuousNet, seed 002 §4.4/§5.3).
+
+    Basis and shared stages take any scheme and steps; when the steps change, a stage given by `h` is rewritten
+    with T = h * steps so that it integrates over the same interval. Per-evaluation stages keep their budget E
+    and their h: the new tableau (s' evaluations per step) needs E % s' == 0 and gives E / s' blocks; the
+    weights move in evaluation order, i.e. the F of old block b, evaluation i (flat index f = b*s + i - 1)
+    becomes new block f // s', evaluation f % s' + 1. Learned per-block steps only survive an unchanged block
+    count.
+    """
+    return _remanifest(model, integrator, steps, stage)[0]
+
+
+def refine(model: fx.GraphModule, factor: int = 2, pieces: bool = True, steps: bool = True, stage: int | None = None):
+    """Multiply basis pieces and/or steps by `factor` (ContinuousNet's refinement training, seed 002).
+
+    Pieces: piece p becomes pieces p*factor ... p*factor + factor - 1, each an exact copy (weights, biases, norm
+    parameters and running statistics), so theta(t) and the function are unchanged. Steps: the same ODE with a
+    `factor` times smaller step, so the output moves by the integrator's discretization error only (shrinking
+    at the scheme's order). Shared stages have no pieces: only their steps change.
+    """
+    return _refine(model, factor, pieces, steps, stage)[0]
+
+
+def interpolate(model: fx.GraphModule, stage: int | None = None):
+    """Insert a copy of every block right after it and halve h (multi-level ResNets, seed 004 §4.1).
+
+    A per-evaluation stage of B blocks (B*s evaluations) becomes 2B blocks. A stage with an entry (transition
+    or stitch), which `evaluations` does not count, becomes entry + 2B + 1 blocks: the copy inserted after the
+    entry comes from the following block, as the entry's shapes differ (seed 004, appendix B); so B blocks give
+    (2B + 1) * s evaluations. The entry itself is left as it was (the compiler does not scale it by h). Learned
+    per-block h are copied and halved; controllers (2-FC) are copied; an LSTM controller runs over twice as many
+    blocks.
+    """
+    return _interpolate(model, stage)[0]
+
+
+def fold_step_sizes(model: fx.GraphModule):
+    """Freeze learned step sizes and controller outputs into constant buffers for inference (seed 003).
+
+    Each block's step (its h parameter, or h * dt of its controller) is evaluated once from the graph itself
+    and stored as the buffer `stage{n}.block{b}.h` of a stage with `step.frozen: true`; the controllers are
+    gone, no step size is a parameter, and the outputs are bit-for-bit those of the input model.
+    """
+    return _fold(model)[0]
+
+
+def transform(model: fx.GraphModule, name: str, **kwargs) -> tuple[fx.GraphModule, dict[str, str]]:
+    """Apply a transformation by name; also return {new state_dict key: old key its value was copied from}."""
+    functions = {"remanifest": _remanifest, "refine": _refine, "interpolate": _interpolate, "fold": _fold}
+    if name not in functions:
+        raise TransformError(f"unknown transformation '{name}'; expected one of {', '.join(functions)}")
+    return functions[name](model, **kwargs)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of parameters (elements) of a model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def graph_size(model: fx.GraphModule) -> int:
+    """Number of nodes in a model's fx graph."""
+    return len(model.graph.nodes)
+
+
+# ---------------------------------------------------------------- the four transformations
+def _remanifest(model, integrator=None, steps=None, stage=None):
+    spec = _spec(model, "remanifest")
+    if integrator is None and steps is None:
+        raise TransformError("remanifest: give an integrator and/or a number of steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise TransformError(f"remanifest: steps must be a positive integer, found {steps!r}")
+    tableau = _tableau(integrator) if integrator is not None else None
+    changes, renames = {}, {}
+    for n in _select(spec, stage, "remanifest", lambda st: None):
+        st, data = spec.stages[n], _stage_data(spec, n)
+        t = tableau or st.tableau
+        if integrator is not None:
+            data["integrator"] = copy.deepcopy(integrator)
+        if isinstance(st.weights, PerEvaluation):
+            budget = st.total_evaluations
+            if steps is not None and steps * t.stages != budget:
+                raise TransformError(f"remanifest: stage {n} has per-evaluation weights, a fixed budget of {budget} "
+                                     f"evaluations; {steps} steps of {t.name} ({t.stages} evaluations each) make "
+                                     f"{steps * t.stages}")
+            if budget % t.stages:
+                raise TransformError(f"remanifest: stage {n}: its budget of {budget} evaluations does not divide into "
+                                     f"blocks of {t.stages} ({t.name} evaluates F {t.stages} times per step); "
+                                     f"budgets that would: {', '.join(map(str, nearest_budgets(budget, t.stages)))}")
+            if st.step.learn != "none" and budget // t.stages != st.blocks:
+                raise TransformError(f"remanifest: stage {n} learns one step size per block: its {st.blocks} blocks "
+                                     f"cannot become {budget // t.stages}; pick a tableau with {st.tableau.stages} "
+                                     "evaluations per step")
+            data.pop("steps", None)
+            data["evaluations"] = budget
+            renames[n] = _evaluation_order(n, st.tableau.stages, t.stages)
+        else:
+            new_steps = steps or st.blocks
+            if new_steps != st.blocks:
+                _keep_interval(data, st)
+            data.pop("evaluations", None)
+            data["steps"] = new_steps
+        changes[n] = data
+    return _rebuild(model, "remanifest", changes, renames)
+
+
+def _refine(model, factor=2, pieces=True, steps=True, stage=None):
+    spec = _spec(model, "refine")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+        raise TransformError(f"refine: factor must be an integer >= 2, found {factor!r}")
+    if not pieces and not steps:
+        raise TransformError("refine: nothing to do: pieces and steps are both off")
+
+    def reason(st) -> str | None:
+        if isinstance(st.weights, PerEvaluation):
+            return "has per-evaluation weights: refine splits basis pieces and multiplies steps; use interpolate"
+        if isinstance(st.weights, Shared) and not steps:
+            return "has shared weights: there are no pieces to split (refine its steps instead)"
+        return None
+
+    changes, renames = {}, {}
+    for n in _select(spec, stage, "refine", reason):
+        st, data = spec.stages[n], _stage_data(spec, n)
+        if pieces and isinstance(st.weights, Basis):
+            data["weights"] = {"kind": "basis", "pieces": st.weights.pieces * factor}
+            renames[n] = _split_pieces(n, factor)
+        if steps:
+            _keep_interval(data, st)
+            data.pop("evaluations", None)
+            data["steps"] = st.blocks * factor
+        changes[n] = data
+    return _rebuild(model, "refine", changes, renames)
+
+
+def _interpolate(model, stage=None):
+    spec = _spec(model, "interpolate")
+
+    def reason(st) -> str | None:
+        if isinstance(st.weights, PerEvaluation):
+            return None
+        return f"has {st.weights.kind} weights: interpolate doubles per-evaluation blocks; use refine instead"
+
+    changes, renames = {}, {}
+    for n in _select(spec, stage, "interpolate", reason):
+        st, data = spec.stages[n], _stage_data(spec, n)
+        entry = not isinstance(st.entry, NoEntry)
+        blocks = 2 * st.blocks + (1 if entry else 0)
+        if "steps" in data:
+            data["steps"] = blocks
+        else:
+            data["evaluations"] = blocks * st.tableau.stages
+        step = dict(data.get("step") or {})
+        step.pop("T", None)
+        step["h"] = format_coefficient(st.h / 2)
+        data["step"] = step
+        changes[n] = data
+        renames[n] = _duplicate_blocks(n, entry)
+    return _rebuild(model, "interpolate", changes, renames)
+
+
+def _fold(model):
+    spec = _spec(model, "fold")
+    folded = [n for n, st in enumerate(spec.stages) if st.step.learn != "none" and not st.step.frozen]
+    if not folded:
+        raise TransformError("fold: no stage learns its step size (step.learn), so there is nothing to fold")
+    values = {key: value for key, value in _step_values(model).items() if key[0] in folded}
+    changes = {}
+    for n in folded:
+        data = _stage_data(spec, n)
+        step = dict(data["step"])
+        step.pop("controller", None)
+        step.pop("reduction", None)
+        step["frozen"] = True
+        data["step"] = step
+        changes[n] = data
+    fixed = {f"stage{n}.block{b}.h": value for (n, b), value in values.items()}
+    return _rebuild(model, "fold", changes, {}, fixed)
+
+
+# ---------------------------------------------------------------- weight maps
+def _evaluation_order(n: int, s_old: int, s_new: int) -> Rename:
+    """New (block b, evaluation i) takes the F at flat evaluation index b * s_new + i - 1 of the old stage."""
+
+    def rename(key: str) -> tuple[str, float]:
+        m = _BLOCK.fullmatch(key)
+        if m is None or int(m[1]) != n or m[3] is None:
+            return key, 1  # entry, stage-wide controller, or a per-block h (the block count is unchanged)
+        f = int(m[2]) * s_new + int(m[3]) - 1
+        return f"stage{n}.block{f // s_old}.eval{f % s_old + 1}.{m[4]}", 1
+
+    return rename
+
+
+def _split_pieces(n: int, factor: int) -> Rename:
+    """Child piece p takes parent piece p // factor."""
+
+    def rename(key: str) -> tuple[str, float]:
+        m = _PIECE.fullmatch(key)
+        if m is None or int(m[1]) != n:
+            return key, 1
+        return f"stage{n}.piece{int(m[2]) // factor}.{m[3]}", 1
+
+    return rename
+
+
+def _duplicate_blocks(n: int, entry: bool) -> Rename:
+    """New block b takes old block b // 2; after an entry, old blocks 0, 0, 0, 1, 1, 2, 2, ... (seed 004)."""
+
+    def rename(key: str) -> tuple[str, float]:
+        m = _BLOCK.fullmatch(key)
+        if m is None or int(m[1]) != n:
+            return key, 1
+        b = int(m[2])
+        old = max(0, (b - 1) // 2) if entry else b // 2
+        inner = f"eval{m[3]}.{m[4]}" if m[3] is not None else m[4]
+        return f"stage{n}.block{old}.{inner}", 0.5 if m[3] is None and m[4] == "h" else 1
+
+    return rename
+
+
+def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rename], fixed: dict | None = None):
+    """Compile the changed spec and fill the new model from the old state_dict through `renames`."""
+    try:
+        new = build(model.spec, {f"stages.{n}": data for n, data in changes.items()})
+    except SpecError as e:
+        raise TransformError(f"{what}: {e.path + ': ' if e.path else ''}{_one_line(e.message)}") from None
+    except RkcompileError as e:
+        raise TransformError(f"{what}: {_one_line(e)}") from None
+    old, fixed = model.state_dict(), fixed or {}
+    state, sources = {}, {}
+    for key, target in new.state_dict().items():
+        match = _STAGE.match(key)
+        rename = renames.get(int(match[1])) if match else None
+        source, factor = rename(key) if rename else (key, 1)
+        if key in fixed:
+            state[key] = fixed[key].detach().clone()
+        elif source in old and old[source].shape == target.shape:
+            state[key] = old[source].clone() if factor == 1 else old[source] * factor
+        else:  # the model was changed by hand after it was built: its weights no longer match its spec
+            raise TransformError(f"{what}: the input model has no weights '{source}' of shape "
+                                 f"{tuple(target.shape)} for '{key}'; was it modified after it was built?")
+        if source in old:
+            sources[key] = source
+    new.load_state_dict(state, strict=True, assign=True)
+    new.train(model.training)
+    return new, sources
+
+
+def _step_values(model: fx.GraphModule) -> dict[tuple[int, int], torch.Tensor]:
+    """Each block's step-size tensor (the value multiplied into every k), computed by the model's own nodes."""
+    steps: dict[tuple[int, int], fx.Node] = {}
+    for node in model.graph.nodes:
+        rk = node.meta.get("rk") or {}
+        if rk.get("role") == "scale":
+            steps.setdefault((rk["stage"], rk["block"]), node.args[1])
+    needed, todo = set(), list(steps.values())
+    while todo:
+        node = todo.pop()
+        if node not in needed:
+            needed.add(node)
+            todo.extend(node.all_input_nodes)
+    graph, env = fx.Graph(), {}
+    for node in model.graph.nodes:  # in order, so that inputs come first
+        if node in needed:
+            env[node] = graph.node_copy(node, lambda x: env[x])
+    graph.output(tuple(env[node] for node in steps.values()))
+    with torch.no_grad():
+        values = fx.GraphModule(model, graph)()
+    return {key: value.detach().clone() for key, value in zip(steps, values, strict=True)}
+
+
+# ---------------------------------------------------------------- helpers
+def _spec(model, what: str):
+    spec = getattr(model, "spec", None)
+    if spec is None or not isinstance(model, fx.GraphModule):
+        raise TransformError(f"{what}: expected a model compiled by rkcompile (a GraphModule with a spec)")
+    return spec
+
+
+def _select(spec, stage, what: str, reason: Callable) -> list[int]:
+    """The stages to transform: `stage` if it qualifies, else every stage that does (an error if none does)."""
+    count = len(spec.stages)
+    if stage is not None:
+        if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < count:
+            raise TransformError(f"{what}: no stage {stage!r}; the model has stages 0 to {count - 1}")
+        why = reason(spec.stages[stage])
+        if why:
+            raise TransformError(f"{what}: stage {stage} {why}")
+        return [stage]
+    chosen = [n for n, st in enumerate(spec.stages) if not reason(st)]
+    if not chosen:
+        reasons: dict[str, list[str]] = {}
+        for n, st in enumerate(spec.stages):
+            reasons.setdefault(reason(st), []).append(str(n))
+        why = "; ".join(f"stage {ns[0]} {r}" if len(ns) == 1 else f"stages {', '.join(ns)} {_plural(r)}"
+                        for r, ns in reasons.items())
+        raise TransformError(f"{what}: no stage to transform: {why}")
+    return chosen
+
+
+def _stage_data(spec, n: int) -> dict:
+    return copy.deepcopy(spec.data["stages"][n])
+
+
+def _keep_interval(data: dict, st) -> None:
+    """Rewrite a step given by h (or the default h = 1) as T = h * steps, so that new steps keep [0, T]."""
+    step = dict(data.get("step") or {})
+    if "T" not in step:
+        step.pop("h", None)
+        step["T"] = format_coefficient(st.h * st.blocks)
+        data["step"] = step
+
+
+def _tableau(integrator):
+    """The pruned tableau an integrator name or inline-tableau mapping stands for, or a TransformError."""
+    from rkcompile.tableaux import get_tableau
+
+    try:
+        if isinstance(integrator, str):
+            return get_tableau(integrator).pruned()
+        if isinstance(integrator, dict):
+            return InlineTableau.model_validate(integrator).to_tableau().pruned()
+    except RkcompileError as e:
+        raise TransformError(f"remanifest: {_one_line(e)}") from None
+    except ValueError as e:  # pydantic's ValidationError of an inline tableau
+        first = e.errors()[0] if hasattr(e, "errors") else {"msg": str(e)}
+        raise TransformError(f"remanifest: invalid inline tableau: {_one_line(first['msg']).removeprefix('Value error, ')}") from None
+    raise TransformError(f"remanifest: integrator must be a tableau name or an inline tableau, "
+                         f"found {type(integrator).__name__}")
+
+
+def _plural(reason: str) -> str:
+    return "have" + reason[3:] if reason.startswith("has ") else reason
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split())
