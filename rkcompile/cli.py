@@ -143,10 +143,11 @@ def schema() -> None:
 
 
 def _register() -> None:
-    """Add the commands that live in their own modules (transformations)."""
+    """Add the commands that live in their own modules (drawing, transformations)."""
+    from rkcompile.cli_draw import draw
     from rkcompile.cli_transform import COMMANDS
 
-    for command in COMMANDS:
+    for command in (draw, *COMMANDS):
         cli.add_command(command)
 
 

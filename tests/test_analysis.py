@@ -9,6 +9,7 @@ import torch
 
 from rkcompile.analysis import analyze, predict
 from rkcompile.compiler import build
+from rkcompile.errors import RkcompileError
 
 SCHEMES = ["euler", "midpoint", "rk4", "verner89"]
 BATCH, CHANNELS, SIDE = 2, 8, 8
@@ -147,3 +148,12 @@ def test_table_and_dict(reports):
     assert data["total"]["relative"]["saved_bytes"] == 1.0
     with pytest.raises(KeyError, match="no row 'stage9'"):
         report.row("stage9")
+
+
+def test_batch_of_one_vector_with_batchnorm():
+    report = analyze("specs/spirals-rk4.yaml")  # BatchNorm1d on one sample: costed without running statistics
+    assert report.total.saved_bytes > 0
+    with pytest.raises(RkcompileError, match="needs batch >= 2"):
+        analyze("specs/spirals-rk4.yaml", measure=True)
+    with pytest.raises(RkcompileError, match="batch must be at least 1"):
+        analyze("specs/pendulum-odenet.yaml", batch=0)

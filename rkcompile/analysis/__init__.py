@@ -19,6 +19,7 @@ from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
 from rkcompile.analysis.units import node_unit, parameter_owner, stage_of, units_in_order
 from rkcompile.compiler import build
+from rkcompile.errors import RkcompileError
 from rkcompile.spec import Spec
 
 __all__ = ["BlockReport", "Report", "analyze", "euler_manifestation", "predict"]
@@ -28,6 +29,10 @@ def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, d
             measure: bool = False) -> Report:
     """Predict (and with `measure`, also measure) per-unit parameters, memory and FLOPs, with ratios to Euler."""
     model = model_or_spec if isinstance(model_or_spec, fx.GraphModule) else build(model_or_spec)
+    if batch < 1:
+        raise RkcompileError(f"batch must be at least 1, found {batch}")
+    if measure and batch < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise RkcompileError("measuring a training step needs batch >= 2: batch norm cannot train on one sample")
     report = _report(model, batch, dtype, measure)
     spec = getattr(model, "spec", None)
     if spec is None:

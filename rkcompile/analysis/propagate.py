@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-from torch import fx
+from torch import fx, nn
 from torch.func import functional_call
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode
@@ -106,7 +106,14 @@ class CostInterpreter(fx.Interpreter):
     def call_module(self, target, args, kwargs):
         prefix = f"{target}."
         state = {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
-        return functional_call(self.fetch_attr(target), state, args, kwargs)
+        module = self.fetch_attr(target)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            # the kernel F.batch_norm calls, without its "more than 1 value per channel" check and without the
+            # running-statistics update (whose unbiased variance divides by batch - 1), so a batch of one vector
+            # can be costed; it saves what training really saves (input, batch mean, inverse std)
+            return torch.batch_norm(args[0], state.get("weight"), state.get("bias"), None, None, True, 0.0,
+                                    module.eps, False)
+        return functional_call(module, state, args, kwargs)
 
     def get_attr(self, target, args, kwargs):
         if target in self.state:

@@ -1,0 +1,96 @@
+"""`rkcompile draw`: argument parsing for the renderer and the memory plot (the work is in the library)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rkcompile.render import FORMATS, LEVELS, RenderError
+
+__all__ = ["draw", "resolve_output"]
+
+
+@click.command()
+@click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(), help="Drawing to write: .svg, .png, .pdf or .dot (.dot needs no graphviz).")
+@click.option("--level", type=click.Choice(LEVELS), default="network", show_default=True,
+              help="network: identical consecutive blocks drawn once as ×N; stage: one box per stage; block: every block.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the memory figures.")
+@click.option("--format", "fmt", metavar="F", help=f"Output format when the suffix does not say it: {', '.join(FORMATS)}.")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one spec field, e.g. stages.0.integrator=rk4.")
+@click.option("--memory-plot", type=click.Path(), metavar="OUT.png", help="Also plot memory per stage under each scheme (PNG).")
+@click.option("--schemes", default="euler,midpoint,rk4,verner89", show_default=True,
+              help="Comma-separated schemes for --memory-plot.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file that -o did not name exactly (a directory or a suffix-less -o).")
+def draw(source: str, output: str | None, level: str, batch: int, fmt: str | None, overrides: tuple[str, ...],
+         memory_plot: str | None, schemes: str, force: bool) -> None:
+    """Draw SPEC (or a saved MODEL.pt): one box per block, RK coefficients on the edges, memory beside each block."""
+    from rkcompile.render import check_writable, output_format
+    from rkcompile.render import draw as draw_model
+
+    src = Path(source)
+    if output is None and memory_plot is None:
+        raise click.UsageError("nothing to write: give -o OUT.svg (or .png, .pdf, .dot) and/or --memory-plot OUT.png")
+    out = resolve_output(Path(output), fmt, src, force) if output is not None else None
+    plot = resolve_output(Path(memory_plot), "png", src, force) if memory_plot is not None else None
+    if out is not None:
+        fmt = output_format(out, fmt)
+        check_writable(out)
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise RenderError(f"--memory-plot writes a PNG: name it {plot.with_suffix('.png')}")
+        if out is not None and _same(plot, out):
+            raise RenderError(f"-o and --memory-plot both name {out}")
+        check_writable(plot)
+    model = _load(src, overrides)
+    if out is not None:
+        draw_model(model, out, level=level, batch=batch, format=fmt)
+        click.echo(f"wrote {out} ({level} level, batch {batch})")
+    if plot is not None:
+        from rkcompile.memory_plot import memory_plot as plot_memory
+
+        plot_memory(model.spec, plot, schemes=[s.strip() for s in schemes.split(",") if s.strip()], batch=batch)
+        click.echo(f"wrote {plot} (memory per stage: {schemes})")
+
+
+def resolve_output(path: Path, fmt: str | None, source: Path, force: bool) -> Path:
+    """The file to write for `-o PATH`: PATH itself, or a name derived from it (which needs --force to replace).
+
+    A directory gets `<spec stem>.<format>`, a suffix-less PATH gets `.<format>`. The input file is never
+    a valid output, with or without --force.
+    """
+    derived = path
+    if path.is_dir():
+        derived = path / f"{source.stem}.{(fmt or 'svg').lower().lstrip('.')}"
+    elif not path.suffix and fmt:
+        derived = path.with_suffix(f".{fmt.lower().lstrip('.')}")
+    if _same(derived, source):
+        raise RenderError(f"refusing to overwrite the input file {source}")
+    if derived != path and derived.exists() and not force:
+        raise RenderError(f"{derived} exists and was not named with -o: name it exactly, or pass --force")
+    return derived
+
+
+def _same(a: Path, b: Path) -> bool:
+    """True when two paths name the same file (through links and relative parts)."""
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _load(source: Path, overrides: tuple[str, ...]):
+    """Compile a spec, or load a saved model; --set re-compiles the saved model's spec with the changes."""
+    from rkcompile.compiler import build
+    from rkcompile.load import parse_overrides
+
+    changes = parse_overrides(overrides) if overrides else None
+    if source.suffix == ".pt":
+        from rkcompile.artifact import load
+
+        model = load(source)
+        return build(model.spec, overrides=changes) if changes else model
+    return build(source, overrides=changes)

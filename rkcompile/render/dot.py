@@ -1,0 +1,219 @@
+"""DOT source of a compiled network: one cluster per block, its evaluations k_i and their RK edges.
+
+Built with the `graphviz` Python package, which writes DOT text without needing the `dot` binary.
+Levels: `block` expands every block; `network` collapses runs of identical consecutive steps into one
+box marked ×N; `stage` draws one box per stage.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from html import escape
+
+import graphviz
+
+from rkcompile.exact import format_coefficient
+from rkcompile.render import tables
+from rkcompile.render.metrics import Measures, Numbers
+from rkcompile.render.structure import BlockView, read_blocks, runs
+
+__all__ = ["LEVELS", "dot_source"]
+
+LEVELS = ("network", "stage", "block")
+_SCALES = {"h": "h learned (per block)", "skip": "× s (skip-init scalar)"}
+_FONT = "Helvetica"
+
+
+def dot_source(model, measures: Measures, level: str = "network", color_by: str = "inference") -> str:
+    """DOT text for a compiled GraphModule at the given level, annotated with `measures`."""
+    spec = getattr(model, "spec", None)
+    name = getattr(spec, "name", None) or type(model).__name__
+    blocks = read_blocks(model)
+    g = graphviz.Digraph(name=name, graph_attr={
+        "rankdir": "TB", "newrank": "true", "fontname": _FONT, "nodesep": "0.25", "ranksep": "0.3",
+        "label": f"<<B>{escape(name)}</B>  ({level} level, batch {measures.batch}, {measures.dtype})>",
+        "labelloc": "t", "fontsize": "16"})
+    g.attr("node", fontname=_FONT, fontsize="10", shape="box", style="rounded,filled", fillcolor="white")
+    g.attr("edge", fontname=_FONT, fontsize="9")
+    scale = tables.ColourScale(_colour_values(blocks, measures, level, color_by))
+    g.node("x", "input x", shape="oval", group="spine")
+    last = "x"
+    if level == "stage":
+        groups = _by_stage(blocks)
+        for key, members in groups:
+            last = _stage_box(g, key, members, measures, scale, color_by, spec, last)
+    else:
+        numbers = {label: n.key() for label, n in measures.blocks.items()}
+        groups = runs(blocks, numbers) if level == "network" else [[b] for b in blocks]
+        for run in groups:
+            last = _unit(g, run, measures, scale, color_by, spec, last)
+    g.node("output", "output", shape="oval", group="spine")
+    g.edge(last, "output", weight="10")
+    g.node("legend", tables.legend(scale, color_by, level), shape="plaintext", style="")
+    g.node("totals", tables.totals(measures, blocks), shape="plaintext", style="")
+    g.edge("output", "legend", style="invis")
+    g.edge("output", "totals", style="invis")
+    return g.source
+
+
+def _colour_values(blocks: list[BlockView], measures: Measures, level: str, color_by: str) -> list[int]:
+    if level == "stage":
+        rows = [measures.stages.get(b.stage) if b.stage is not None else measures.blocks.get(b.label) for b in blocks]
+    else:
+        rows = [measures.blocks.get(b.label) for b in blocks]
+    return [v for v in (tables.colour_value(r, color_by) for r in rows) if v is not None]
+
+
+def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spec, last: str) -> str:
+    """One cluster for a unit (or a run of identical steps); returns the id of its output node."""
+    first, n = run[0], len(run)
+    uid = first.label.replace(".", "_") + (f"_to_{run[-1].block}" if n > 1 else "")
+    numbers = measures.blocks.get(first.label, Numbers())
+    with g.subgraph(name=f"cluster_{uid}") as c:
+        c.attr(label=f"<{_title(run, spec)}>", style="rounded,filled", labeljust="l",
+               fillcolor=scale.colour(tables.colour_value(measures.blocks.get(run[-1].label), color_by)),
+               color="gray40")
+        table = f"{uid}_table"
+        owner = f"stage{first.stage}" if first.evaluations and not first.evaluations[0].weights.startswith("block") \
+            else None
+        layers = first.evaluations[0].layers if first.evaluations else None
+        c.node(table, tables.numbers(numbers, each=n if n > 1 else None, owner=owner, layers=layers),
+               shape="plaintext", style="", tooltip=tables.tooltip(first.label, numbers))
+        if first.kind == "step":
+            entry, out = _step(c, uid, run, spec)
+        elif first.kind == "entry":
+            entry, out = _entry(c, uid, first)
+        else:
+            entry = out = f"{uid}_layers"
+            c.node(entry, f"<<B>{first.kind}</B><BR/>{_arrows(first.layers)}>", group="spine")
+        with c.subgraph() as same:
+            same.attr(rank="same")
+            same.node(entry)
+            same.node(table)
+    g.edge(last, entry, weight="10")
+    return out
+
+
+def _step(c, uid: str, run: list[BlockView], spec) -> tuple[str, str]:
+    """y_n, each k_i (weights, time), y_{n+1}; edges a_ij·h, b_i·h and the skip connection."""
+    first, n0 = run[0], run[0].block
+    step = "n" if len(run) > 1 else str(n0)
+    nxt = "n+1" if len(run) > 1 else str(n0 + 1)
+    h = _h(spec, first.stage)
+    suffix = "·h" if first.learned_h else ""
+    y_in, y_out = f"{uid}_y_in", f"{uid}_y_out"
+    c.node(y_in, f"<y<SUB>{step}</SUB>>", shape="oval", group="spine")
+    for e in first.evaluations:
+        weights = _weights([b.evaluations[e.index - 1].weights for b in run])
+        time = _time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None)
+        scaled = "".join(f"<BR/><FONT POINT-SIZE=\"9\">{_SCALES.get(s, '× ' + escape(s))}</FONT>" for s in e.scales)
+        c.node(f"{uid}_k{e.index}", f"<<B>k<SUB>{e.index}</SUB></B> = F[{escape(weights)}]<BR/>"
+                                     f"<FONT POINT-SIZE=\"9\">t = {time}</FONT>{scaled}>")
+        first_input = e.index == 1
+        c.edge(y_in, f"{uid}_k{e.index}", color="gray55" if first_input else "gray75",
+               style="solid" if first_input else "dashed", arrowsize="0.5")
+    for j, i, a in first.into:
+        c.edge(f"{uid}_k{j}", f"{uid}_k{i}", label=_coef(a) + suffix, color=tables.INTO, fontcolor=tables.INTO)
+    after = f" <FONT POINT-SIZE=\"9\">(after {escape(first.after)})</FONT>" if first.after else ""
+    c.node(y_out, f"<y<SUB>{nxt}</SUB>{after}>", shape="oval", group="spine")
+    for i, b in first.out:
+        c.edge(f"{uid}_k{i}", y_out, label=_coef(b) + suffix, color=tables.OUT, fontcolor=tables.OUT)
+    c.edge(y_in, y_out, label="skip", style="bold", penwidth="2.5", color="black", weight="5")
+    return y_in, y_out
+
+
+def _entry(c, uid: str, view: BlockView) -> tuple[str, str]:
+    """A stage's entry: F and the shortcut summed (stitch: shortcut + ε·R(x))."""
+    x, f, short, out = (f"{uid}_{s}" for s in ("x", "f", "shortcut", "sum"))
+    c.node(x, "<x>", shape="oval", group="spine")
+    c.node(f, f"<<B>F</B><BR/>{_arrows(view.layers)}>")
+    c.node(short, f"<<B>shortcut</B><BR/>{_arrows(view.shortcut) or 'identity'}>")
+    after = f" <FONT POINT-SIZE=\"9\">then {escape(view.after)}</FONT>" if view.after else ""
+    c.node(out, f"<+{after}>", shape="oval", group="spine")
+    c.edge(x, f)
+    c.edge(x, short)
+    eps = view.epsilon if view.epsilon is not None else 1
+    c.edge(f, out, label="" if eps == 1 else _coef(eps), color=tables.OUT, fontcolor=tables.OUT)
+    c.edge(short, out, style="bold")
+    return x, out
+
+
+def _stage_box(g, key, members: list[BlockView], measures: Measures, scale, color_by: str, spec, last: str) -> str:
+    """Stage level: one box per stage (or the stem / head)."""
+    uid = f"stage{key}" if isinstance(key, int) else key
+    if isinstance(key, int):
+        numbers = measures.stages.get(key, Numbers())
+        steps = [b for b in members if b.kind == "step"]
+        entry = next((b for b in members if b.kind == "entry"), None)
+        rows = tables.stage_rows(key, steps, entry, spec)
+    else:
+        numbers = measures.blocks.get(key, Numbers())
+        rows = [(key, _arrows(members[0].layers))]
+    g.node(uid, tables.stage_box(rows, numbers, scale.colour(tables.colour_value(numbers, color_by))),
+           shape="plaintext", style="", tooltip=tables.tooltip(uid, numbers))
+    g.edge(last, uid)
+    return uid
+
+
+def _by_stage(blocks: list[BlockView]) -> list[tuple[object, list[BlockView]]]:
+    out: list[tuple[object, list[BlockView]]] = []
+    for b in blocks:
+        key = b.stage if b.stage is not None else b.label
+        if out and out[-1][0] == key:
+            out[-1][1].append(b)
+        else:
+            out.append((key, [b]))
+    return out
+
+
+def _title(run: list[BlockView], spec) -> str:
+    first, n = run[0], len(run)
+    if first.kind != "step":
+        return f"<B>{escape(first.label)}</B>"
+    name = _integrator(spec, first.stage)
+    blocks = f"block {first.block}" if n == 1 else f"blocks {first.block}–{run[-1].block}"
+    times = f"  <B>×{n}</B>" if n > 1 else ""
+    return f"<B>stage{first.stage} · {blocks}</B>{times}  {escape(name)}"
+
+
+def _integrator(spec, stage: int | None) -> str:
+    try:
+        return spec.stages[stage].tableau.name
+    except (AttributeError, IndexError, TypeError):
+        return ""
+
+
+def _h(spec, stage: int | None):
+    try:
+        return spec.stages[stage].h
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def _weights(labels: list[str]) -> str:
+    """One weights label, or 'first … last' when the run uses different weights at this evaluation."""
+    unique = list(dict.fromkeys(labels))
+    return unique[0] if len(unique) == 1 else f"{unique[0]} … {unique[-1]}"
+
+
+def _time(offset, h, step: str, absolute) -> str:
+    """`t_n + c_i·h` (with c_i exact when rational), and the absolute time for a single block."""
+    if offset == 0:
+        rel = f"t<SUB>{step}</SUB>"
+    elif h:
+        c = offset / h
+        rel = f"t<SUB>{step}</SUB> + " + ("h" if c == 1 else f"{_coef(c)}·h")
+    else:
+        rel = f"t<SUB>{step}</SUB> + {_coef(offset)}"
+    return rel if absolute is None else f"{rel} = {_coef(absolute)}"
+
+
+def _coef(x) -> str:
+    """An exact fraction as written ("-27/140"), an irrational coefficient to 4 significant digits."""
+    if isinstance(x, (Fraction, int)):
+        return format_coefficient(Fraction(x))
+    return f"{float(x):.4g}"
+
+
+def _arrows(layers: list[str]) -> str:
+    return " → ".join(escape(x) for x in layers)

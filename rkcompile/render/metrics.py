@@ -1,0 +1,96 @@
+"""The numbers a drawing shows beside each block, taken from `rkcompile.analysis`, and their human units.
+
+The renderer only reads the analysis report; it never measures anything itself. `measure` is the one
+adapter between the two, so a change in the report's field names is mended here alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from rkcompile.analysis.report import human_bytes
+
+__all__ = ["Numbers", "Measures", "measure", "count", "size", "flops"]
+
+FIELDS = ("parameters", "parameter_bytes", "inference_peak", "saved_bytes", "training_peak", "flops")
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """One row of the analysis report (None where the analysis gives no value)."""
+
+    parameters: int | None = None
+    parameter_bytes: int | None = None
+    inference_peak: int | None = None
+    saved_bytes: int | None = None
+    training_peak: int | None = None
+    flops: int | None = None
+
+    def key(self) -> tuple:
+        """The per-block values a drawing shows, for comparing two blocks.
+
+        The training peak is left out: it accumulates everything saved so far, so it grows along the
+        network even over identical blocks.
+        """
+        return (self.parameters, self.parameter_bytes, self.inference_peak, self.saved_bytes, self.flops)
+
+
+@dataclass
+class Measures:
+    """Rows of the report by unit label ("stem", "stage0.block3", ...), by stage index, and the total."""
+
+    blocks: dict[str, Numbers] = field(default_factory=dict)
+    stages: dict[int, Numbers] = field(default_factory=dict)
+    total: Numbers = field(default_factory=Numbers)
+    batch: int = 1
+    dtype: str = "float32"
+
+
+def measure(model, batch: int = 1, dtype: torch.dtype = torch.float32) -> Measures:
+    """Run `rkcompile.analysis.analyze` on the model and keep its unit, stage and total rows."""
+    from rkcompile.analysis import analyze
+
+    report = analyze(model, batch=batch, dtype=dtype)
+    out = Measures(batch=batch, dtype=report.dtype)
+    out.blocks = {row.label: _numbers(row) for row in report.units}
+    out.stages = {row.stage: _numbers(row) for row in report.stages}
+    out.total = _numbers(report.total)
+    return out
+
+
+def _numbers(row) -> Numbers:
+    return Numbers(**{f: _int(getattr(row, f, None)) for f in FIELDS})
+
+
+def _int(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def count(n: int | None) -> str:
+    """A parameter count in K/M/G: 252, 36.9K, 2.07M."""
+    return _scaled(n, 1000, ["", "K", "M", "G", "T"])
+
+
+def flops(n: int | None) -> str:
+    """A FLOP count in K/M/G/T."""
+    return _scaled(n, 1000, ["", "K", "M", "G", "T"])
+
+
+def size(n: int | None) -> str:
+    """A byte count in B/KiB/MiB/GiB, written as the analysis report writes it."""
+    return "–" if n is None else human_bytes(n)
+
+
+def _scaled(n: int | None, base: int, units: list[str]) -> str:
+    if n is None:
+        return "–"
+    value, unit = float(n), 0
+    while abs(value) >= base and unit < len(units) - 1:
+        value /= base
+        unit += 1
+    if unit == 0:
+        return f"{int(n)}{units[0]}"
+    digits = 2 if abs(value) < 10 else (1 if abs(value) < 100 else 0)
+    return f"{value:.{digits}f}{units[unit]}"
