@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's two commands (see README):  ./dev.sh demo   — set up, then check/build/draw specs/
+# The project's two commands (see README):  ./dev.sh demo   — set up, then check, build and draw specs/
 #                                           ./dev.sh test   — set up, then run the whole test suite
 # Set-up is idempotent: a project-local .venv with the pinned torch build, the package in editable mode,
 # and graphviz's `dot` binary (Debian package) when it is missing.
@@ -28,7 +28,9 @@ case "${1:-}" in
     mkdir -p out
     .venv/bin/rkcompile check specs/*.yaml
     .venv/bin/rkcompile tableaux
-    .venv/bin/rkcompile build specs/ho-resnet58-rk4.yaml --code out/ho-resnet58-rk4.py
+    .venv/bin/rkcompile build specs/ho-resnet58-rk4.yaml -o out/ho-resnet58-rk4.pt --code out/ho-resnet58-rk4.py
+    .venv/bin/rkcompile draw specs/ho-resnet58-rk4.yaml -o out/ho-resnet58-rk4.svg
+    .venv/bin/rkcompile draw out/ho-resnet58-rk4.pt -o out/ho-resnet58-rk4-blocks.svg --level block
     ;;
   test)
     setup
