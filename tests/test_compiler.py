@@ -291,3 +291,24 @@ def test_groupnorm_module_at_any_width():
     norms = [m for n, m in model.named_modules() if n.startswith("stage0.block0.eval1.gn")]
     assert norms and all(m.num_groups == 16 for m in norms)  # gcd(32, 48)
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_epsilon_scales_f():
+    # y + h * eps * F(y): with a time-independent F, eps = 1/2 at h = 1 equals eps = 1 at h = 1/2
+    a = build(linear_spec("rk4", steps=3), {"stages.0.step": {"h": 1, "epsilon": "1/2"}}).double()
+    b = build(linear_spec("rk4", steps=3), {"stages.0.step": {"h": "1/2"}}).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert torch.allclose(a(x), b(x), atol=1e-12)
+    assert "alpha = 0.08333333333333333" in a.code  # b_1 * h * eps = 1/6 * 1/2
+
+
+@pytest.mark.parametrize("module", [{"kind": "basic", "form": "pre"}, {"kind": "bottleneck", "form": "pre"},
+                                    {"kind": "bottleneck", "form": "post", "width": 8}])
+def test_module_forms_compile_and_run(module: dict):
+    model = build("specs/resnet14-cifar10.yaml", {"input.height": 8, "input.width": 8, "stem.channels": 16,
+                                                  **{f"stages.{i}.module": module for i in range(3)}})
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+    layers = [n.meta["rk"]["layer"] for n in model.graph.nodes if n.meta.get("rk", {}).get("block") == 0
+              and n.meta["rk"].get("stage") == 0 and "layer" in n.meta["rk"]]
+    first = "bn1" if module["form"] == "pre" else "conv1"
+    assert layers[0] == first, layers
