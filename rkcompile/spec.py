@@ -172,29 +172,29 @@ Stem = Annotated[Union[ConvStem, LayersStem], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- residual functions F
-class Basic(_Model):
-    """ResNet basic block: post-activation conv-norm-act-conv-norm, or pre-activation norm-act-conv-norm-act-conv."""
+class _ResNetBlock(_Model):
+    """What the ResNet residual functions share: activation form, conv bias, norm and activation kinds."""
 
-    kind: Literal["basic"]
     form: Literal["post", "pre"] = "post"
-    kernel: PositiveInt = 3
     bias: bool = False
     norm: NormKind = "batchnorm"
     act: Activation = "relu"
     after: Activation | None = None  # act applied after the residual addition; default relu for post, none for pre
 
 
-class Bottleneck(_Model):
+class Basic(_ResNetBlock):
+    """ResNet basic block: post-activation conv-norm-act-conv-norm, or pre-activation norm-act-conv-norm-act-conv."""
+
+    kind: Literal["basic"]
+    kernel: PositiveInt = 3
+
+
+class Bottleneck(_ResNetBlock):
     """ResNet bottleneck: 1x1 reduce to `width` (default channels/expansion), 3x3, 1x1 expand."""
 
     kind: Literal["bottleneck"]
-    form: Literal["post", "pre"] = "post"
     expansion: PositiveInt = 4
     width: PositiveInt | None = None
-    bias: bool = False
-    norm: NormKind = "batchnorm"
-    act: Activation = "relu"
-    after: Activation | None = None
 
 
 class Mlp(_Model):
