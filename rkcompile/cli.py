@@ -135,6 +135,22 @@ def _write_text(path: str, text: str) -> None:
 
 
 @cli.command()
+@click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size of the memory figures.")
+@click.option("--measure", is_flag=True, help="Also run one real forward and backward on CPU and measure.")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
+def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...]) -> None:
+    """Print parameters, inference peak, saved-for-backward, training peak and FLOPs per unit, with ratios to Euler."""
+    from pathlib import Path
+
+    from rkcompile.analysis import analyze as run
+    from rkcompile.cli_draw import load_model
+
+    report = run(load_model(Path(source), overrides), batch=batch, measure=measure)
+    click.echo(report.table())
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON Schema of the spec language (for editor validation)."""
     from rkcompile.spec import Spec

@@ -43,7 +43,7 @@ def draw(source: str, output: str | None, level: str, batch: int, fmt: str | Non
         if out is not None and _same(plot, out):
             raise RenderError(f"-o and --memory-plot both name {out}")
         check_writable(plot)
-    model = _load(src, overrides)
+    model = load_model(src, overrides)
     if out is not None:
         draw_model(model, out, level=level, batch=batch, format=fmt)
         click.echo(f"wrote {out} ({level} level, batch {batch})")
@@ -82,7 +82,7 @@ def _same(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _load(source: Path, overrides: tuple[str, ...]):
+def load_model(source: Path, overrides: tuple[str, ...]):
     """Compile a spec, or load a saved model; --set re-compiles the saved model's spec with the changes."""
     from rkcompile.compiler import build
     from rkcompile.load import parse_overrides

@@ -55,3 +55,20 @@ def test_build_bad_set_and_unwritable_code(tmp_path: Path):
 def test_build_missing_spec():
     result = run("build", "specs/nope.yaml")
     assert result.exit_code == 1 and "specs/nope.yaml: no such file" in result.output
+
+
+def test_analyze_prints_units_and_ratios():
+    result = run("analyze", "specs/ho-resnet58-rk4.yaml", "--set", "stages.0.evaluations=8",
+                 "--set", "input.height=8", "--set", "input.width=8")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("ho-resnet58-rk4  (batch 1, float32)")
+    assert any(line.startswith("stage0.block1") and "295,936" in line for line in lines)
+    assert lines[-1].split()[:2] == ["total", "594,378"] and lines[-1].endswith("1.33/1.00/1.03")
+
+
+def test_analyze_bad_input():
+    result = run("analyze", "specs/spirals-rk4.yaml", "--measure")
+    assert result.exit_code == 1 and "needs batch >= 2" in result.output
+    result = run("analyze", "specs/pendulum-odenet.yaml", "--batch", "0")
+    assert result.exit_code == 2
