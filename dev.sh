@@ -14,10 +14,10 @@ setup() {
     $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq graphviz >/dev/null
   fi
   if [ ! -x "$PY" ] || [ pyproject.toml -nt .venv/.installed ]; then
-    echo "[setup] creating .venv (torch 2.14.1, torchvision 0.29.1, rkcompile[dev])" >&2
+    echo "[setup] creating .venv (torch 2.14.1, torchvision 0.29.1, rkcompile[dev,bench])" >&2
     python3 -m venv .venv
     "$PY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-    "$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'
+    "$PY" -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
     touch .venv/.installed
   fi
 }

@@ -1,0 +1,108 @@
+"""The speed benchmark's smoke run, and the hand-written reference networks against the compiled ones."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rkcompile.compiler import build
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import handwritten  # noqa: E402
+import speed  # noqa: E402
+
+HAS_TORCHDIFFEQ = importlib.util.find_spec("torchdiffeq") is not None
+
+
+def _cases():
+    """(compiled, hand-written) builders covering each reference and its options."""
+    ho, cn = ROOT / "specs" / "ho-resnet58-rk4.yaml", ROOT / "specs" / "continuousnet-8-8-8.yaml"
+    ode = speed.ODE_SPEC.format(size=8, channels=4, steps=4)
+    cn_steps = {f"stages.{s}.steps": 4 for s in range(3)}  # 4 steps over 8 pieces: every stage time on a boundary
+    cn_fine = {f"stages.{s}.steps": 16 for s in range(3)}  # 16 steps over 8 pieces: each piece spans two steps
+    skip = pytest.mark.skipif(not HAS_TORCHDIFFEQ, reason="torchdiffeq is not installed")
+    return [
+        pytest.param(lambda: build(ho, {"stages.0.evaluations": 8}), lambda: handwritten.HOResNet(8), id="ho-resnet"),
+        pytest.param(lambda: build(cn, speed.largest_overrides(2)), lambda: handwritten.ContinuousNet(steps=2, pieces=2),
+                     id="continuousnet-2-2-2"),
+        pytest.param(lambda: build(cn, cn_steps), lambda: handwritten.ContinuousNet(steps=4, pieces=8),
+                     id="continuousnet-steps4-pieces8"),
+        pytest.param(lambda: build(cn, cn_fine), lambda: handwritten.ContinuousNet(steps=16, pieces=8),
+                     id="continuousnet-steps16-pieces8"),
+        pytest.param(lambda: build(ode), lambda: handwritten.ODENet(4, 4), id="odenet-loop"),
+        pytest.param(lambda: build(ode), lambda: handwritten.ODENet(4, 4, solver="torchdiffeq"), id="odenet-torchdiffeq",
+                     marks=skip),
+    ]
+
+
+@pytest.mark.parametrize("compiled, hand", _cases())
+def test_hand_written_matches_compiled(compiled, hand):
+    model, reference = compiled().double(), hand().double()
+    assert handwritten.count_parameters(reference) == handwritten.count_parameters(model)
+    handwritten.copy_weights(model, reference)
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    for mode in (True, False):  # train mode (batch statistics), then eval mode (running statistics)
+        model.train(mode)
+        reference.train(mode)
+        a, b = model(x), reference(x)
+        assert (a - b).abs().max().item() < 1e-10
+    a.sum().backward()
+    b.sum().backward()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-8, atol=1e-10)
+
+
+def test_published_parameter_counts():
+    assert handwritten.count_parameters(handwritten.HOResNet(28)) == 2_074_058  # seed 000, Table 3 (2.07M)
+    assert handwritten.count_parameters(handwritten.ContinuousNet()) == 857_850  # ContinuousNet's code, 8-8-8
+
+
+def test_copy_weights_refuses_a_different_network():
+    with pytest.raises(ValueError, match="tensors in the source state dict"):
+        handwritten.copy_weights(handwritten.HOResNet(4), handwritten.HOResNet(8))
+
+
+def test_basis_piece_uses_the_left_piece_on_a_boundary():
+    from fractions import Fraction
+
+    from rkcompile.lowering import piece_index
+
+    for steps, pieces in ((2, 2), (4, 8), (16, 8), (3, 5)):
+        for n in range(steps):
+            for c in (Fraction(0), Fraction(1, 3), Fraction(1, 2), Fraction(1)):
+                assert handwritten.basis_piece(n, c, steps, pieces) == piece_index(n, c, steps, pieces)
+
+
+@pytest.mark.slow
+def test_quick_run_writes_results(tmp_path):
+    results = speed.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    table = (tmp_path / "speed.md").read_text()
+    assert saved["config"]["threads"] == 1 and saved["machine"]["torch_threads"] == 1
+    assert set(saved["compile"]["times"]) == {"rkcompile.build(YAML file)", "of which load_spec (parse, validate)",
+                                              "rkcompile.build(validated Spec)", "hand-written nn.Module"}
+    variants = {row["network"]: set(row["times"]) for row in results["train"]}
+    assert len(variants) == 3 and all({"rkcompile", "hand-written"} <= v for v in variants.values())
+    assert sum("torch.compile(eager)" in name for v in variants.values() for name in v) == 2
+    assert any("torchdiffeq odeint(rk4)" in v for v in variants.values()) == HAS_TORCHDIFFEQ
+    for row in results["train"]:
+        assert row["ratio"]["hand-written"]["median"] == 1.0
+        assert max(row["max_abs_diff_vs_hand_written"].values()) < 1e-4
+    draw = results["draw"]
+    assert "skipped" in draw or {"to_dot(level=network)", "draw(svg, level=block)"} <= set(draw["times"])
+    assert "| rkcompile | " in table and "**Compile time**" in table
+
+
+def test_summary_and_interleaving():
+    s = speed.summary([3.0, 1.0, 2.0, 4.0, 5.0])
+    assert (s["median"], s["q1"], s["q3"], s["min"], s["max"], s["n"]) == (3.0, 2.0, 4.0, 1.0, 5.0, 5)
+    order = []
+    speed.interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 2)
+    assert order == ["a", "b", "b", "a"]
