@@ -50,6 +50,7 @@ class _Compiler:
         self.functions: list[str] = []  # targets of every F created, used by the graph or not
 
     def compile(self) -> fx.GraphModule:
+        """Lower the whole spec: input, stem, stages, head; lint the graph and wrap it in a GraphModule."""
         spec, g = self.spec, self.graph
         x = g.placeholder("x")
         x.meta["rk"] = {"role": "input"}
@@ -100,6 +101,7 @@ class _Compiler:
 
     # ------------------------------------------------------------ parts
     def stem(self, x: fx.Node, shape: Shape) -> tuple[fx.Node, Shape]:
+        """Emit the stem (conv stem or custom layers) and return its output node and shape."""
         stem = self.spec.stem
         if stem is None:
             return x, shape
@@ -124,6 +126,7 @@ class _Compiler:
         return self.call_part(x, part, "stem", "stem", {"role": "stem", "stage": None}), out
 
     def stage(self, x: fx.Node, shape: Shape, stage: Stage, n: int) -> tuple[fx.Node, Shape]:
+        """Emit a stage: its entry unit, then one integrator step per block."""
         width = stage.width or shape.width
         if not isinstance(stage.entry, NoEntry):
             x, shape = self.entry(x, shape, stage, n, width)
@@ -205,6 +208,7 @@ class _Compiler:
         return scale
 
     def entry(self, x: fx.Node, shape: Shape, stage: Stage, n: int, width: int) -> tuple[fx.Node, Shape]:
+        """Emit a transition block (shortcut + F with stride) or a stitch (1x1 conv + epsilon R)."""
         entry, name, target = stage.entry, f"stage{n}_entry", f"stage{n}.entry"
         out = Shape(True, width, shape.height, shape.breadth).strided(entry.stride)
         meta = {"role": "entry", "stage": n, "block": "entry"}
@@ -242,6 +246,7 @@ class _Compiler:
         return x
 
     def head(self, x: fx.Node, shape: Shape) -> fx.Node:
+        """Emit global average pooling (images) and the linear classifier."""
         out = self.spec.output
         meta = {"role": "head", "stage": None}
         if shape.image:

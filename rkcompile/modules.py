@@ -94,15 +94,18 @@ class _Builder:
         return f"{short}{self.counts[short]}"
 
     def module(self, kind: str, module: nn.Module | None) -> None:
+        """Append a layer module (skipped when None, e.g. norm: none)."""
         if module is not None:
             self.calls.append(LayerCall(self._name(kind), module=module))
 
     def act(self, kind: str | None) -> None:
+        """Append an activation function (skipped for identity)."""
         fn = activation(kind)
         if fn is not None:
             self.calls.append(LayerCall(self._name(kind), function=fn))
 
     def conv(self, cin: int, cout: int, kernel: int, stride: int = 1, bias: bool = False, groups: int = 1) -> None:
+        """Append a 'same'-padded 2-d convolution."""
         self.module("conv", nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=bias, groups=groups))
 
 

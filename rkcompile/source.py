@@ -128,6 +128,7 @@ class _Converter:
         self.own_keys: dict[int, set[int]] = {}
 
     def convert(self, node: yaml.Node, path: tuple) -> object:
+        """Convert one node (recursively), recording its position and enforcing the size and depth bounds."""
         self.count += 1
         if self.count > MAX_NODES:
             raise self.source.error(path, f"spec expands to more than {MAX_NODES} nodes (aliases nested too deep?)")
