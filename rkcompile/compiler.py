@@ -18,7 +18,7 @@ from rkcompile.errors import CompileError
 from rkcompile.exact import parse_coefficient
 from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan, lower_step, piece_index
-from rkcompile.modules import LayerCall, Part, Scale, activation, layer_list, norm_layer, residual_function
+from rkcompile.modules import SHORT_NAMES, LayerCall, Part, Scale, activation, layer_list, norm_layer, residual_function
 from rkcompile.semantics import Shape, walk_layers
 from rkcompile.spec import Basis, ConvStem, NoEntry, PerEvaluation, Shared, Spec, Stage, Stitch, Transition
 
@@ -111,7 +111,7 @@ class _Compiler:
                                                  padding=stem.kernel // 2, bias=stem.bias))]
             norm = norm_layer(stem.norm, out)
             if norm is not None:
-                calls.append(LayerCall(_short(stem.norm), norm))
+                calls.append(LayerCall(SHORT_NAMES[stem.norm], norm))
             if activation(stem.act) is not None:
                 calls.append(LayerCall(stem.act.replace("-", "_"), function=activation(stem.act)))
             if stem.pool is not None:
@@ -263,10 +263,6 @@ def _after(module) -> str | None:
     if module.after is not None:
         return module.after
     return "relu" if getattr(module, "form", None) == "post" else None
-
-
-def _short(kind: str) -> str:
-    return {"batchnorm": "bn", "groupnorm": "gn", "layernorm": "ln"}[kind]
 
 
 def _has(root: nn.Module, target: str) -> bool:

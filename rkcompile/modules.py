@@ -79,17 +79,18 @@ def norm_layer(kind: str, shape: Shape, groups: int = 32) -> nn.Module | None:
     return None
 
 
+SHORT_NAMES = {"batchnorm": "bn", "groupnorm": "gn", "layernorm": "ln", "linear": "fc"}
+
+
 class _Builder:
     """Accumulates named layer calls, numbering each kind (conv1, bn1, relu1, conv2, ...)."""
-
-    SHORT = {"batchnorm": "bn", "groupnorm": "gn", "layernorm": "ln", "linear": "fc"}
 
     def __init__(self) -> None:
         self.calls: list[LayerCall] = []
         self.counts: dict[str, int] = {}
 
     def _name(self, kind: str) -> str:
-        short = self.SHORT.get(kind, kind.replace("-", "_"))
+        short = SHORT_NAMES.get(kind, kind.replace("-", "_"))
         self.counts[short] = self.counts.get(short, 0) + 1
         return f"{short}{self.counts[short]}"
 
