@@ -151,3 +151,10 @@ class Clock:
     def log(self, message: str) -> None:
         """Print a progress line prefixed with the elapsed time."""
         print(f"[{self():6.1f}s] {message}", flush=True)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write (90 dpi) and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    pyplot().close(fig)

@@ -16,7 +16,18 @@ are evaluated in eval mode with them as they are (no re-calibration), which is w
 from __future__ import annotations
 
 import torch
-from common import Clock, datasets, evaluate, parse_args, pyplot, run_all, tensors, train_classifier, write_json
+from common import (
+    Clock,
+    datasets,
+    evaluate,
+    parse_args,
+    pyplot,
+    run_all,
+    save_figure,
+    tensors,
+    train_classifier,
+    write_json,
+)
 
 import rkcompile
 from rkcompile.transforms import parameter_count, remanifest
@@ -164,9 +175,7 @@ def _plot(results: dict, path: str) -> None:
     axes[1, 0].set_ylabel("test cross-entropy, mean of seeds")
     fig.suptitle(f"digits, ContinuousNet-style {results['width']}-{2 * results['width']} channels, "
                  f"{results['pieces']} basis pieces, {results['epochs']} epochs Adam")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

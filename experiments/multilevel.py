@@ -23,7 +23,19 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import ROOT, Clock, datasets, evaluate, parameters, parse_args, pyplot, run_all, tensors, write_json
+from common import (
+    ROOT,
+    Clock,
+    datasets,
+    evaluate,
+    parameters,
+    parse_args,
+    pyplot,
+    run_all,
+    save_figure,
+    tensors,
+    write_json,
+)
 
 import rkcompile
 from rkcompile.training import Schedule, cosine
@@ -161,9 +173,7 @@ def _plot(results: dict, path: str) -> None:
                   f"{100 * s['multilevel']['test_acc_mean']:.1f}% vs {100 * s['baseline']['test_acc_mean']:.1f}%")
     ax1.set_title(f"digits, ResNet {results['width']}-{2 * results['width']}-{4 * results['width']} channels, "
                   f"{results['epochs']} epochs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

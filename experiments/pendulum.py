@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import torch
-from common import ROOT, Clock, datasets, parse_args, pyplot, write_json
+from common import ROOT, Clock, datasets, parse_args, pyplot, save_figure, write_json
 
 import rkcompile
 
@@ -181,9 +181,7 @@ def _plot_sweep(rows: list[dict], path: str) -> None:
     ax.set_title("The dip: > 1 means the error grows when dt shrinks")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _summary(dts: list[float], errors: list) -> dict:
@@ -248,9 +246,7 @@ def _plot(results: dict, path: str) -> None:
     axes[0].set_ylabel(f"global error E(dt) at T = {results['T']}")
     fig.suptitle(f"Pendulum ODE-Nets trained at dt_data = {results['dt_data']} (dashed line), seed "
                  f"{results['seeds'][0]}; black: the integrators on the true field")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_trajectories(trajectories: dict, data, path: str) -> None:
@@ -266,9 +262,7 @@ def _plot_trajectories(trajectories: dict, data, path: str) -> None:
         ax.set_title(f"rollout with dt = {dt:g} ({'the training step' if factor == '1' else 'half the training step'})")
         ax.legend(fontsize=8, loc="upper right")
     axes[-1].set_xlabel("t")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

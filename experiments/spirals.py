@@ -14,7 +14,18 @@ A network of depth N has N hidden layers of F(y) = tanh(BN(W y + b)), so every m
 from __future__ import annotations
 
 import torch
-from common import ROOT, Clock, datasets, parameters, parse_args, pyplot, run_all, train_classifier, write_json
+from common import (
+    ROOT,
+    Clock,
+    datasets,
+    parameters,
+    parse_args,
+    pyplot,
+    run_all,
+    save_figure,
+    train_classifier,
+    write_json,
+)
 from torch import nn
 
 import rkcompile
@@ -129,9 +140,7 @@ def _plot(results: dict, train: tuple, path: str) -> None:
     for ax in axes[1:3]:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

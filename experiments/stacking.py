@@ -14,7 +14,19 @@ import math
 
 import torch
 import torch.nn.functional as F
-from common import ROOT, Clock, datasets, parameters, parse_args, pyplot, run_all, tensors, train_classifier, write_json
+from common import (
+    ROOT,
+    Clock,
+    datasets,
+    parameters,
+    parse_args,
+    pyplot,
+    run_all,
+    save_figure,
+    tensors,
+    train_classifier,
+    write_json,
+)
 
 import rkcompile
 
@@ -160,9 +172,7 @@ def _plot(results: dict, path: str) -> None:
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
