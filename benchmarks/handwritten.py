@@ -62,7 +62,7 @@ class BasicF(nn.Sequential):
 
 
 class HOResNet(nn.Module):
-    """HO-ResNet (seed 000): stem conv3x3+BN, `evaluations` F's stacked as RK4 blocks with h = 1, pool, linear."""
+    """HO-ResNet (Luo et al. 2022): stem conv3x3+BN, `evaluations` F's stacked as RK4 blocks with h = 1, pool, linear."""
 
     def __init__(self, evaluations: int = 28, channels: int = 64, classes: int = 10) -> None:
         super().__init__()
@@ -133,7 +133,7 @@ class ODEStage(nn.Module):
 
 
 class ContinuousNet(nn.Module):
-    """ContinuousNet (seed 002), its own layout: stem conv3x3-BN-ReLU, three stitched ODE stages, pool, linear."""
+    """ContinuousNet (Queiruga et al. 2020), its own layout: stem conv3x3-BN-ReLU, three stitched ODE stages, pool, linear."""
 
     def __init__(self, widths=(16, 32, 64), steps: int = 8, pieces: int = 8, classes: int = 10) -> None:
         super().__init__()

@@ -2,7 +2,7 @@
 
 Predicted from one run on meta tensors (fast, any batch); with --measure, also measured by one real CPU
 forward and backward (slow at batch 128 on a few cores: --measure-batch picks a smaller batch). Ratios to
-Euler sit next to the ones HO-ResNet reports (seed 000, Table 2: Euler 1x, midpoint 1x, RK4 1.5x, Verner 7x).
+Euler sit next to the ones HO-ResNet reports (Luo et al. 2022, Table 2: Euler 1x, midpoint 1x, RK4 1.5x, Verner 7x).
 
     python benchmarks/memory.py [--batch 128] [--measure] [--measure-batch 16]
 """

@@ -19,8 +19,8 @@ __all__ = ["DATASETS", "DataError", "Dataset", "load", "spirals", "digits", "pen
            "pendulum_state", "pendulum_field", "pendulum_period", "GRAVITY", "RHO0"]
 
 DATASETS = ("digits", "spirals", "pendulum", "cifar10")
-GRAVITY = 9.81             # seed 002, Sec. 3.3.1 writes g = -9.81 in rho'' = g sin(rho); we keep g > 0 and the minus
-RHO0 = 3 * math.pi / 4     # the initial angle of seed 002 (released from rest)
+GRAVITY = 9.81             # Queiruga et al. 2020, Sec. 3.3.1 writes g = -9.81 in rho'' = g sin(rho); we keep g > 0 and the minus
+RHO0 = 3 * math.pi / 4     # the initial angle of Queiruga et al. 2020 (released from rest)
 
 
 class DataError(Exception):
@@ -51,7 +51,7 @@ class Dataset:
         return f"vectors of {self.shape[0]} features"
 
 
-# ---------------------------------------------------------------- spirals (seed 001)
+# ---------------------------------------------------------------- spirals (Feldhausen and Vallbo)
 def spirals(n: int, seed: int = 0, turns: float = 1.5, noise: float = 0.03) -> tuple[torch.Tensor, torch.Tensor]:
     """Two interleaved 2-D spiral arms (labels 0/1), n points in all, radius in (0, 1], Gaussian noise added."""
     rng = np.random.default_rng(seed)
@@ -69,9 +69,9 @@ def _spirals(n_train: int = 1000, n_test: int = 1000, seed: int = 0) -> Dataset:
     return Dataset("spirals", train, test, (2,), "classification", classes=2)
 
 
-# ---------------------------------------------------------------- pendulum (seed 002, Sec. 3)
+# ---------------------------------------------------------------- pendulum (Queiruga et al. 2020, Sec. 3)
 def pendulum_state(t, rho0: float = RHO0, g: float = GRAVITY) -> np.ndarray:
-    """Exact state [rho(t), v(t)] of rho'' = -g sin(rho), rho(0) = rho0, v(0) = 0 (seed 002, eq. 13), shape (..., 2).
+    """Exact state [rho(t), v(t)] of rho'' = -g sin(rho), rho(0) = rho0, v(0) = 0 (Queiruga et al. 2020, eq. 13), shape (..., 2).
 
     rho(t) = 2 arcsin(k sn(K(m) - w0 t; m)), v(t) = -2 k w0 cn(K(m) - w0 t; m), with m = k^2 = sin^2(rho0/2),
     w0 = sqrt(g) and scipy's parameter convention for ellipj/ellipk; v follows from d sn/du = cn dn and

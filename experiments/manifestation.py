@@ -1,4 +1,4 @@
-"""Manifestation invariance (seed 002 §5.3, Table 1, Fig. 9) on scikit-learn's 8x8 digits.
+"""Manifestation invariance (Queiruga et al. 2020 §5.3, Table 1, Fig. 9) on scikit-learn's 8x8 digits.
 
 A small ContinuousNet-style conv net whose stages have basis weights (theta(t) piecewise constant on `pieces`
 pieces of [0, 1], integrated with `steps` = pieces steps) is trained once with forward Euler and once with RK4
@@ -106,7 +106,7 @@ def train_one(config: dict) -> dict:
 
 
 def main() -> None:
-    args = parse_args("manifestation", "Manifestation invariance (seed 002 §5.3) on 8x8 digits.")
+    args = parse_args("manifestation", "Manifestation invariance (Queiruga et al. 2020 §5.3) on 8x8 digits.")
     clock = Clock()
     if args.smoke:
         width, pieces, epochs, seeds, multipliers, subset = 4, 2, 1, (0,), (1, 2), 200

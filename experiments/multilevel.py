@@ -1,10 +1,10 @@
-"""Multi-level training (seed 004) on scikit-learn's 8x8 digits: 2-2-2 -> 4-4-4 -> 8-8-8 by interpolation.
+"""Multi-level training (Chang et al. 2018) on scikit-learn's 8x8 digits: 2-2-2 -> 4-4-4 -> 8-8-8 by interpolation.
 
 A small ResNet (specs/resnet14-cifar10.yaml with overrides: 1x8x8 input, narrow channels, 10 classes; post-
 activation basic blocks, transition entries with zero-padded shortcuts) is trained in three equal cycles:
 2-2-2 blocks with h = 1, then `interpolate` (every block copied in after itself, h halved: 4-4-4 with h = 1/2),
 then again (8-8-8, h = 1/4), with `rkcompile.training.Schedule` rebuilding SGD at each event (momentum state
-carried) and restarting a cosine cycle (seed 004, eq. 9). The baseline trains 8-8-8 from the start for the same
+carried) and restarting a cosine cycle (Chang et al. 2018, eq. 9). The baseline trains 8-8-8 from the start for the same
 number of epochs with one cosine cycle. It is the standard ResNet (h = 1, the spec's default); the multi-level
 model ends at h = 1/4 with the same parameter names and count. Measured: training wall time (interpolation
 included, evaluation excluded) and test accuracy. Theory for equal cycles and cost proportional to depth:
@@ -107,7 +107,7 @@ def train_one(config: dict) -> dict:
 
 
 def main() -> None:
-    args = parse_args("multilevel", "Multi-level training (seed 004) on 8x8 digits.")
+    args = parse_args("multilevel", "Multi-level training (Chang et al. 2018) on 8x8 digits.")
     clock = Clock()
     if args.smoke:
         width, epochs, seeds, subset = 4, 3, (0,), 200

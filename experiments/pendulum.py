@@ -1,4 +1,4 @@
-"""Pendulum convergence (seed 002, Sec. 3, Fig. 3-4): is an ODE-Net trained at one step a numerical integrator?
+"""Pendulum convergence (Queiruga et al. 2020, Sec. 3, Fig. 3-4): is an ODE-Net trained at one step a numerical integrator?
 
 ODE-Nets F = one Euler / midpoint / RK4 step of G = linear(2->50) -> tanh -> linear(50->2) (specs/pendulum-odenet.yaml
 with overrides, shared weights) are fitted to one-step pairs of the exact pendulum flow sampled every dt_data. Each
@@ -37,7 +37,7 @@ def odenet(scheme: str, dt: float, seed: int = 0) -> torch.fx.GraphModule:
 
 def fit(scheme: str, x: torch.Tensor, y: torch.Tensor, iterations: int, seed: int,
         dt_data: float = DT_DATA) -> tuple[dict, float]:
-    """Full-batch Adam on the one-step loss mean ||F(x_k) - x_{k+1}||^2 (seed 002, eq. 17); return (weights, e_opt)."""
+    """Full-batch Adam on the one-step loss mean ||F(x_k) - x_{k+1}||^2 (Queiruga et al. 2020, eq. 17); return (weights, e_opt)."""
     model = odenet(scheme, dt_data, seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations, eta_min=1e-5)
@@ -100,7 +100,7 @@ def _finite(value: float) -> float | None:
 
 def main() -> None:
     """Train the three ODE-Nets, measure E(dt) for every (training scheme, evaluation scheme), write JSON and plots."""
-    args = parse_args("pendulum", "Pendulum ODE-Nets (seed 002, Sec. 3): global error vs dt, integrator interchange.")
+    args = parse_args("pendulum", "Pendulum ODE-Nets (Queiruga et al. 2020, Sec. 3): global error vs dt, integrator interchange.")
     clock, data = Clock(), datasets()
     seeds, iterations = ((0,), 300) if args.smoke else ((0, 1, 2), 6000)
     shifts = range(-3, 2) if args.smoke else SHIFTS

@@ -1,11 +1,11 @@
-"""Spirals (seed 001): plain feed-forward vs ResNet vs Runge-Kutta networks (Euler, Heun, RK4) at depths 5 ... 50.
+"""Spirals (Feldhausen and Vallbo): plain feed-forward vs ResNet vs Runge-Kutta networks (Euler, Heun, RK4) at depths 5 ... 50.
 
-Width 8, batch norm after each layer, tanh, Adam with batch 32, residual parameter dt = h = 1 (seed 001, Sec. 4).
+Width 8, batch norm after each layer, tanh, Adam with batch 32, residual parameter dt = h = 1 (Feldhausen and Vallbo, Sec. 4).
 A network of depth N has N hidden layers of F(y) = tanh(BN(W y + b)), so every model has the same parameters:
 - plain: y <- F(y), written by hand (no residual structure, so not an rkcompile spec);
 - resnet: y <- tanh(y + BN(W y + b)), He et al.'s order (activation after the addition): Euler with `after: tanh`
-  (seed 001 writes its ResNet as y + f(y), which is the `euler` model here);
-- euler, heun, rk4: one Runge-Kutta step per layer, its stages sharing that layer's weights, as in seed 001's
+  (Feldhausen and Vallbo writes its ResNet as y + f(y), which is the `euler` model here);
+- euler, heun, rk4: one Runge-Kutta step per layer, its stages sharing that layer's weights, as in Feldhausen and Vallbo's
   u^[i]: basis weights with one piece per step (specs/spirals-rk4.yaml with overrides).
 
     .venv/bin/python experiments/spirals.py [--smoke]
@@ -71,7 +71,7 @@ def train_one(config: dict) -> dict:
 
 def main() -> None:
     """Train every model at every depth; write the accuracy table, curves at the largest depth, and plots."""
-    args = parse_args("spirals", "Plain vs ResNet vs Runge-Kutta networks on 2-D spirals (seed 001).")
+    args = parse_args("spirals", "Plain vs ResNet vs Runge-Kutta networks on 2-D spirals (Feldhausen and Vallbo).")
     clock = Clock()
     if args.smoke:
         depths, epochs, seeds, n = (2, 5), 2, (0,), 200

@@ -1,9 +1,9 @@
-"""Higher-order stacking (seed 000, HO-ResNet) on scikit-learn's 8x8 digits: same parameters, different wiring.
+"""Higher-order stacking (Luo et al. 2022, HO-ResNet) on scikit-learn's 8x8 digits: same parameters, different wiring.
 
 A budget of E evaluations of F = conv3x3-BN-ReLU-conv3x3-BN (each with its own weights) is stacked as E Euler
 blocks, E/2 midpoint blocks, E/4 RK4 blocks or E/14 Verner 8(9) blocks (specs/ho-resnet58-*.yaml with overrides:
 1x8x8 input, narrow width). Measured: test accuracy at several depths, the loss of the untrained network (the
-first thing SGD sees, seed 000 Fig. 8), and the largest learning rate at which each scheme still trains (Fig. 9).
+first thing SGD sees, Luo et al. 2022 Fig. 8), and the largest learning rate at which each scheme still trains (Fig. 9).
 
     .venv/bin/python experiments/stacking.py [--smoke]
 """
@@ -90,7 +90,7 @@ def train_one(config: dict) -> dict:
 
 def main() -> None:
     """Accuracy vs depth per scheme, and a learning-rate sweep at the deepest budget; JSON and plots."""
-    args = parse_args("stacking", "Higher-order stacking (seed 000) on 8x8 digits.")
+    args = parse_args("stacking", "Higher-order stacking (Luo et al. 2022) on 8x8 digits.")
     clock = Clock()
     if args.smoke:
         width, budgets, seeds, epochs, sweep_epochs, lrs, subset = 4, (4, 28), (0,), 1, 1, (0.1, 3.2), 200

@@ -183,7 +183,7 @@ class _Compiler:
 
     def step_scale(self, stage: Stage, n: int, b: int, shape: Shape, name: str, base: dict):
         """The block's learned step size times each k: a parameter h (HO-ResNet's adaptive h, TSC_indp), a frozen
-        h (a buffer, as `fold_step_sizes` leaves it), or h * a controller's dt (TSC_2fc, TSC_LSTM; seed 003)."""
+        h (a buffer, as `fold_step_sizes` leaves it), or h * a controller's dt (TSC_2fc, TSC_LSTM; Yang et al. 2020)."""
         target = f"stage{n}.block{b}"
         if not _has(self.root, target):
             self.attach(target, nn.Module())

@@ -1,8 +1,8 @@
-"""Step-size controllers of seed 003 (TSC_2fc, TSC_LSTM): per-channel steps from the projected weights of F.
+"""Step-size controllers of Yang et al. 2020 (TSC_2fc, TSC_LSTM): per-channel steps from the projected weights of F.
 
 Each conv weight w in R^{C2 x C1 x k1 x k2} of the block's F is averaged over its input channels and
 flattened to w_bar in R^{k1 k2 C2} (a linear weight gives R^{C2}); the block's projections are concatenated
-(seed 003, "Implementations"). Then x = relu(W_in w_bar + b_in) in R^{C/r} and
+(Yang et al. 2020, "Implementations"). Then x = relu(W_in w_bar + b_in) in R^{C/r} and
 
     2-FC:  dt = sigmoid(W_out x + b_out)                               one controller per block
     LSTM:  (h, c) = LSTMCell(x, state);  dt = sigmoid(W_out h + b_out)    one per stage, state carried
@@ -25,7 +25,7 @@ __all__ = ["FcController", "LstmController", "project", "emit_step_size"]
 
 
 def project(weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Average each weight over its input dimension (dim 1), flatten, and concatenate (seed 003, eq. 10)."""
+    """Average each weight over its input dimension (dim 1), flatten, and concatenate (Yang et al. 2020, eq. 10)."""
     return torch.cat([w.mean(dim=1).flatten() for w in weights])
 
 

@@ -32,7 +32,7 @@ class StepPlan:
 
 
 def piece_index(step: int, c: Fraction | float, steps: int, pieces: int) -> int:
-    """The basis piece used at time t_n + c h of step n (ContinuousNet, seed 002).
+    """The basis piece used at time t_n + c h of step n (ContinuousNet, Queiruga et al. 2020).
 
     Piece min(floor(t/T * M), M-1); but a stage time with c > 0 that lands exactly on a piece boundary
     belongs to the piece on its left (the "open set" rule of ContinuousNet's code), so that all stages

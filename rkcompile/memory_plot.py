@@ -1,4 +1,4 @@
-"""Memory per stage of one network under several schemes: HO-ResNet's Table 2 (seed 000) for the user's own spec.
+"""Memory per stage of one network under several schemes: HO-ResNet's Table 2 (Luo et al. 2022) for the user's own spec.
 
 Each scheme re-manifests the same spec (same evaluation budget, so the same parameters) with another
 integrator; the numbers come from `rkcompile.analysis`. matplotlib is imported only when a plot is drawn.

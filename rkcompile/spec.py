@@ -270,7 +270,7 @@ Weights = _with_shorthand(PerEvaluation, Shared, Basis)
 class Step(_Model):
     """Step size: fixed `h`, or `T` with h = T / steps; `epsilon` scales F; `learn` makes h a parameter.
 
-    `controller: fc | lstm` (seed 003's TSC_2fc / TSC_LSTM, with `learn: channel`) computes each block's
+    `controller: fc | lstm` (Yang et al. 2020's TSC_2fc / TSC_LSTM, with `learn: channel`) computes each block's
     per-channel step as h * sigmoid(controller(projected weights of the block's F)), the hidden width being
     channels / `reduction`; `frozen: true` keeps learned steps as constants (buffers), as after folding.
     """

@@ -1,4 +1,4 @@
-"""Transformations during training (refinement, seed 002; multi-level cycles, seed 004) in a plain PyTorch loop.
+"""Transformations during training (refinement, Queiruga et al. 2020; multi-level cycles, Chang et al. 2018) in a plain PyTorch loop.
 
     schedule = Schedule(model, lambda m: torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9),
                         at={60: "interpolate", 110: "interpolate"}, epochs=160, lr_scheduler=cosine(0.001))
@@ -88,7 +88,7 @@ class Schedule:
 
 
 def cosine(eta_min: float = 0.0) -> Callable:
-    """A cycle factory: cosine annealing from the optimizer's lr to `eta_min` over the cycle (seed 004, eq. 9)."""
+    """A cycle factory: cosine annealing from the optimizer's lr to `eta_min` over the cycle (Chang et al. 2018, eq. 9)."""
 
     def make(optimizer: torch.optim.Optimizer, cycle_epochs: int | None):
         if cycle_epochs is None:

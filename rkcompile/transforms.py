@@ -1,4 +1,4 @@
-"""Transformations of compiled models: remanifest, refine (seed 002), interpolate (seed 004), fold (seed 003).
+"""Transformations of compiled models: remanifest, refine (Queiruga et al. 2020), interpolate (Chang et al. 2018), fold (Yang et al. 2020).
 
 Each one changes the spec's data, compiles a NEW model from it with `build`, and copies the old weights onto
 it by name (`stage{n}.block{b}.eval{i}.*` per evaluation, `stage{n}.f.*` shared, `stage{n}.piece{p}.*`
@@ -34,7 +34,7 @@ Rename = Callable[[str], tuple[str, float]]
 
 
 def remanifest(model: fx.GraphModule, integrator=None, steps: int | None = None, stage: int | None = None):
-    """The same weights wired with another tableau and/or number of steps (ContinuousNet, seed 002 §4.4/§5.3).
+    """The same weights wired with another tableau and/or number of steps (ContinuousNet, Queiruga et al. 2020 §4.4/§5.3).
 
     Basis and shared stages take any scheme and steps; when the steps change, a stage given by `h` is rewritten
     with T = h * steps so that it integrates over the same interval. Per-evaluation stages keep their budget E
@@ -47,7 +47,7 @@ def remanifest(model: fx.GraphModule, integrator=None, steps: int | None = None,
 
 
 def refine(model: fx.GraphModule, factor: int = 2, pieces: bool = True, steps: bool = True, stage: int | None = None):
-    """Multiply basis pieces and/or steps by `factor` (ContinuousNet's refinement training, seed 002).
+    """Multiply basis pieces and/or steps by `factor` (ContinuousNet's refinement training, Queiruga et al. 2020).
 
     Pieces: piece p becomes pieces p*factor ... p*factor + factor - 1, each an exact copy (weights, biases, norm
     parameters and running statistics), so theta(t) and the function are unchanged. Steps: the same ODE with a
@@ -58,11 +58,11 @@ def refine(model: fx.GraphModule, factor: int = 2, pieces: bool = True, steps: b
 
 
 def interpolate(model: fx.GraphModule, stage: int | None = None):
-    """Insert a copy of every block right after it and halve h (multi-level ResNets, seed 004 §4.1).
+    """Insert a copy of every block right after it and halve h (multi-level ResNets, Chang et al. 2018 §4.1).
 
     A per-evaluation stage of B blocks (B*s evaluations) becomes 2B blocks. A stage with an entry (transition
     or stitch), which `evaluations` does not count, becomes entry + 2B + 1 blocks: the copy inserted after the
-    entry comes from the following block, as the entry's shapes differ (seed 004, appendix B); so B blocks give
+    entry comes from the following block, as the entry's shapes differ (Chang et al. 2018, appendix B); so B blocks give
     (2B + 1) * s evaluations. The entry itself is left as it was (the compiler does not scale it by h). Learned
     per-block h are copied and halved; controllers (2-FC) are copied; an LSTM controller runs over twice as many
     blocks.
@@ -71,7 +71,7 @@ def interpolate(model: fx.GraphModule, stage: int | None = None):
 
 
 def fold_step_sizes(model: fx.GraphModule):
-    """Freeze learned step sizes and controller outputs into constant buffers for inference (seed 003).
+    """Freeze learned step sizes and controller outputs into constant buffers for inference (Yang et al. 2020).
 
     Each block's step (its h parameter, or h * dt of its controller) is evaluated once from the graph itself
     and stored as the buffer `stage{n}.block{b}.h` of a stage with `step.frozen: true`; the controllers are
@@ -239,7 +239,7 @@ def _split_pieces(n: int, factor: int) -> Rename:
 
 
 def _duplicate_blocks(n: int, entry: bool) -> Rename:
-    """New block b takes old block b // 2; after an entry, old blocks 0, 0, 0, 1, 1, 2, 2, ... (seed 004)."""
+    """New block b takes old block b // 2; after an entry, old blocks 0, 0, 0, 1, 1, 2, 2, ... (Chang et al. 2018)."""
 
     def rename(key: str) -> tuple[str, float]:
         m = _BLOCK.fullmatch(key)

@@ -1,4 +1,4 @@
-"""Tests of rkcompile.analysis: predictions on meta tensors against one real CPU run, and the brief's facts."""
+"""Tests of rkcompile.analysis: predictions on meta tensors against one real CPU run, and published memory facts."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_inference_peak_in_activations(reports, name, live):
     Inside F only a layer's input and output are live, plus y_n (kept for the final add, or for later stage
     inputs): Euler and midpoint 3. RK4 also keeps the running output y_n + sum b_j k_j (early accumulation
     frees each k_j at once): 4. Verner 8(9) keeps every k_j a later stage input still needs: 12.
-    The brief's 4 (Euler) and 5 (RK4) are allocator-level: on CPU, torch.profiler(profile_memory=True) sees
+    The 4 (Euler) and 5 (RK4) activation-sized tensors one might count are allocator-level: on CPU, torch.profiler(profile_memory=True) sees
     one more activation-sized buffer inside each mkldnn convolution (plus a weight reorder), i.e. 4.28 and 5.28
     activations at 64 channels; the difference RK4 - Euler = 1 tensor, the running output, is the same.
     """

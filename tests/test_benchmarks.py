@@ -60,7 +60,7 @@ def test_hand_written_matches_compiled(compiled, hand):
 
 
 def test_published_parameter_counts():
-    assert handwritten.count_parameters(handwritten.HOResNet(28)) == 2_074_058  # seed 000, Table 3 (2.07M)
+    assert handwritten.count_parameters(handwritten.HOResNet(28)) == 2_074_058  # Luo et al. 2022, Table 3 (2.07M)
     assert handwritten.count_parameters(handwritten.ContinuousNet()) == 857_850  # ContinuousNet's code, 8-8-8
 
 

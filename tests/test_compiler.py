@@ -140,7 +140,7 @@ def test_global_error_falls_at_the_tableau_order(name: str):
     assert abs(slope - order) < 0.3, (errors, slope)
 
 
-# seed 000, Table 3: parameters in millions for E evaluations, a scheme that divides E, and our exact count
+# Luo et al. 2022, Table 3: parameters in millions for E evaluations, a scheme that divides E, and our exact count
 # (stem conv 1,728 + BN 128; E x (2 x 36,864 conv + 2 x 128 BN); linear 650).
 HO_RESNET_TABLE3 = {
     4: (0.30, "rk4", 298_442), 8: (0.59, "midpoint", 594_378), 12: (0.89, "rk4", 890_314),
@@ -170,23 +170,23 @@ def test_ho_resnet_adaptive_verner_adds_one_parameter_per_block():
     assert count(build("specs/ho-resnet58-verner89-adaptive.yaml")) == count(build("specs/ho-resnet58-euler.yaml")) + 2
 
 
-SEED004_TABLE5 = {  # seed 004, Table 5 (CIFAR-10); CIFAR-100 adds 5,850 (wide: 11,610)
+CHANG2018_TABLE5 = {  # Chang et al. 2018, Table 5 (CIFAR-10); CIFAR-100 adds 5,850 (wide: 11,610)
     14: (172_506, 685_994), 32: (464_154, 1_849_898), 50: (755_802, 3_013_802), 122: (1_922_394, 7_669_418),
 }
 
 
-@pytest.mark.parametrize("depth", SEED004_TABLE5)
+@pytest.mark.parametrize("depth", CHANG2018_TABLE5)
 @pytest.mark.parametrize("classes", [10, 100])
 @pytest.mark.parametrize("wide", [False, True])
 def test_seed004_table5_exact(depth: int, classes: int, wide: bool):
-    expected = SEED004_TABLE5[depth][wide] + (0 if classes == 10 else (11_610 if wide else 5_850))
+    expected = CHANG2018_TABLE5[depth][wide] + (0 if classes == 10 else (11_610 if wide else 5_850))
     model = build(f"specs/resnet{depth}-{'wide-' if wide else ''}cifar{classes}.yaml")
     assert count(model) == expected
 
 
 @pytest.mark.parametrize(("units", "expected"), [(2, 273_210), (8, 857_850)])
 def test_continuousnet_counts_for_every_scheme(units: int, expected: int):
-    # BRIEF.md: ContinuousNet's own code gives these counts, identical for euler/midpoint/rk4
+    # ContinuousNet's own code (afqueiruga/StatefulOdeNets) gives these counts, identical for euler/midpoint/rk4
     for scheme in ("euler", "midpoint", "rk4"):
         over = {f"stages.{i}.integrator": scheme for i in range(3)}
         assert count(build(f"specs/continuousnet-{units}-{units}-{units}.yaml", over)) == expected

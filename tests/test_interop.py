@@ -24,7 +24,7 @@ from rkcompile.load import load_spec
 
 SPECS = Path(__file__).parent.parent / "specs"
 
-# Parameter counts: resnet18 and resnet50 from BRIEF.md ("torchvision 0.29"); all three as listed in the
+# Parameter counts: all three as listed in the
 # torchvision model docs (ResNet18/34/50_Weights.IMAGENET1K_V1 meta "num_params").
 TORCHVISION_PARAMETERS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032}
 

@@ -304,8 +304,8 @@ def test_scheme_memory_skips_schemes_that_do_not_fit():
     assert set(data.skipped) == {"midpoint", "rk4", "verner89"}
 
 
-def test_scheme_memory_matches_the_brief():
-    """Equal parameters; constant-coefficient adds save nothing, so saved bytes match Euler's (brief: ratio 1.000)."""
+def test_scheme_memory_saved_bytes_equal_eulers():
+    """Equal parameters; constant-coefficient adds save nothing, so saved bytes match Euler's (ratio 1.000)."""
     from rkcompile.memory_plot import scheme_memory
 
     data = scheme_memory(SPECS / "ho-resnet58-euler.yaml", batch=2)

@@ -38,7 +38,7 @@ DOCUMENTED = {
     "verner89": (8, 9, 16),
 }
 
-VERNER_YAML = Path(__file__).resolve().parents[2] / "shared" / "data" / "verner89.yaml"
+VERNER_YAML = Path(__file__).resolve().parent / "data" / "verner89.yaml"  # an independent transcription of Verner (1978)
 
 
 def _verner_rows(**changes: str) -> dict:
@@ -147,10 +147,8 @@ def test_bs3_prune_drops_fsal_stage_and_error_weights():
     assert rk4.pruned() is rk4
 
 
-def test_verner89_matches_shared_data():
+def test_verner89_matches_independent_transcription():
     yaml = pytest.importorskip("yaml")
-    if not VERNER_YAML.exists():
-        pytest.skip("shared/data/verner89.yaml not beside the checkout")
     data = yaml.safe_load(VERNER_YAML.read_text())
     ours = get_tableau("verner89")
     ref = Tableau.from_text("verner89", data["c"], data["A"], data["b"], b_embedded=data["b_embedded"],
@@ -296,7 +294,7 @@ def test_ho_resnet_published_verner_bugs_are_caught():
         Tableau.from_text("verner89", **_verner_rows(b_8="27/140"))
     assert str(err.value) == ("tableau 'verner89': not consistent: the weights b sum to 97/70 instead of 1 "
                               "(difference 0.386)")
-    # ... and wrong a_61, a_12,7 and a_12,10: a_61 here with a sign slip, the other two as printed in seed 000's
+    # ... and wrong a_61, a_12,7 and a_12,10: a_61 here with a sign slip, the other two as printed in Luo et al. 2022's
     # eq. 14 (847.88 for (154922-40458*sqrt(6))/135 = 413.5, 605.73 for (26304-15176*sqrt(6))/45 = -241.5).
     with pytest.raises(TableauError, match=r"row-sum condition fails at row 6: sum_j a_\{6,j\} = 0\.5959\d+ but "
                                            r"c_6 = \(sqrt\(6\)\+6\)/15 \(difference 0\.0327\)"):
@@ -304,7 +302,7 @@ def test_ho_resnet_published_verner_bugs_are_caught():
     for change in ({"a_12_7": "847.88"}, {"a_12_10": "605.73"}):
         with pytest.raises(TableauError, match=r"^tableau 'verner89': row-sum condition fails at row 12: .*c_12 = 4/3"):
             Tableau.from_text("verner89", **_verner_rows(**change))
-    # seed 000 also prints a_54 with 206*sqrt(6) for 208*sqrt(6)
+    # Luo et al. 2022 also prints a_54 with 206*sqrt(6) for 208*sqrt(6)
     with pytest.raises(TableauError, match="row-sum condition fails at row 5"):
         Tableau.from_text("verner89", **_verner_rows(a_5_4="(328+206*sqrt(6))/375"))
 

@@ -28,7 +28,7 @@ output: {classes: 2}
 
 
 def spirals(n: int = 256, turns: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two interleaved spirals (seed 001's task), generated with a fixed seed."""
+    """Two interleaved spirals (Feldhausen and Vallbo's task), generated with a fixed seed."""
     g = torch.Generator().manual_seed(0)
     t = torch.rand(n, generator=g) * turns * math.pi + 0.3
     label = torch.arange(n) % 2

@@ -199,7 +199,7 @@ def test_weights_changed_by_hand_are_a_clear_error():
 def test_refine_doubles_parameters_per_stage():
     model = build("specs/continuousnet-2-2-2.yaml")
     refined = refine(model)
-    assert parameter_count(model) == 273_210 and parameter_count(refined) == 468_090  # 2-2-2 -> 4-4-4 (brief)
+    assert parameter_count(model) == 273_210 and parameter_count(refined) == 468_090  # 2-2-2 -> 4-4-4 (ContinuousNet code)
     assert [s.blocks for s in refined.spec.stages] == [4, 4, 4]
     shared = refine(smooth("shared"), factor=3)  # shared weights: only the steps change
     assert shared.spec.stages[0].blocks == 6 and parameter_count(shared) == parameter_count(smooth("shared"))
@@ -221,7 +221,7 @@ def test_interpolate_doubles_blocks_halves_h_and_copies():
     assert all(torch.equal(state[k], v) for k, v in old.items() if ".entry." in k or k.startswith(("stem", "head")))
     twice = interpolate(new)
     assert [s.total_evaluations for s in twice.spec.stages] == [8, 7, 7] and twice.spec.stages[0].h == 0.25
-    assert parameter_count(twice) == 755_802  # ResNet-50 (8-8-8) of seed 004's Table 5
+    assert parameter_count(twice) == 755_802  # ResNet-50 (8-8-8) of Chang et al. 2018's Table 5
 
 
 def test_interpolated_resnet_stays_close():

@@ -1,6 +1,6 @@
 """Analyses of a compiled network without data: parameters, inference and training memory, FLOPs per unit.
 
-Memory model (see the brief, "Memory: what is physically needed"): inference needs the live set — a value
+Memory model (README, "Memory: what each scheme really costs"): inference needs the live set — a value
 lives from its node to its last user (torch.fx frees it there), views alias their base, and the network
 input, held by the caller, counts while used. Training needs the storages autograd saves for backward,
 accumulated as the forward runs, plus the forward live set. Both come from one run on meta tensors

@@ -36,7 +36,7 @@ def node_unit(node: fx.Node) -> str | None:
 
 
 def parameter_owner(name: str) -> str | None:
-    """The unit (or, for shared/basis weights, the stage) owning the parameter at module path `name`."""
+    """The unit (or, for shared or basis weights, the stage) owning the parameter at module path `name`."""
     parts = name.split(".")
     if parts[0] in ("stem", "head"):
         return parts[0]

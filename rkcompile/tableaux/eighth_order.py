@@ -48,7 +48,7 @@ PD8 = Tableau.from_text(
 
 #: Verner 8(9), 16 stages; order 8, embedded 9. The 8th-order weights use stages 1 and 8-14 only, so stages
 #: 15-16 serve the error estimate alone and `pruned()` drops them (HO-ResNet's 14-evaluation blocks).
-#: Coefficients from the checked shared/data/verner89.yaml (seed 000's eq. 14 has typos).
+#: Coefficients from Verner (1978), checked against the order conditions (Luo et al. 2022's eq. 14 has typos).
 VERNER89 = Tableau.from_text(
     "verner89",
     c=["0", "1/12", "1/9", "1/6", "(2+2*sqrt(6))/15", "(sqrt(6)+6)/15", "(6-sqrt(6))/15", "2/3", "1/2", "1/3",

@@ -1,6 +1,6 @@
 """Fourth-order four-stage methods: the classic RK4 and Kutta's 3/8 rule.
 
-torchdiffeq's fixed-grid "rk4" is the 3/8 rule, not the classic method (BRIEF, "Tableau facts"); both are here
+torchdiffeq's fixed-grid "rk4" is the 3/8 rule, not the classic method (torchdiffeq, _impl/fixed_grid.py: rk4_alt_step_func); both are here
 under distinct names so that a spec says which it means.
 """
 
