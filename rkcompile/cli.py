@@ -109,8 +109,10 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
     from rkcompile.summary import units
 
     model = compile_spec(spec, list(overrides))
+    from rkcompile.model import parameter_count
+
     rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
-    total = sum(p.numel() for p in model.parameters())
+    total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
     click.echo(f"{model.spec.name}: {len(model.graph.nodes)} graph nodes")
     click.echo(table(rows, ["unit", "integrator", "evaluations", "parameters"]))

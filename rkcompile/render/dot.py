@@ -74,8 +74,8 @@ def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spe
                fillcolor=scale.colour(tables.colour_value(measures.blocks.get(run[-1].label), color_by)),
                color="gray40")
         table = f"{uid}_table"
-        owner = f"stage{first.stage}" if first.evaluations and not first.evaluations[0].weights.startswith("block") \
-            else None
+        owner = first.evaluations[0].owner if first.evaluations else None
+        owner = owner if owner is not None and owner != first.label else None  # shared or basis weights: the stage
         layers = first.evaluations[0].layers if first.evaluations else None
         c.node(table, tables.numbers(numbers, each=n if n > 1 else None, owner=owner, layers=layers),
                shape="plaintext", style="", tooltip=tables.tooltip(first.label, numbers))
