@@ -9,6 +9,7 @@ import traceback
 import click
 
 from rkcompile.errors import RkcompileError
+from rkcompile.texttable import text_table
 
 __all__ = ["main", "cli"]
 
@@ -35,9 +36,7 @@ def cli(debug: bool) -> None:
 
 def table(rows: list[list[object]], header: list[str]) -> str:
     """Render rows as a plain left-aligned text table."""
-    cells = [header] + [[str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+    return text_table(rows, header)
 
 
 @cli.command()
