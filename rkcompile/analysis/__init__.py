@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import fx
 
-from rkcompile import graphmeta
+from rkcompile import graphmeta, naming
 from rkcompile.analysis.measure import measure as measure_model
 from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
@@ -71,8 +71,8 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
     stages = []
     for s in range(len(model.spec.stages)):
         mine = [u for u in units if stage_of(u.label) == s]
-        count, nbytes = owned.get(f"stage{s}", [0, 0])
-        stages.append(combine(f"stage{s}", s, mine, count, nbytes))
+        count, nbytes = owned.get(naming.stage(s), [0, 0])
+        stages.append(combine(naming.stage(s), s, mine, count, nbytes))
     rest = [sum(v[0] for v in owned.values()), sum(v[1] for v in owned.values())]  # stage-owned and unowned
     total = combine("total", None, list(units), *rest)
     return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total)

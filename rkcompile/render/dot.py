@@ -12,6 +12,7 @@ from html import escape
 
 import graphviz
 
+from rkcompile import naming
 from rkcompile.exact import format_coefficient
 from rkcompile.render import tables
 from rkcompile.render.metrics import Measures, Numbers
@@ -140,7 +141,7 @@ def _entry(c, uid: str, view: BlockView) -> tuple[str, str]:
 
 def _stage_box(g, key, members: list[BlockView], measures: Measures, scale, color_by: str, spec, last: str) -> str:
     """Stage level: one box per stage (or the stem / head)."""
-    uid = f"stage{key}" if isinstance(key, int) else key
+    uid = naming.stage(key) if isinstance(key, int) else key
     if isinstance(key, int):
         numbers = measures.stages.get(key, Numbers())
         steps = [b for b in members if b.kind == "step"]
