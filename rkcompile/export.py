@@ -17,6 +17,7 @@ from rkcompile.errors import ExportError
 __all__ = ["FORMATS", "check_destination", "example_input", "export", "export_program", "prepare"]
 
 FORMATS = {".pt2": "torch.export", ".onnx": "ONNX"}
+_DYNAMIC_BATCH = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)  # the one input's dimension 0
 
 
 def example_input(model: fx.GraphModule, batch: int = 2) -> torch.Tensor:
@@ -44,7 +45,7 @@ def export_program(model: fx.GraphModule, example: torch.Tensor | None = None) -
     x = example_input(model) if example is None else example
     with _eval(model):
         try:
-            return torch.export.export(model, (x,), dynamic_shapes=_dynamic_batch(x))
+            return torch.export.export(model, (x,), dynamic_shapes=_DYNAMIC_BATCH)
         except Exception as e:  # torch.export reports unsupported constructs with many exception types
             raise ExportError(f"torch.export failed: {type(e).__name__}: {_first_line(e)}") from e
 
@@ -101,10 +102,6 @@ def _spec(model):
     if spec is None:
         raise ExportError("export needs a model compiled by rkcompile (a GraphModule with .spec)")
     return spec
-
-
-def _dynamic_batch(x: torch.Tensor):
-    return ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
 
 
 def _first_line(error: Exception) -> str:
