@@ -6,11 +6,13 @@ from rkcompile.compiler import build
 from rkcompile.errors import (
     ArtifactError,
     CompileError,
+    ExportError,
     RkcompileError,
     SpecError,
     TableauError,
     TransformError,
 )
+from rkcompile.export import export
 from rkcompile.load import load_spec
 from rkcompile.spec import Spec, Stage
 from rkcompile.tableau import Tableau
@@ -25,6 +27,7 @@ __all__ = [
     "Report",
     "analyze",
     "CompileError",
+    "ExportError",
     "RkcompileError",
     "Spec",
     "SpecError",
@@ -33,6 +36,7 @@ __all__ = [
     "TableauError",
     "TransformError",
     "build",
+    "export",
     "load",
     "save",
     "fold_step_sizes",

@@ -8,6 +8,7 @@ import traceback
 
 import click
 
+from rkcompile import __version__
 from rkcompile.errors import RkcompileError
 from rkcompile.texttable import text_table
 
@@ -29,7 +30,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
-@click.version_option(package_name="rkcompile")
+@click.version_option(__version__, prog_name="rkcompile")
 def cli(debug: bool) -> None:
     """Compile YAML specs of residual networks (as Runge-Kutta integrators) to torch.fx, and draw them."""
 
@@ -152,19 +153,26 @@ def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...]) 
 
 
 @cli.command()
-def schema() -> None:
-    """Print the JSON Schema of the spec language (for editor validation)."""
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the schema to this file instead of printing it.")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of the spec language (for editor validation; see the specs' yaml-language-server line)."""
     from rkcompile.spec import Spec
 
-    click.echo(json.dumps(Spec.model_json_schema(), indent=2))
+    text = json.dumps(Spec.model_json_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    _write_text(output, text)
+    click.echo(f"wrote {output}")
 
 
 def _register() -> None:
     """Add the commands that live in their own modules (drawing, transformations)."""
     from rkcompile.cli_draw import draw
+    from rkcompile.cli_export import COMMANDS as PACKAGE_COMMANDS
     from rkcompile.cli_transform import COMMANDS
 
-    for command in (draw, *COMMANDS):
+    for command in (draw, *COMMANDS, *PACKAGE_COMMANDS):
         cli.add_command(command)
 
 

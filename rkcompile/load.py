@@ -9,6 +9,7 @@ from pathlib import Path
 import pydantic
 import yaml
 
+from rkcompile.catalog import resolve
 from rkcompile.errors import SpecError, did_you_mean
 from rkcompile.semantics import check_spec
 from rkcompile.source import Source, format_path, read_source
@@ -31,7 +32,7 @@ def load_spec(
             data=path_or_text.data, file=file or "<spec>", text=""
         )
     else:
-        source = read_source(path_or_text, file=file)
+        source = read_source(resolve(path_or_text), file=file)  # a shipped spec's name → its file
     if overrides:
         source.data = apply_overrides(source, parse_overrides(overrides))
     if not isinstance(source.data, dict):

@@ -120,3 +120,41 @@ def test_carry_state_counts_only_matching_parameters():
     new = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
     count = carry_state(old, new, a, b, {"head.fc.weight": "head.fc.weight", "head.fc.bias": "stem.fc1.bias"})
     assert count == 1 and len(new.state) == 1  # the bias's source has another shape
+
+
+@pytest.mark.parametrize("reset_lr", [True, False])
+def test_state_dict_resumes_the_schedule_exactly(tmp_path, reset_lr):
+    """Stopping after the event at epoch 2 and resuming from the saved state gives the uninterrupted run's weights."""
+    from rkcompile import load, save
+
+    x, y = spirals(64)
+
+    def schedule_of(model):
+        return Schedule(model, lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+                        at={2: "interpolate"}, epochs=5, lr_scheduler=cosine(0.0), reset_lr=reset_lr)
+
+    def epochs(schedule, numbers, lrs):
+        for epoch in numbers:
+            model, optimizer = schedule.begin_epoch(epoch)
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            schedule.end_epoch()
+        return schedule.model
+
+    overrides = {"stages.0.integrator": "euler", "stages.0.evaluations": 2}
+    whole_lrs, part_lrs = [], []
+    whole = epochs(schedule_of(build("specs/spirals-rk4.yaml", overrides)), range(5), whole_lrs)
+    first = schedule_of(build("specs/spirals-rk4.yaml", overrides))
+    epochs(first, range(3), part_lrs)
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # plain data and tensors only
+    assert state["history"] == [[2, "interpolate"]] and state["cycle_start"] == 2
+    resumed = schedule_of(load(save(first.model, tmp_path / "model.pt")))
+    resumed.load_state_dict(state)
+    assert resumed.history == [(2, "interpolate")]
+    again = epochs(resumed, range(3, 5), part_lrs)
+    assert part_lrs == whole_lrs and len(set(whole_lrs)) > 2  # the cosine cycle continued, not restarted
+    reference = whole.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in again.state_dict().items())
