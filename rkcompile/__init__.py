@@ -7,6 +7,8 @@ The public names are imported lazily (PEP 562), so `import rkcompile` and the sp
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -60,3 +62,19 @@ def __getattr__(name: str) -> object:
 def __dir__() -> list[str]:
     """The public names, for tab completion."""
     return sorted({*globals(), *_WHERE})
+
+
+class _Package(types.ModuleType):
+    """Keeps public names that share a submodule's name (`load`: the function, not rkcompile/load.py).
+
+    Importing a submodule sets it as an attribute of its package; with lazy imports that would replace
+    `rkcompile.load` (the artifact loader) by the module rkcompile.load, so such a set is ignored.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
