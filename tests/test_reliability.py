@@ -328,3 +328,10 @@ def test_import_check_and_schema_do_not_import_torch():
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.split()[-1]) < 1.5  # CPU seconds (wall time depends on the machine's load)
+
+
+def test_draw_choices_match_the_renderer():
+    """cli_draw keeps its own copy of the levels and formats so that `check` need not import torch."""
+    from rkcompile import cli_draw, render
+
+    assert (cli_draw.LEVELS, cli_draw.FORMATS) == (render.LEVELS, render.FORMATS)
