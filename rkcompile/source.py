@@ -17,6 +17,7 @@ __all__ = ["Source", "read_source", "parse_yaml", "parse_value", "format_path"]
 MAX_BYTES = 1_000_000  # a spec is a page of text; a megabyte is already absurd
 MAX_NODES = 100_000  # bounds alias expansion ("billion laughs") as well as plain size
 MAX_DEPTH = 64
+_MAX_FLOW = 8 * MAX_DEPTH  # brackets beyond this are refused unparsed; up to it, the converter locates the error
 _MAX_DIGITS = 100  # far beyond any count or seed; a 4300-digit integer is a typo or an attack
 
 
@@ -87,7 +88,7 @@ def parse_yaml(text: str, file: str = "<spec>") -> Source:
         raise SpecError(f"not valid Unicode text ({e.reason} at character {e.start})", file=file) from None
     if size > MAX_BYTES:
         raise SpecError(f"spec is larger than {MAX_BYTES} bytes", file=file)
-    if flow_depth(text) > MAX_DEPTH:  # refused before PyYAML recurses once per level
+    if flow_depth(text) > _MAX_FLOW:  # refused before PyYAML recurses once per level (below, located)
         raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", file=file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -125,7 +126,7 @@ def parse_value(text: str, file: str = "--set", path: tuple = ()) -> object:
                         path=format_path(path)) from None
     if size > MAX_BYTES:
         raise SpecError(f"value is larger than {MAX_BYTES} bytes", file=file, path=format_path(path))
-    if flow_depth(text) > MAX_DEPTH:
+    if flow_depth(text) > _MAX_FLOW:
         raise SpecError(f"value nested deeper than {MAX_DEPTH} levels", file=file, path=format_path(path))
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
