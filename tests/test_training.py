@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rkcompile import TransformError, build
+from rkcompile import TransformError, build, parse_spec
 from rkcompile.training import Schedule, carry_state, cosine
 
 # a small ContinuousNet on vectors: theta(t) on 1 basis piece, 1 rk4 step; refined to 2 then 4 pieces and steps
@@ -43,7 +43,7 @@ def test_two_refinements_keep_the_loss_falling():
     # 2.5e-5 (pieces copied exactly; doubling the steps moves the output by rk4's error only)
     torch.manual_seed(0)
     x, y = spirals()
-    model = build(CNET)
+    model = build(parse_spec(CNET))
     schedule = Schedule(model, lambda m: torch.optim.Adam(m.parameters(), lr=0.01), at={20: "refine", 40: "refine"},
                         epochs=60, lr_scheduler=cosine(0.001))
 
@@ -100,7 +100,7 @@ def test_interpolation_carries_momentum_and_continues_the_cycle():
 
 
 def test_callable_events_and_bad_events():
-    model = build(CNET)
+    model = build(parse_spec(CNET))
     schedule = Schedule(model, lambda m: torch.optim.SGD(m.parameters(), lr=0.1), at={1: lambda m: m, 2: 42})
     schedule.begin_epoch(0)
     assert schedule.begin_epoch(1)[0] is model and schedule.history == [(1, "<lambda>")]
@@ -113,7 +113,7 @@ def test_callable_events_and_bad_events():
 
 
 def test_carry_state_counts_only_matching_parameters():
-    a, b = build(CNET), build(CNET)
+    a, b = build(parse_spec(CNET)), build(parse_spec(CNET))
     old = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9)
     a(torch.randn(4, 2)).sum().backward()
     old.step()
