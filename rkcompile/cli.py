@@ -142,9 +142,8 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
             check_target(target, inputs=[spec])  # refused before any work: the input is never replaced
 
     from rkcompile.compiler import build as compile_spec
-    from rkcompile.summary import units
-
     from rkcompile.model import parameter_count
+    from rkcompile.summary import units
 
     model = compile_spec(spec, list(overrides), limits=limits_from(options))
     rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
@@ -193,7 +192,9 @@ def schema(output: str | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    _write_text(output, text)
+    from rkcompile.files import write_file
+
+    write_file(output, text)
     click.echo(f"wrote {output}")
 
 
