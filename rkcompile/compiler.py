@@ -7,22 +7,22 @@ targets read `stage0.block3.eval2.conv1`; graph nodes read `stage0_block3_k2_con
 
 from __future__ import annotations
 
-import operator
 import re
 from pathlib import Path
 
 import torch
 from torch import fx, nn
 
+from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
-from rkcompile.exact import parse_coefficient
 from rkcompile.load import load_spec, parse_overrides
-from rkcompile.lowering import StepPlan, lower_step, piece_index
-from rkcompile.modules import SHORT_NAMES, LayerCall, Part, Scale, activation, layer_list, norm_layer, residual_function
-from rkcompile.semantics import Shape, walk_layers
-from rkcompile.spec import Basis, ConvStem, NoEntry, PerEvaluation, Shared, Spec, Stage, Stitch, Transition
+from rkcompile.lowering import StepPlan
+from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
+from rkcompile.planning import StagePlan
+from rkcompile.shapes import PartPlan, Shape
+from rkcompile.spec import Spec, Stage
 
-__all__ = ["build"]
+__all__ = ["build", "compile_spec", "Compiler"]
 
 
 def build(spec_or_path: Spec | str | Path, overrides=None, **fields) -> fx.GraphModule:
@@ -32,35 +32,46 @@ def build(spec_or_path: Spec | str | Path, overrides=None, **fields) -> fx.Graph
     """
     changes = parse_overrides(overrides or {})
     changes.update({k.replace("__", "."): v for k, v in fields.items()})
-    spec = load_spec(spec_or_path, changes or None)
+    return compile_spec(load_spec(spec_or_path, changes or None))
+
+
+def compile_spec(spec: Spec) -> fx.GraphModule:
+    """A validated Spec → its GraphModule; pure: `spec.seed` seeds the weights without touching the global RNG."""
+    if not isinstance(spec, Spec):
+        raise CompileError(f"compile_spec expects a validated Spec, found {type(spec).__name__}")
     if spec.seed is None:
-        return _Compiler(spec).compile()
+        return Compiler(spec).compile()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        return _Compiler(spec).compile()
+        return Compiler(spec).compile()
 
 
-class _Compiler:
-    """Holds the root module and the graph while a spec is lowered part by part."""
+class Compiler:
+    """Lowers a planned spec part by part into one fx.Graph over one root module.
+
+    The methods `attach`, `call_part`, `call_module`, `get_attr` and `function` are the API through which
+    entry kinds and step-size controllers add nodes; `controller_states` carries an LSTM controller's state
+    from block to block of a stage.
+    """
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.root = nn.Module()
         self.graph = fx.Graph()
         self.functions: list[str] = []  # targets of every F created, used by the graph or not
+        self.controller_states: dict[int, fx.Node] = {}
 
     def compile(self) -> fx.GraphModule:
         """Lower the whole spec: input, stem, stages, head; lint the graph and wrap it in a GraphModule."""
-        spec, g = self.spec, self.graph
+        spec, g, plan = self.spec, self.graph, self.spec.plan
         x = g.placeholder("x")
         x.meta["rk"] = {"role": "input"}
-        i = spec.input
-        shape = Shape(True, i.channels, i.height, i.width) if i.is_image else Shape(False, i.features)
-        x, shape = self.stem(x, shape)
-        for n, stage in enumerate(spec.stages):
-            x, shape = self.stage(x, shape, stage, n)
-        if spec.output is not None:
-            x = self.head(x, shape)
+        if plan.stem is not None:
+            x = self.emit_part(x, plan.stem, "stem", "stem", {"role": "stem", "stage": None})
+        for n, (stage, stage_plan) in enumerate(zip(spec.stages, plan.stages)):
+            x = self.stage(x, stage, stage_plan, n)
+        if plan.head is not None:
+            x = self.emit_part(x, plan.head, "head", "head", {"role": "head", "stage": None})
         g.output(x)
         g.lint()
         module = fx.GraphModule(self.root, g, class_name=_class_name(spec.name))
@@ -72,7 +83,7 @@ class _Compiler:
         module.spec = spec
         return module
 
-    # ------------------------------------------------------------ helpers
+    # ------------------------------------------------------------ the API for entries and controllers
     def attach(self, target: str, module: nn.Module) -> None:
         """Register `module` at a dotted path under the root, creating empty containers on the way."""
         parent = self.root
@@ -83,15 +94,35 @@ class _Compiler:
             parent = getattr(parent, name)
         parent.add_module(last, module)
 
-    def call_part(self, x: fx.Node, part: Part, target: str, name: str, meta: dict) -> fx.Node:
+    def call_part(self, x: fx.Node, part: Part, target: str | None, name: str, meta: dict) -> fx.Node:
         """Emit one node per layer of `part` (registered at `target`), named `{name}_{layer}`."""
         for call in part.calls:
             if call.module is not None:
                 x = self.graph.create_node("call_module", f"{target}.{call.name}", (x,), {}, name=f"{name}_{call.name}")
             else:
-                x = self.graph.create_node("call_function", call.function, (x,), {}, name=f"{name}_{call.name}")
-            x.meta["rk"] = dict(meta, layer=call.name)
+                x = self.graph.create_node("call_function", call.function, (x, *call.args), {},
+                                           name=f"{name}_{call.name}")
+            x.meta["rk"] = dict(meta, layer=call.label or call.name)
         return x
+
+    def emit_part(self, x: fx.Node, plan: PartPlan, target: str, name: str, meta: dict) -> fx.Node:
+        """Build a planned part's layers, attach them at `target` (if it has any) and emit its nodes."""
+        part = build_part(plan)
+        if any(call.module is not None for call in part.calls):
+            self.attach(target, part)
+        return self.call_part(x, part, target, name, meta)
+
+    def call_module(self, target: str, args: tuple, name: str, meta: dict) -> fx.Node:
+        """Emit a call of the submodule at `target`."""
+        node = self.graph.create_node("call_module", target, args, {}, name=name)
+        node.meta["rk"] = meta
+        return node
+
+    def get_attr(self, target: str, meta: dict) -> fx.Node:
+        """Emit a read of the parameter or buffer at `target`."""
+        node = self.graph.get_attr(target)
+        node.meta["rk"] = meta
+        return node
 
     def function(self, fn, args: tuple, name: str, meta: dict, kwargs: dict | None = None) -> fx.Node:
         """Emit a call_function node with rk metadata."""
@@ -99,83 +130,37 @@ class _Compiler:
         node.meta["rk"] = meta
         return node
 
-    # ------------------------------------------------------------ parts
-    def stem(self, x: fx.Node, shape: Shape) -> tuple[fx.Node, Shape]:
-        """Emit the stem (conv stem or custom layers) and return its output node and shape."""
-        stem = self.spec.stem
-        if stem is None:
-            return x, shape
-        if isinstance(stem, ConvStem):
-            out = Shape(True, stem.channels, shape.height, shape.breadth).strided(stem.stride)
-            calls = [LayerCall("conv", nn.Conv2d(shape.width, stem.channels, stem.kernel, stem.stride,
-                                                 padding=stem.kernel // 2, bias=stem.bias))]
-            norm = norm_layer(stem.norm, out)
-            if norm is not None:
-                calls.append(LayerCall(SHORT_NAMES[stem.norm], norm))
-            if activation(stem.act) is not None:
-                calls.append(LayerCall(stem.act.replace("-", "_"), function=activation(stem.act)))
-            if stem.pool is not None:
-                cls = nn.MaxPool2d if stem.pool.kind == "maxpool" else nn.AvgPool2d
-                calls.append(LayerCall("pool", cls(stem.pool.kernel, stem.pool.stride, padding=stem.pool.kernel // 2)))
-                out = out.strided(stem.pool.stride)
-            part = Part(calls)
-        else:
-            part = layer_list(stem.layers, shape)
-            out = walk_layers(self.spec, stem.layers, shape, ("stem", "layers"))
-        self.attach("stem", part)
-        return self.call_part(x, part, "stem", "stem", {"role": "stem", "stage": None}), out
-
-    def stage(self, x: fx.Node, shape: Shape, stage: Stage, n: int) -> tuple[fx.Node, Shape]:
+    # ------------------------------------------------------------ stages
+    def stage(self, x: fx.Node, stage: Stage, plan: StagePlan, n: int) -> fx.Node:
         """Emit a stage: its entry unit, then one integrator step per block."""
-        width = stage.width or shape.width
-        if not isinstance(stage.entry, NoEntry):
-            x, shape = self.entry(x, shape, stage, n, width)
-        tableau, blocks = stage.tableau, stage.blocks
+        if plan.entry is not None:
+            x = stage.entry.emit(EntryEmitter(self, stage, plan.entry, n), x)
+        shape, tableau, blocks = plan.shape, stage.tableau, stage.blocks
         learned = stage.step.learn != "none"
-        plan = StepPlan(tableau, stage.h, parse_coefficient(stage.step.epsilon), learned)
-        functions = self.stage_functions(stage, n, shape, tableau.stages, blocks)
-        after = activation(_after(stage.module))
+        step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
+        targets = stage.weights.functions(n, blocks, tableau.stages)
+        parts = [self._new_f(stage, plan, target) for target, _ in targets]
+        after_name = stage.module.after_activation()
+        after = activation(after_name)
         for b in range(blocks):
             base = {"role": "eval", "stage": n, "block": b}
             name = f"stage{n}_block{b}"
             scale = self.step_scale(stage, n, b, shape, name, base) if learned else None
 
             def evaluate(z: fx.Node, i: int, b: int = b, name: str = name, base: dict = base) -> fx.Node:
-                target, part, label = functions(b, i)
-                t = (b + tableau.c[i]) * stage.h
-                meta = dict(base, eval=i + 1, weights=label, time=t)
+                index = stage.weights.select(b, i, blocks, tableau)
+                (target, label), part = targets[index], parts[index]
+                meta = dict(base, eval=i + 1, weights=label, time=(b + tableau.c[i]) * stage.h)
                 return self.call_part(z, part, target, f"{name}_k{i + 1}", meta)
 
-            x = lower_step(self.graph, x, plan, evaluate, name, dict(base, role="output"), scale)
+            x = stage.family.lower(self.graph, x, step, evaluate, name, dict(base, role="output"), scale)
             if after is not None:
-                x = self.function(after, (x,), f"{name}_{_after(stage.module).replace('-', '_')}",
-                                  dict(base, role="after"))
-        return x, shape
+                x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", dict(base, role="after"))
+        return x
 
-    def stage_functions(self, stage: Stage, n: int, shape: Shape, s: int, blocks: int):
-        """Create the stage's F modules for its weight mode; return (block, eval) → (target, part, label)."""
-        w = stage.weights
-        if isinstance(w, PerEvaluation):
-            parts = {}
-            for b in range(blocks):
-                for i in range(s):
-                    target = f"stage{n}.block{b}.eval{i + 1}"
-                    parts[b, i] = (target, self._new_f(stage, shape, target), f"block{b}.eval{i + 1}")
-            return lambda b, i: parts[b, i]
-        if isinstance(w, Shared):
-            target = f"stage{n}.f"
-            shared = (target, self._new_f(stage, shape, target), "f")
-            return lambda b, i: shared
-        if isinstance(w, Basis):
-            pieces = [(f"stage{n}.piece{p}", self._new_f(stage, shape, f"stage{n}.piece{p}"), f"piece{p}")
-                      for p in range(w.pieces)]
-            c = stage.tableau.c
-            return lambda b, i: pieces[piece_index(b, c[i], blocks, w.pieces)]
-        raise CompileError(f"unknown weights {w!r}")  # pragma: no cover
-
-    def _new_f(self, stage: Stage, shape: Shape, target: str) -> Part:
+    def _new_f(self, stage: Stage, plan: StagePlan, target: str) -> Part:
         self.functions.append(target)
-        part = residual_function(stage.module, shape, shape.width)
+        part = build_part(plan.function)
         if stage.step.skip_init:  # s * F with s = 0 at init (ContinuousNet's skip-init), one s per F
             part = Part([*part.calls, LayerCall("skip", Scale(0.0))])
         self.attach(target, part)
@@ -199,70 +184,39 @@ class _Compiler:
                 owner.register_buffer("h", value)
             else:
                 owner.register_parameter("h", nn.Parameter(value))
-            h = self.graph.get_attr(f"{target}.h")
-            h.meta["rk"] = dict(base, role="parameter")
+            h = self.get_attr(f"{target}.h", dict(base, role="parameter"))
 
         def scale(k: fx.Node, i: int) -> fx.Node:
             return self.function(torch.mul, (k, h), f"{name}_k{i + 1}_h", dict(base, role="scale", eval=i + 1))
 
         return scale
 
-    def entry(self, x: fx.Node, shape: Shape, stage: Stage, n: int, width: int) -> tuple[fx.Node, Shape]:
-        """Emit a transition block (shortcut + F with stride) or a stitch (1x1 conv + epsilon R)."""
-        entry, name, target = stage.entry, f"stage{n}_entry", f"stage{n}.entry"
-        out = Shape(True, width, shape.height, shape.breadth).strided(entry.stride)
-        meta = {"role": "entry", "stage": n, "block": "entry"}
-        f = residual_function(stage.module, shape, width, entry.stride)
-        self.attach(f"{target}.f", f)
-        k = self.call_part(x, f, f"{target}.f", f"{name}_f", meta)
-        if isinstance(entry, Transition):
-            short = self.shortcut(x, shape, out, entry, target, name, meta)
-            y = self.function(torch.add, (short, k), f"{name}_add", dict(meta, role="output"))
-            after = _after(stage.module)
-            if activation(after) is not None:
-                y = self.function(activation(after), (y,), f"{name}_{after.replace('-', '_')}", meta)
-            return y, out
-        assert isinstance(entry, Stitch)
-        proj = Part([LayerCall("proj", nn.Conv2d(shape.width, width, 1, entry.stride, bias=False))])
-        self.attach(f"{target}.shortcut", proj)
-        short = self.call_part(x, proj, f"{target}.shortcut", f"{name}_shortcut", meta)
-        eps = parse_coefficient(entry.epsilon)
-        kwargs = {} if eps == 1 else {"alpha": float(eps)}
-        return self.function(torch.add, (short, k), f"{name}_add", dict(meta, role="output"), kwargs), out
 
-    def shortcut(self, x, shape: Shape, out: Shape, entry: Transition, target: str, name: str, meta: dict):
-        """The transition's shortcut: identity, zero-pad (subsample + zero channels), or 1x1 conv + norm."""
-        if entry.shortcut == "conv":
-            part = Part([LayerCall("conv", nn.Conv2d(shape.width, out.width, 1, entry.stride, bias=False)),
-                         LayerCall("bn", nn.BatchNorm2d(out.width))])
-            self.attach(f"{target}.shortcut", part)
-            return self.call_part(x, part, f"{target}.shortcut", f"{name}_shortcut", meta)
-        if entry.stride > 1:
-            s = entry.stride
-            every = (slice(None), slice(None), slice(None, None, s), slice(None, None, s))
-            x = self.function(operator.getitem, (x, every), f"{name}_subsample", meta)  # option A: a view
-        if out.width > shape.width:
-            x = self.function(nn.functional.pad, (x, (0, 0, 0, 0, 0, out.width - shape.width)), f"{name}_pad", meta)
-        return x
+class EntryEmitter:
+    """What an entry kind's `emit` wires with: its planned parts by role, functions, and F's `after` activation."""
 
-    def head(self, x: fx.Node, shape: Shape) -> fx.Node:
-        """Emit global average pooling (images) and the linear classifier."""
-        out = self.spec.output
-        meta = {"role": "head", "stage": None}
-        if shape.image:
-            x = self.function(nn.functional.adaptive_avg_pool2d, (x, 1), "head_pool", meta)
-            x = self.function(torch.flatten, (x, 1), "head_flatten", meta)
-        calls = [LayerCall("dropout", nn.Dropout(out.dropout))] if out.dropout else []
-        part = Part(calls + [LayerCall("fc", nn.Linear(shape.width, out.classes))])
-        self.attach("head", part)
-        return self.call_part(x, part, "head", "head", meta)
+    def __init__(self, compiler: Compiler, stage: Stage, plan: EntryPlan, n: int) -> None:
+        self.compiler, self.stage, self.plan = compiler, stage, plan
+        self.name, self.target = f"stage{n}_entry", f"stage{n}.entry"
+        self.meta = {"role": "entry", "stage": n, "block": "entry"}
 
+    def part(self, role: str, x: fx.Node) -> fx.Node:
+        """Emit the planned part `role` at `stage{n}.entry.{role}`; a part of functions only is named after the entry."""
+        plan = self.plan.parts[role]
+        if all(op.kind == "function" for op in plan.ops):
+            return self.compiler.emit_part(x, plan, self.target, self.name, self.meta)
+        return self.compiler.emit_part(x, plan, f"{self.target}.{role}", f"{self.name}_{role}", self.meta)
 
-def _after(module) -> str | None:
-    """The activation after the residual addition: explicit, else relu for post-activation ResNet blocks."""
-    if module.after is not None:
-        return module.after
-    return "relu" if getattr(module, "form", None) == "post" else None
+    def function(self, fn, args: tuple, suffix: str, kwargs: dict | None = None, role: str | None = None) -> fx.Node:
+        """Emit `fn(*args, **kwargs)` named `stage{n}_entry_{suffix}`."""
+        meta = self.meta if role is None else dict(self.meta, role=role)
+        return self.compiler.function(fn, args, f"{self.name}_{suffix}", meta, kwargs)
+
+    def after(self, y: fx.Node) -> fx.Node:
+        """The stage's F activation after a residual addition, if any."""
+        name = self.stage.module.after_activation()
+        fn = activation(name)
+        return y if fn is None else self.function(fn, (y,), name.replace("-", "_"))
 
 
 def _has(root: nn.Module, target: str) -> bool:

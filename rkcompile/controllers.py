@@ -62,8 +62,11 @@ class LstmController(nn.Module):
 
 
 def emit_step_size(compiler, stage, n: int, b: int, shape, name: str, base: dict) -> fx.Node:
-    """Emit the nodes computing block b's controlled step h * dt into the compiler's graph; return the last."""
-    graph, root = compiler.graph, compiler.root
+    """Emit block b's controlled step h * dt through the compiler's API (`compiler.Compiler`); return its node.
+
+    An LSTM controller's state goes from block to block of stage n through `compiler.controller_states[n]`.
+    """
+    root = compiler.root
     targets = [
         f"stage{n}.block{b}.eval{i + 1}.{layer}.weight"
         for i in range(stage.tableau.stages)
@@ -74,26 +77,20 @@ def emit_step_size(compiler, stage, n: int, b: int, shape, name: str, base: dict
         raise compiler.spec.error(("stages", n, "step", "controller"), "a step-size controller reads the conv or "
                                   "linear weights of F; this module has none", CompileError)
     meta = dict(base, role="controller")
-    weights = []
-    for target in targets:
-        node = graph.get_attr(target)
-        node.meta["rk"] = meta
-        weights.append(node)
+    weights = [compiler.get_attr(target, meta) for target in targets]
     inputs = sum(root.get_parameter(t).shape[0] * math.prod(root.get_parameter(t).shape[2:]) for t in targets)
     hidden = max(1, shape.width // stage.step.reduction)
     if stage.step.controller == "fc":
         target = f"stage{n}.block{b}.controller"
         compiler.attach(target, FcController(inputs, hidden, shape.width, shape.image))
-        dt = graph.create_node("call_module", target, tuple(weights), {}, name=f"{name}_controller")
-        dt.meta["rk"] = meta
+        dt = compiler.call_module(target, tuple(weights), f"{name}_controller", meta)
     else:
-        target, states = f"stage{n}.controller", compiler.__dict__.setdefault("_controller_states", {})
+        target = f"stage{n}.controller"
         if b == 0:
             compiler.attach(target, LstmController(inputs, hidden, shape.width, shape.image))
-        out = graph.create_node("call_module", target, (states.get(n), *weights), {}, name=f"{name}_controller")
-        out.meta["rk"] = meta
+        state = compiler.controller_states.get(n)
+        out = compiler.call_module(target, (state, *weights), f"{name}_controller", meta)
         dt = compiler.function(operator.getitem, (out, 0), f"{name}_dt", meta)
-        states[n] = compiler.function(operator.getitem, (out, 1), f"{name}_state", meta)
+        compiler.controller_states[n] = compiler.function(operator.getitem, (out, 1), f"{name}_state", meta)
     h = float(stage.h)
     return dt if h == 1 else compiler.function(torch.mul, (dt, h), f"{name}_h_dt", meta)
-

@@ -20,7 +20,7 @@ from torch import fx, nn
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError, SpecError, TransformError
 from rkcompile.exact import format_coefficient
-from rkcompile.semantics import nearest_budgets
+from rkcompile.planning import nearest_budgets
 from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared
 
 __all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size"]
