@@ -11,10 +11,11 @@ from rkcompile.errors import (
     TableauError,
     TransformError,
 )
+from rkcompile.functions import ResidualFunction, register_module
 from rkcompile.load import load_spec
 from rkcompile.spec import Spec, Stage
 from rkcompile.tableau import Tableau
-from rkcompile.tableaux import get_tableau, list_tableaux
+from rkcompile.tableaux import get_tableau, list_tableaux, register_tableau
 from rkcompile.transforms import fold_step_sizes, interpolate, refine, remanifest
 
 __version__ = "0.1.0"
@@ -42,4 +43,7 @@ __all__ = [
     "load_spec",
     "refine",
     "remanifest",
+    "register_module",
+    "register_tableau",
+    "ResidualFunction",
 ]

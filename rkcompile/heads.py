@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,7 @@ class Classifier(HeadKind):
     """Classification head: global average pool (images), optional dropout, a linear layer to `classes` logits."""
 
     kind: Literal["classifier"] = "classifier"
+    example: ClassVar[dict] = {"kind": "classifier", "classes": 3}
     classes: PositiveInt
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 

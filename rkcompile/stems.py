@@ -38,6 +38,7 @@ class ConvStem(StemKind):
     """conv(kernel, stride) → norm → act [→ max pool]: the usual image stem."""
 
     kind: Literal["conv"]
+    example: ClassVar[dict] = {"kind": "conv", "channels": 4}
     channels: PositiveInt
     kernel: PositiveInt = 3
     stride: PositiveInt = 1

@@ -78,6 +78,7 @@ class Basis(WeightMode):
     """ContinuousNet: theta(t) piecewise constant on M pieces of [0, T]; M x |F| parameters."""
 
     kind: Literal["basis"]
+    example: ClassVar[dict] = {"kind": "basis", "pieces": 2}
     pieces: PositiveInt
 
     def functions(self, n: int, blocks: int, stages: int) -> list[tuple[str, str]]:

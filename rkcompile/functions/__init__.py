@@ -28,6 +28,9 @@ class ResidualFunction(Model):
     #: "image", "vector" or None (any state): checked before `plan`; `state_hint` words the error.
     state: ClassVar[str | None] = None
     state_hint: ClassVar[str] = ""
+    #: A small valid configuration, e.g. {"kind": "mlp", "hidden": [5]}: the tests build every kind from it.
+    example: ClassVar[dict] = {}
+    example_state: ClassVar[str] = "image"  # the state the example is for, when `state` does not say
 
     def plan(self, f: Planner, width: int, stride: int) -> None:
         """Append F's layers, mapping `f.shape` to `width` at `stride`."""

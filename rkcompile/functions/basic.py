@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -19,6 +19,7 @@ class Basic(ResNetBlock):
     """Post-activation conv-norm-act-conv-norm, or pre-activation norm-act-conv-norm-act-conv; odd `kernel`."""
 
     kind: Literal["basic"]
+    example: ClassVar[dict] = {"kind": "basic"}
     kernel: PositiveInt = 3
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rkcompile.fields import PositiveInt
 from rkcompile.functions import register_module
@@ -17,6 +17,7 @@ class Bottleneck(ResNetBlock):
     """1x1 reduce to `width` (default channels / expansion), 3x3, 1x1 expand."""
 
     kind: Literal["bottleneck"]
+    example: ClassVar[dict] = {"kind": "bottleneck", "expansion": 2}
     expansion: PositiveInt = 4
     width: PositiveInt | None = None
 

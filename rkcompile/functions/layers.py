@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -19,6 +19,8 @@ class Layers(ResidualFunction):
     """A list of layer kinds; a conv or linear without a width maps to the stage's width."""
 
     kind: Literal["layers"]
+    example: ClassVar[dict] = {"kind": "layers", "layers": ["linear", "tanh"]}
+    example_state: ClassVar[str] = "vector"
     layers: list[Annotated[Layer, Kind(LAYERS)]] = Field(min_length=1)
 
     def plan(self, f: Planner, width: int, stride: int) -> None:

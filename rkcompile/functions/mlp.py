@@ -18,6 +18,7 @@ class Mlp(ResidualFunction):
     """linear → act for each hidden width, then linear back to the state's width."""
 
     kind: Literal["mlp"]
+    example: ClassVar[dict] = {"kind": "mlp", "hidden": [5]}
     hidden: list[PositiveInt] = Field(min_length=1)
     act: Activation = "tanh"
     bias: bool = True
