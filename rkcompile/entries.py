@@ -13,12 +13,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from rkcompile.fields import Coefficient, Model, PositiveInt, kind_of
+from rkcompile.fields import Coefficient, Model, PositiveInt
 from rkcompile.functions import ResidualFunction, plan_function
 from rkcompile.registry import Registry
 from rkcompile.shapes import PartPlan, PlanError, Planner, Shape
 
-__all__ = ["ENTRIES", "StageEntry", "EntryContext", "EntryPlan", "NoEntry", "Transition", "Stitch"]
+__all__ = ["ENTRIES", "StageEntry", "register_entry", "EntryContext", "EntryPlan", "NoEntry", "Transition", "Stitch"]
 
 ENTRIES: Registry[type[StageEntry]] = Registry("entry")
 
@@ -79,10 +79,7 @@ class StageEntry(Model):
         raise NotImplementedError
 
 
-def register_entry(model: type[StageEntry]) -> type[StageEntry]:
-    """Register an entry kind under its `kind` literal (usable as a class decorator)."""
-    ENTRIES.register(kind_of(model), model)
-    return model
+register_entry = ENTRIES.register_kind  # a class decorator: registers a StageEntry subclass under its kind
 
 
 @register_entry

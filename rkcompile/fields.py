@@ -17,8 +17,7 @@ from pydantic_core import core_schema
 from rkcompile.errors import RkcompileError
 from rkcompile.registry import Registry
 
-__all__ = ["Model", "Exact", "Coefficient", "PositiveInt", "Activation", "NormKind", "ACTIVATIONS", "Kind",
-           "kind_of"]
+__all__ = ["Model", "Exact", "Coefficient", "PositiveInt", "Activation", "NormKind", "ACTIVATIONS", "Kind"]
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "sigmoid", "softplus", "elu", "leaky-relu", "identity", "none")
 Activation = Literal["relu", "tanh", "gelu", "silu", "sigmoid", "softplus", "elu", "leaky-relu", "identity", "none"]
@@ -81,15 +80,6 @@ class Exact:
 Coefficient = Exact
 
 
-def kind_of(model: type[BaseModel]) -> str:
-    """The `kind` a model class is registered under: the single value of its `kind: Literal[...]` field."""
-    field = model.model_fields.get("kind")
-    values = getattr(field.annotation, "__args__", ()) if field is not None else ()
-    if len(values) != 1 or not isinstance(values[0], str):
-        raise TypeError(f"{model.__name__} needs a field `kind: Literal['<name>']` naming its kind")
-    return values[0]
-
-
 class Kind:
     """Annotation of a field that dispatches on `kind` through `registry` (entries are model classes).
 
@@ -117,12 +107,9 @@ class Kind:
             value = {"kind": self.default, **value}
         kind = value["kind"]
         if kind not in self.registry:
-            from rkcompile.errors import did_you_mean
             from rkcompile.shapes import PlanError
 
-            names = self.registry.names()
-            raise PlanError(f"unknown kind {kind!r}{did_you_mean(kind, names)}; expected one of {', '.join(names)}",
-                            ("kind",), compile=False)
+            raise PlanError(self.registry.unknown(kind, "kind"), ("kind",), compile=False)
         return self.registry.get(kind).model_validate(value)
 
     def __get_pydantic_core_schema__(self, source: object, handler: Any) -> core_schema.CoreSchema:

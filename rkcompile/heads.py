@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from rkcompile.fields import Model, PositiveInt, kind_of
+from rkcompile.fields import Model, PositiveInt
 from rkcompile.registry import Registry
 from rkcompile.shapes import Planner, Shape
 
@@ -25,10 +25,7 @@ class HeadKind(Model):
         raise NotImplementedError
 
 
-def register_head(model: type[HeadKind]) -> type[HeadKind]:
-    """Register a head kind under its `kind` literal (usable as a class decorator)."""
-    HEADS.register(kind_of(model), model)
-    return model
+register_head = HEADS.register_kind  # a class decorator: registers a HeadKind subclass under its kind
 
 
 @register_head

@@ -7,7 +7,7 @@ or, in a stem (`target` None), keeps the current width.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -21,9 +21,10 @@ LAYERS: Registry[type[Model]] = Registry("layer kind")
 
 
 class Layer(Model):
-    """Base of layer kinds."""
+    """Base of layer kinds; `example` holds options that make a small valid instance (for the tests)."""
 
     kind: str
+    example: ClassVar[dict] = {}
 
     def plan(self, f: Planner, where: tuple, target: int | None, stride: int = 1, residual: bool = False) -> None:
         """Append this layer to `f` (`stride` is an entry's extra stride; `residual`: inside F)."""
@@ -71,6 +72,7 @@ class Norm(Layer):
 
     kind: Literal["batchnorm", "groupnorm", "layernorm"]
     groups: PositiveInt = 32
+    example: ClassVar[dict] = {"groups": 2}
 
     def plan(self, f: Planner, where: tuple, target: int | None, stride: int = 1, residual: bool = False) -> None:
         """Normalise (groupnorm's groups must divide the width)."""

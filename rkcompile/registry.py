@@ -7,7 +7,7 @@ from typing import Generic, TypeVar
 
 from rkcompile.errors import RkcompileError, did_you_mean
 
-__all__ = ["Registry", "RegistryError"]
+__all__ = ["Registry", "RegistryError", "kind_of"]
 
 T = TypeVar("T")
 
@@ -34,13 +34,20 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def register_kind(self, model: T) -> T:
+        """Register a spec model class under the single value of its `kind: Literal[...]` (a class decorator)."""
+        return self.register(kind_of(model), model)
+
     def get(self, name: object) -> T:
         """The entry called `name`; an unknown name is quoted with the nearest valid one and the full list."""
         if isinstance(name, str) and name in self._entries:
             return self._entries[name]
+        raise RegistryError(self.unknown(name))
+
+    def unknown(self, name: object, what: str | None = None) -> str:
+        """The message for a name not registered: quoted, the nearest valid name, and the full list."""
         names = self.names()
-        raise RegistryError(f"unknown {self.what} {name!r}{did_you_mean(name, names)}; expected one of "
-                            f"{', '.join(names)}")
+        return f"unknown {what or self.what} {name!r}{did_you_mean(name, names)}; expected one of {', '.join(names)}"
 
     def names(self) -> list[str]:
         """Registered names, in registration order."""
@@ -62,3 +69,13 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> T:
         """Remove and return an entry (for tests and interactive redefinition)."""
         return self._entries.pop(name)
+
+
+def kind_of(model: type) -> str:
+    """The `kind` a model class is registered under: the single value of its `kind: Literal[...]` field."""
+    field = getattr(model, "model_fields", {}).get("kind")
+    values = getattr(field.annotation, "__args__", ()) if field is not None else ()
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise RegistryError(f"{getattr(model, '__name__', model)!r} needs a field `kind: Literal['<name>']` naming "
+                            "its kind")
+    return values[0]

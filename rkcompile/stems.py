@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from rkcompile.fields import Activation, Kind, Model, NormKind, PositiveInt, kind_of
+from rkcompile.fields import Activation, Kind, Model, NormKind, PositiveInt
 from rkcompile.layers import LAYERS, Layer, Pool, plan_layers
 from rkcompile.registry import Registry
 from rkcompile.shapes import Planner
@@ -27,10 +27,7 @@ class StemKind(Model):
         raise NotImplementedError
 
 
-def register_stem(model: type[StemKind]) -> type[StemKind]:
-    """Register a stem kind under its `kind` literal (usable as a class decorator)."""
-    STEMS.register(kind_of(model), model)
-    return model
+register_stem = STEMS.register_kind  # a class decorator: registers a StemKind subclass under its kind
 
 
 @register_stem
@@ -63,6 +60,7 @@ class LayersStem(StemKind):
     """A custom list of layers; a conv or linear without a width keeps the current width."""
 
     kind: Literal["layers"]
+    example: ClassVar[dict] = {"layers": ["conv", "relu"]}
     layers: list[Annotated[Layer, Kind(LAYERS)]] = Field(min_length=1)
     numbered: ClassVar[bool] = True
 

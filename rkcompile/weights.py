@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from rkcompile.fields import Model, PositiveInt, kind_of
+from rkcompile.fields import Model, PositiveInt
 from rkcompile.registry import Registry
 
 __all__ = ["WEIGHTS", "WeightMode", "PerEvaluation", "Shared", "Basis", "register_weights"]
@@ -35,10 +35,7 @@ class WeightMode(Model):
         return self.kind
 
 
-def register_weights(model: type[WeightMode]) -> type[WeightMode]:
-    """Register a weight mode under its `kind` literal (usable as a class decorator)."""
-    WEIGHTS.register(kind_of(model), model)
-    return model
+register_weights = WEIGHTS.register_kind  # a class decorator: registers a WeightMode subclass under its kind
 
 
 @register_weights

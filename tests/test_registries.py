@@ -24,8 +24,8 @@ VECTOR = {"features": 4}
 
 
 def example(registry: Registry, name: str) -> dict:
-    """A registered kind's example configuration (a bare kind when it needs no options)."""
-    return dict(getattr(registry.get(name), "example", None) or {"kind": name})
+    """A registered kind's example configuration (its `example` options, none when it needs none)."""
+    return {"kind": name, **getattr(registry.get(name), "example", {})}
 
 
 def spec_text(module: dict, image: bool, **stage) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rkcompile.fields import Activation, Model, kind_of
+from rkcompile.fields import Activation, Model
 from rkcompile.registry import Registry
 from rkcompile.shapes import Planner
 
@@ -49,8 +49,7 @@ def register_module(model: type[ResidualFunction]) -> type[ResidualFunction]:
     """Register a residual-function kind under its `kind` literal (usable as a class decorator)."""
     if not (isinstance(model, type) and issubclass(model, ResidualFunction)):
         raise TypeError(f"register_module expects a ResidualFunction subclass, found {model!r}")
-    FUNCTIONS.register(kind_of(model), model)
-    return model
+    return FUNCTIONS.register_kind(model)
 
 
 def plan_function(module: ResidualFunction, f: Planner, width: int, stride: int) -> None:
