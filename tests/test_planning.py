@@ -75,6 +75,36 @@ def test_every_spec_that_checks_builds_and_runs_on_the_meta_device(data):
     assert tuple(out.shape) == (2, *((shape.width, shape.height, shape.breadth) if shape.image else (shape.width,)))
 
 
+SHIPPED = ["spirals-rk4", "pendulum-odenet", "continuousnet-2-2-2", "resnet14-cifar10", "ho-resnet58-rk4"]
+MUTATIONS = st.one_of(
+    st.tuples(st.just("stages.0.module.kernel"), st.integers(1, 6)),
+    st.tuples(st.just("stages.0.channels"), st.integers(1, 20)),
+    st.tuples(st.just("stages.0.features"), st.integers(1, 20)),
+    st.tuples(st.just("stages.0.entry"), st.sampled_from(["none", "transition", "stitch"])),
+    st.tuples(st.just("stages.-1.entry"), st.fixed_dictionaries({"kind": st.just("transition"), "stride": stride})),
+    st.tuples(st.just("stem.kernel"), st.integers(1, 6)),
+    st.tuples(st.just("stem.stride"), st.integers(1, 4)),
+    st.tuples(st.just("input.height"), st.integers(1, 9)),
+    st.tuples(st.just("stages.0.integrator"), st.sampled_from(["euler", "rk4", "verner89", "bs3"])),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SHIPPED), st.lists(MUTATIONS, min_size=1, max_size=3))
+def test_every_mutated_shipped_spec_that_checks_runs_on_the_meta_device(name, mutations):
+    try:
+        spec = load_spec(f"specs/{name}.yaml", dict(mutations))
+    except RkcompileError as e:
+        assert isinstance(e, SpecError) and "\n" not in str(e), str(e)
+        return
+    with torch.device("meta"):
+        model = compile_spec(spec)
+        i = spec.input
+        out = model(torch.empty(2, *((i.channels, i.height, i.width) if i.is_image else (i.features,))))
+    shape = spec.plan.output
+    assert tuple(out.shape) == (2, *((shape.width, shape.height, shape.breadth) if shape.image else (shape.width,)))
+
+
 def one_stage(**stage) -> dict:
     return {"name": "t", "input": {"channels": 4, "height": 8, "width": 8},
             "stages": [{"module": "basic", "evaluations": 4, "integrator": "rk4", **stage}]}
