@@ -114,12 +114,17 @@ class Kind:
 
     def __get_pydantic_core_schema__(self, source: object, handler: Any) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(
-            self.validate, serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda m: m.model_dump(exclude_none=True, mode="json")))
+            self.validate, serialization=core_schema.plain_serializer_function_ser_schema(_dump, info_arg=True))
 
     def __get_pydantic_json_schema__(self, schema: object, handler: Any) -> dict:
         members = [handler(model.__pydantic_core_schema__) for _, model in self.registry.items()]
         return {"anyOf": [*members, {"enum": self.registry.names(), "description": "shorthand for {kind: NAME}"}]}
+
+
+def _dump(model: BaseModel, info: Any) -> dict:
+    """Serialize a dispatched kind with the caller's options (mode, exclude_unset, ...)."""
+    return model.model_dump(mode=info.mode, by_alias=info.by_alias, exclude_unset=info.exclude_unset,
+                            exclude_defaults=info.exclude_defaults, exclude_none=info.exclude_none)
 
 
 def _found(value: object) -> str:

@@ -260,4 +260,4 @@ class Spec(_Model):
     @property
     def data(self) -> dict:
         """The spec as plain data (what the YAML said, with any overrides applied)."""
-        return self._source.data if self._source is not None else self.model_dump(exclude_none=True, mode="json")
+        return self._source.data if self._source is not None else self.model_dump(exclude_unset=True, mode="json")

@@ -197,3 +197,10 @@ def test_compile_spec_is_pure():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     with pytest.raises(CompileError, match="compile_spec expects a validated Spec, found str"):
         compile_spec("specs/spirals-rk4.yaml")
+
+
+def test_a_validated_spec_dumps_what_was_set_and_validates_again():
+    spec = Spec.model_validate(one_stage(step={"learn": "channel", "controller": "fc"}, entry="none"))
+    again = Spec.model_validate(spec.data)
+    assert again.plan == spec.plan and again.data == spec.data
+    assert "reduction" not in spec.data["stages"][0]["step"] and spec.data["stages"][0]["entry"] == {"kind": "none"}
