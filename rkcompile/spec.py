@@ -120,13 +120,9 @@ class InlineTableau(_Model):
     def _valid(self) -> InlineTableau:
         from rkcompile.tableau import Tableau
 
-        def text(values):
-            return None if values is None else [v.text for v in values]
-
-        try:
-            self._tableau = Tableau.from_text(self.name, text(self.c), [text(row) for row in self.A], text(self.b),
-                                              b_error=text(self.b_error), b_embedded=text(self.b_embedded),
-                                              source=self.source)
+        try:  # the coefficients are Exact values: their text and value, parsed once when validated
+            self._tableau = Tableau.from_text(self.name, self.c, self.A, self.b, b_error=self.b_error,
+                                              b_embedded=self.b_embedded, source=self.source)
         except RkcompileError as e:
             raise ValueError(str(e)) from None
         return self
