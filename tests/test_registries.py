@@ -143,7 +143,7 @@ def test_every_weight_mode_owns_what_it_says(name):
                                evaluations=8))
     model = build(spec)
     targets = spec.stages[0].weights.functions(0, spec.stages[0].blocks, 4)
-    for target, _ in targets:
+    for target in targets:
         model.get_submodule(target)  # every F it owns is in the model
     assert model(torch.randn(2, 4)).shape == (2, 3)
 
