@@ -48,6 +48,7 @@ def test_registry_quotes_the_bad_name_suggests_and_lists():
     with pytest.raises(RegistryError) as info:
         r.get("gren")
     assert str(info.value) == "unknown colour 'gren' (did you mean 'green'?); expected one of red, green"
+    assert [] not in r and {"a": 1} not in r  # unhashable names are unknown, not a TypeError
     with pytest.raises(RegistryError, match="a colour named 'red' is already registered"):
         r.register("red", 3)
     with pytest.raises(RegistryError, match="a colour name must be a non-empty string, found ''"):
