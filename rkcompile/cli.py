@@ -115,8 +115,8 @@ def stage_table(spec) -> str:
     rows = []
     for n, s in enumerate(spec.stages):
         t = s.tableau
-        weights = s.weights.kind + (f"({s.weights.pieces})" if s.weights.kind == "basis" else "")
-        rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.kind, f"{t.name} (order {t.order})", weights,
+        rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.label(), f"{t.name} (order {t.order})",
+                     s.weights.label(),
                      s.blocks, s.total_evaluations, format_coefficient(s.h)])
     return table(rows, ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"])
 
