@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from rkcompile.render import FORMATS, LEVELS, RenderError
+from rkcompile.render import COLOR_BY, FORMATS, LEVELS, RANKDIRS, TABLEAU_VIEWS, RenderError
 
 __all__ = ["draw", "resolve_output"]
 
 
 @click.command()
 @click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(), help="Drawing to write: .svg, .png, .pdf or .dot (.dot needs no graphviz).")
+@click.option("-o", "--output", type=click.Path(), help="Drawing to write: .svg, .png, .pdf, .dot (needs no graphviz) or .html (interactive, self-contained).")
 @click.option("--level", type=click.Choice(LEVELS), default="network", show_default=True,
               help="network: identical consecutive blocks drawn once as ×N; stage: one box per stage; block: every block.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the memory figures.")
@@ -22,9 +22,17 @@ __all__ = ["draw", "resolve_output"]
 @click.option("--memory-plot", type=click.Path(), metavar="OUT.png", help="Also plot memory per stage under each scheme (PNG).")
 @click.option("--schemes", default="euler,midpoint,rk4,verner89", show_default=True,
               help="Comma-separated schemes for --memory-plot.")
+@click.option("--shapes", is_flag=True, help="Label edges with tensor shapes (batch first).")
+@click.option("--rankdir", type=click.Choice(RANKDIRS), default="TB", show_default=True,
+              help="TB: top to bottom; LR: left to right.")
+@click.option("--color-by", type=click.Choice(COLOR_BY), default="inference", show_default=True,
+              help="What the fill colour shows: inference peak, saved for backward, training peak or FLOPs.")
+@click.option("--tableau-view", type=click.Choice(TABLEAU_VIEWS), default="auto", show_default=True,
+              help="Steps as a DAG of k_i, as a Butcher-matrix heat-map, or auto (the matrix for dense tableaux).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file that -o did not name exactly (a directory or a suffix-less -o).")
 def draw(source: str, output: str | None, level: str, batch: int, fmt: str | None, overrides: tuple[str, ...],
-         memory_plot: str | None, schemes: str, force: bool) -> None:
+         memory_plot: str | None, schemes: str, shapes: bool, rankdir: str, color_by: str, tableau_view: str,
+         force: bool) -> None:
     """Draw SPEC (or a saved MODEL.pt): one box per block, RK coefficients on the edges, memory beside each block."""
     from rkcompile.render import check_writable, output_format
     from rkcompile.render import draw as draw_model
@@ -45,7 +53,8 @@ def draw(source: str, output: str | None, level: str, batch: int, fmt: str | Non
         check_writable(plot)
     model = load_model(src, overrides)
     if out is not None:
-        draw_model(model, out, level=level, batch=batch, format=fmt)
+        draw_model(model, out, level=level, batch=batch, format=fmt, shapes=shapes, rankdir=rankdir,
+                   color_by=color_by, tableau_view=tableau_view)
         click.echo(f"wrote {out} ({level} level, batch {batch})")
     if plot is not None:
         from rkcompile.memory_plot import memory_plot as plot_memory

@@ -24,6 +24,7 @@ class Evaluation:
     offset: Fraction | float  # c_i * h = time - t_n (c_1 = 0 for every explicit tableau)
     layers: list[str] = field(default_factory=list)
     scales: list[str] = field(default_factory=list)  # parameters multiplied into k_i: "h" (learned), "skip"
+    nodes: list[str] = field(default_factory=list)  # the graph nodes of its layers, in order
 
 
 @dataclass
@@ -42,6 +43,7 @@ class BlockView:
     epsilon: Fraction | float | None = None  # entry (stitch): scale of R(x)
     after: str | None = None  # activation applied after the residual sum
     nodes: int = 0
+    node_names: list[str] = field(default_factory=list, repr=False)  # every graph node of the block, in order
     f_nodes: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -74,6 +76,7 @@ def read_blocks(module: fx.GraphModule) -> list[BlockView]:
         if view is None:
             view = blocks[_label(rk)] = _new_view(rk)
         view.nodes += 1
+        view.node_names.append(node.name)
         _add(view, node, rk)
     for view in blocks.values():
         view.evaluations.sort(key=lambda e: e.index)
@@ -128,6 +131,7 @@ def _add(view: BlockView, node: fx.Node, rk: dict) -> None:
         _add_entry(view, node, rk)
     elif role == "eval":
         _evaluation(view, rk).layers.append(layer)
+        _evaluation(view, rk).nodes.append(node.name)
     elif role == "stage-input":
         view.into.append((rk["source"], rk["eval"], rk["coefficient"]))
     elif role == "output":
