@@ -41,13 +41,26 @@ def table(rows: list[list[object]], header: list[str]) -> str:
 
 
 @cli.command()
-@click.argument("name", required=False)
-def tableaux(name: str | None) -> None:
-    """List the built-in tableaux, or show one (c, A, b as exact fractions) by NAME."""
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="OUT.png|svg",
+              help="Plot the linear stability region of each NAME, side by side.")
+def tableaux(names: tuple[str, ...], plot: str | None) -> None:
+    """List the built-in tableaux, or show each NAME (c, A, b as exact fractions, stability, error coefficient)."""
+    from rkcompile.stability import real_extent, runge_kutta
     from rkcompile.tableaux import get_tableau, list_tableaux
 
-    if name:
-        click.echo(get_tableau(name).describe())
+    if plot and not names:
+        raise click.UsageError("--plot needs at least one NAME, e.g. rkcompile tableaux euler rk4 --plot out.png")
+    if names:
+        methods = [runge_kutta(get_tableau(n)) for n in names]
+        for n, m in zip(names, methods, strict=True):
+            click.echo(get_tableau(n).describe())
+            click.echo(f"stability: R(z) = {m.text()}; real axis [-{real_extent(m):.6f}, 0]; "
+                       f"principal error coefficient {m.error_coefficient:.4e} (order {m.order})")
+        if plot:
+            from rkcompile.stability_plot import stability_plot
+
+            click.echo(f"wrote {stability_plot(methods, plot)}")
         return
     rows = []
     for n in list_tableaux():
