@@ -152,15 +152,27 @@ def _write_text(path: str, text: str) -> None:
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size of the memory figures.")
 @click.option("--measure", is_flag=True, help="Also run one real forward and backward on CPU and measure.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
-def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...]) -> None:
+@click.option("--timeline", type=click.Path(dir_okay=False), metavar="OUT.png|svg",
+              help="Also plot live bytes per graph node, forward and backward, with unit boundaries.")
+def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], timeline: str | None) -> None:
     """Print parameters, inference peak, saved-for-backward, training peak and FLOPs per unit, with ratios to Euler."""
     from pathlib import Path
 
     from rkcompile.analysis import analyze as run
     from rkcompile.cli_draw import load_model
 
-    report = run(load_model(Path(source), overrides), batch=batch, measure=measure)
+    if timeline and Path(timeline).suffix.lower() not in (".png", ".svg"):
+        raise RkcompileError(f"cannot plot the timeline to {timeline}: expected a .png or .svg file")
+    model = load_model(Path(source), overrides)
+    report = run(model, batch=batch, measure=measure)
     click.echo(report.table())
+    if timeline:
+        from rkcompile.analysis.timeline import timeline as memory_timeline
+        from rkcompile.timeline_plot import timeline_plot
+
+        line = memory_timeline(model, batch=batch, measure=measure)
+        click.echo(f"wrote {timeline_plot(line, timeline)} (timeline peaks: inference "
+                   f"{line.inference_peak:,} B, training {line.training_peak:,} B)")
 
 
 @cli.command()
