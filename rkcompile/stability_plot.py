@@ -9,7 +9,7 @@ import numpy as np
 from rkcompile.errors import RkcompileError
 from rkcompile.stability import StabilityMethod, real_extent
 
-__all__ = ["PLOT_FORMATS", "stability_plot", "window"]
+__all__ = ["PLOT_FORMATS", "stability_plot", "window", "growth_grid"]
 
 PLOT_FORMATS = ("png", "svg")
 
@@ -26,6 +26,13 @@ def window(method: StabilityMethod) -> tuple[float, float, float, float]:
     return x0 - pad, x1 + pad, -y - pad, y + pad
 
 
+def growth_grid(method: StabilityMethod, points: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xs, ys, growth) on the method's plotting window: what the plot fills where growth ≤ 1."""
+    x0, x1, y0, y1 = window(method)
+    xs, ys = np.linspace(x0, x1, points), np.linspace(y0, y1, points)
+    return xs, ys, method.amplification(xs[None, :] + 1j * ys[:, None])
+
+
 def stability_plot(methods: list[StabilityMethod], out_path: str | Path, points: int = 400) -> Path:
     """Draw each method's region |growth(z)| ≤ 1 in the complex plane, with order, error coefficient, extent."""
     from rkcompile.memory_plot import _pyplot
@@ -40,10 +47,7 @@ def stability_plot(methods: list[StabilityMethod], out_path: str | Path, points:
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4.4), squeeze=False)
     try:
         for ax, method in zip(axes[0], methods, strict=True):
-            x0, x1, y0, y1 = window(method)
-            xs, ys = np.linspace(x0, x1, points), np.linspace(y0, y1, points)
-            grid = xs[None, :] + 1j * ys[:, None]
-            growth = method.amplification(grid)
+            xs, ys, growth = growth_grid(method, points)
             ax.contourf(xs, ys, growth, levels=[0, 1], colors=["#9ecae1"])
             ax.contour(xs, ys, growth, levels=[1], colors=["#08519c"], linewidths=1.2)
             ax.axhline(0, color="gray", lw=0.6)
