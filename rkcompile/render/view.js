@@ -129,7 +129,7 @@
       showRow(k.slice(5), rowOf(el));
     } else if (level === "network" && facts.units[unitsOf(el)[0]].kind === "step") {
       const units = unitsOf(el);
-      go("block", units);
+      go("block", units.slice(0, 1));  // a run of ×N identical blocks: open its first
       showUnit(units[0], units.length);
     } else {
       showUnit(unitsOf(el)[0]);
