@@ -119,6 +119,7 @@
     if (!el) return;
     select(el);
     const k = key(el);
+    if (level === "network" && !k.startsWith("unit:")) go("block", [k.split(":")[1]]);  // inside a block: open it
     if (k.startsWith("eval:")) {
       const [, label, index] = k.split(":");
       showEvaluation(label, Number(index));
