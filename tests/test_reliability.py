@@ -348,4 +348,5 @@ def test_draw_choices_match_the_renderer():
     """cli_draw keeps its own copy of the levels and formats so that `check` need not import torch."""
     from rkcompile import cli_draw, render
 
-    assert (cli_draw.LEVELS, cli_draw.FORMATS) == (render.LEVELS, render.FORMATS)
+    names = ("LEVELS", "FORMATS", "RANKDIRS", "COLOR_BY", "TABLEAU_VIEWS")
+    assert [getattr(cli_draw, n) for n in names] == [getattr(render, n) for n in names]
