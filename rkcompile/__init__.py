@@ -12,6 +12,7 @@ from rkcompile.errors import (
     TransformError,
 )
 from rkcompile.load import load_spec
+from rkcompile.regional import compile  # noqa: A004 (rkcompile.compile, like torch.compile)
 from rkcompile.spec import Spec, Stage
 from rkcompile.tableau import Tableau
 from rkcompile.tableaux import get_tableau, list_tableaux
@@ -33,6 +34,7 @@ __all__ = [
     "TableauError",
     "TransformError",
     "build",
+    "compile",
     "load",
     "save",
     "fold_step_sizes",
