@@ -82,7 +82,8 @@ def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
     diff = (run(x) - reference).abs().max().item()
     return {"point": point["name"], "variant": variant, "cold_s": cold, "step_ms": 1e3 * statistics.median(times),
             "step_ms_min": 1e3 * min(times), "max_abs_diff": diff, "graph_nodes": len(model.graph.nodes),
-            "units": len(regional.instances), "structures": len(regional.classes), "input": point["input"]}
+            "units": len(regional.instances), "structures": len(regional.classes),
+            "compiled_regions": len(regional.block_classes), "input": point["input"]}
 
 
 def measure(point: dict, variant: str, backend: str, reps: int) -> dict:
@@ -96,8 +97,11 @@ def measure(point: dict, variant: str, backend: str, reps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(points: list[dict], variants: list[str], backend: str, reps: int) -> dict:
-    """Every point under every variant, one process each; machine facts and load averages beside them."""
+def run(points: list[dict], variants: list[str], backend: str, reps: int, out: Path | None = None) -> dict:
+    """Every point under every variant, one process each; machine facts and load averages beside them.
+
+    With `out`, the results so far are written after every point, so an interrupted run keeps what it measured.
+    """
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "torch": torch.__version__, "threads": 2, "backend": backend,
                            "load_average_start": list(os.getloadavg())}, "rows": []}
@@ -108,29 +112,37 @@ def run(points: list[dict], variants: list[str], backend: str, reps: int) -> dic
             print(f"{row['point']:<26} {variant:<9} cold {row['cold_s']:8.2f} s  step {row['step_ms']:8.2f} ms  "
                   f"diff {row['max_abs_diff']:.1e}", flush=True)
             results["rows"].append(row)
-    results["machine"]["load_average_end"] = list(os.getloadavg())
-    results["machine"]["total_s"] = time.perf_counter() - start
+            results["machine"]["load_average_end"] = list(os.getloadavg())
+            results["machine"]["total_s"] = time.perf_counter() - start
+            if out is not None:
+                write(results, out)
     return results
+
+
+def write(results: dict, out: Path) -> None:
+    """compile.json, compile.md and compile.png under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compile.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "compile.md").write_text(table(results))
+    plot(results, out / "compile.png")
 
 
 def table(results: dict) -> str:
     """The markdown table of a run, with ratios to full compile and to the shallowest point."""
     rows = results["rows"]
     full = {r["point"]: r for r in rows if r["variant"] == "full"}
-    first = {}
-    for r in rows:
-        first.setdefault((r["point"].rsplit("-", 3)[0], r["variant"]), r)
     m = results["machine"]
     lines = [f"{m['platform']}, Python {m['python']}, torch {m['torch']}, {m['threads']} threads, backend "
              f"{m['backend']}; load average {m['load_average_start'][0]:.2f} at the start, "
              f"{m['load_average_end'][0]:.2f} at the end; {m['total_s']:.0f} s in all.", "",
-             "| network | graph nodes | units / distinct structures | variant | cold start (s) | ×full | "
+             "| network | graph nodes | units / structures / compiled regions | variant | cold start (s) | ×full | "
              "step (ms) | ×full | max abs diff |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         f = full.get(r["point"])
         cold = f"{r['cold_s'] / f['cold_s']:.2f}x" if f else "–"
         stepr = f"{r['step_ms'] / f['step_ms']:.2f}x" if f else "–"
-        lines.append(f"| {r['point']} | {r['graph_nodes']:,} | {r['units']} / {r['structures']} | {r['variant']} | "
+        lines.append(f"| {r['point']} | {r['graph_nodes']:,} | {r['units']} / {r['structures']} / {r['compiled_regions']} | "
+                     f"{r['variant']} | "
                      f"{r['cold_s']:.2f} | {cold} | {r['step_ms']:.1f} | {stepr} | {r['max_abs_diff']:.1e} |")
     return "\n".join(lines) + "\n"
 
@@ -181,13 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     points = SMOKE if args.smoke else POINTS
     if args.points:
         points = [pt for pt in points if pt["name"] in args.points.split(",")]
-    results = run(points, variants, "eager" if args.smoke else "inductor", 2 if args.smoke else 10)
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "benchmarks" / "results")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compile.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / "compile.md").write_text(table(results))
-        plot(results, out / "compile.png")
+    results = run(points, variants, "eager" if args.smoke else "inductor", 2 if args.smoke else 5, out)
     print(table(results))
     return 0
 

@@ -21,10 +21,11 @@ from torch import fx, nn
 from rkcompile.analysis.units import node_unit
 from rkcompile.errors import CompileError
 
-__all__ = ["RegionalModule", "compile", "regions"]
+__all__ = ["Region", "RegionalModule", "compile", "regions", "structure_key"]
 
 MODES = ("regional", "full")
 _STAGE_ROOT = re.compile(r"stage\d+")
+_BLOCK = re.compile(r"stage\d+\.block\d+")
 
 
 def unit_of(node: fx.Node) -> str | None:
@@ -38,15 +39,16 @@ class Region:
 
     unit: str
     graph: fx.Graph
+    members: list[str]  # names of its flat-graph nodes, in order
     inputs: list[str]  # names of flat-graph nodes it reads (placeholders in order)
     outputs: list[str]  # names of its flat-graph nodes read after it (returned in order)
     owners: dict[str, str]  # local attribute name → module path in the flat model
 
 
 def compile(model: fx.GraphModule, mode: str = "regional", **torch_compile_kwargs) -> nn.Module:  # noqa: A001
-    """torch.compile a compiled model: `mode="regional"` compiles each distinct unit structure once, "full" the graph.
+    """torch.compile a compiled model: `mode="regional"` compiles each distinct block structure once, "full" the graph.
 
-    Extra keyword arguments go to `torch.compile` (backend, mode, dynamic, ...). The regional model shares its
+    In regional mode the stem, stage entries and head (each occurring once) run eagerly. Extra keyword arguments go to `torch.compile` (backend, mode, dynamic, ...). The regional model shares its
     parameters with `model`; "full" returns `torch.compile(model, ...)`.
     """
     if mode not in MODES:
@@ -56,7 +58,7 @@ def compile(model: fx.GraphModule, mode: str = "regional", **torch_compile_kwarg
     if mode == "full":
         return torch.compile(model, **torch_compile_kwargs)
     regional = RegionalModule(model)
-    for cls in regional.classes:
+    for cls in regional.block_classes:
         cls.forward = torch.compile(cls.forward, **torch_compile_kwargs)
     return regional
 
@@ -108,7 +110,13 @@ def _region(unit: str, members: list[fx.Node]) -> Region:
         env[node] = new
     g.output(env[outputs[0]] if len(outputs) == 1 else tuple(env[n] for n in outputs))
     g.lint()
-    return Region(unit, g, [n.name for n in inputs], [n.name for n in outputs], owners)
+    return Region(unit, g, [n.name for n in members], [n.name for n in inputs], [n.name for n in outputs], owners)
+
+
+def structure_key(model: fx.GraphModule, region: Region) -> tuple:
+    """Equal for two regions exactly when they run the same code on interchangeable modules."""
+    modules = tuple((local, _module_signature(model.get_submodule(path))) for local, path in region.owners.items())
+    return region.graph.python_code(root_module="self").src, modules
 
 
 def _module_signature(module: nn.Module) -> tuple:
@@ -135,9 +143,9 @@ class RegionalModule(nn.Module):
         instances = []
         for region in self.regions:
             owners = {local: model.get_submodule(path) for local, path in region.owners.items()}
-            generated = fx.GraphModule(_holder(owners), region.graph)
-            key = (generated.code, tuple((local, _module_signature(m)) for local, m in owners.items()))
+            key = structure_key(model, region)
             if key not in classes:
+                generated = fx.GraphModule(_holder(owners), region.graph)
                 classes[key] = _region_class(f"Region{len(classes)}", type(generated).forward)
             instance = classes[key]()
             for local, module in owners.items():
@@ -147,6 +155,10 @@ class RegionalModule(nn.Module):
         self.__dict__["classes"] = list(classes.values())
         self.__dict__["instances"] = instances
         self.__dict__["structures"] = [[r.label for r in instances if type(r) is cls] for cls in self.classes]
+        # only blocks are compiled: the stem, entries and head occur once each and run eagerly, so the number of
+        # compiled regions (inductor builds) is the number of distinct block structures, whatever the depth
+        self.__dict__["block_classes"] = [cls for cls, units in zip(self.classes, self.structures)
+                                          if all(_BLOCK.fullmatch(u) for u in units)]
         self.input = next(n.name for n in model.graph.nodes if n.op == "placeholder")
         result = next(n for n in model.graph.nodes if n.op == "output").args[0]
         self.result = result.name
