@@ -116,7 +116,14 @@ def _region(unit: str, members: list[fx.Node]) -> Region:
 def structure_key(model: fx.GraphModule, region: Region) -> tuple:
     """Equal for two regions exactly when they run the same code on interchangeable modules."""
     modules = tuple((local, _module_signature(model.get_submodule(path))) for local, path in region.owners.items())
-    return region.graph.python_code(root_module="self").src, modules
+    index = {n: i for i, n in enumerate(region.graph.nodes)}
+    code = tuple((n.op, n.target if n.op != "call_function" else _qualified(n.target),
+                  repr(fx.map_arg((n.args, n.kwargs), index.__getitem__))) for n in region.graph.nodes)
+    return code, modules
+
+
+def _qualified(fn) -> str:
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def _module_signature(module: nn.Module) -> tuple:

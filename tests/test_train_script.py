@@ -199,3 +199,19 @@ def test_distributed_data_parallel_with_two_processes(specs, tmp_path):
     losses = [row["train_loss"] for row in log["history"]]
     assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
     assert rkcompile.load(out / "model.pt").spec.name == "tiny-digits"
+
+
+@pytest.mark.slow
+def test_regional_compile_trains(specs, tmp_path):
+    out = tmp_path / "regional"
+    result = _run("--spec", str(specs / "digits.yaml"), "--dataset", "digits", "--epochs", "1", "--threads", "1",
+                  "--compile", "regional", "--out", str(out), "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr
+    log = json.loads((out / "log.json").read_text())
+    assert math.isfinite(log["final"]["train_loss"]) and log["final"]["test_acc"] > 0.1
+
+
+def test_unknown_compile_mode_is_a_usage_error(specs):
+    result = _run("--spec", str(specs / "digits.yaml"), "--dataset", "digits", "--compile", "partial")
+    assert result.returncode == 2
+    assert "argument --compile: invalid choice: 'partial' (choose from 'full', 'regional')" in result.stderr
