@@ -19,7 +19,7 @@ import torch
 from torch import fx, nn
 
 from rkcompile.analysis.units import node_unit
-from rkcompile.errors import CompileError
+from rkcompile.errors import RkcompileError
 
 __all__ = ["Region", "RegionalModule", "compile", "regions", "structure_key"]
 
@@ -48,13 +48,14 @@ class Region:
 def compile(model: fx.GraphModule, mode: str = "regional", **torch_compile_kwargs) -> nn.Module:  # noqa: A001
     """torch.compile a compiled model: `mode="regional"` compiles each distinct block structure once, "full" the graph.
 
-    In regional mode the stem, stage entries and head (each occurring once) run eagerly. Extra keyword arguments go to `torch.compile` (backend, mode, dynamic, ...). The regional model shares its
-    parameters with `model`; "full" returns `torch.compile(model, ...)`.
+    In regional mode the stem, stage entries and head (each occurring once) run eagerly; the regional model
+    shares its parameters with `model`. "full" returns `torch.compile(model, ...)`. Extra keyword arguments go to
+    `torch.compile` (backend, mode, dynamic, ...).
     """
     if mode not in MODES:
-        raise CompileError(f"compile mode {mode!r} is not one of {', '.join(MODES)}")
+        raise RkcompileError(f"compile mode {mode!r} is not one of {', '.join(MODES)}")
     if not isinstance(model, fx.GraphModule):
-        raise CompileError(f"rkcompile.compile takes a model from rkcompile.build, not {type(model).__name__}")
+        raise RkcompileError(f"rkcompile.compile takes a model from rkcompile.build, not {type(model).__name__}")
     if mode == "full":
         return torch.compile(model, **torch_compile_kwargs)
     regional = RegionalModule(model)
@@ -70,7 +71,7 @@ def regions(model: fx.GraphModule) -> list[Region]:
         unit = unit_of(node)
         if unit is None:
             if node.op not in ("placeholder", "output"):
-                raise CompileError(f"graph node {node.name!r} belongs to no unit (stem, entry, block or head)")
+                raise RkcompileError(f"graph node {node.name!r} belongs to no unit (stem, entry, block or head)")
             continue
         nodes.setdefault(unit, []).append(node)
     return [_region(unit, members) for unit, members in nodes.items()]
