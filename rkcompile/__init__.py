@@ -13,6 +13,7 @@ from rkcompile.errors import (
 )
 from rkcompile.functions import ResidualFunction, register_module
 from rkcompile.load import load_spec
+from rkcompile.projection import project
 from rkcompile.spec import Spec, Stage
 from rkcompile.tableau import Tableau
 from rkcompile.tableaux import get_tableau, list_tableaux, register_tableau
@@ -41,6 +42,7 @@ __all__ = [
     "interpolate",
     "list_tableaux",
     "load_spec",
+    "project",
     "refine",
     "remanifest",
     "register_module",

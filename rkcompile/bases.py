@@ -16,7 +16,7 @@ import numpy as np
 
 from rkcompile.registry import Registry
 
-__all__ = ["BASES", "Family", "Constant", "Linear", "Legendre", "gram", "cross", "quadrature", "MAX_DEGREE"]
+__all__ = ["BASES", "Family", "Constant", "Linear", "Legendre", "gram", "cross", "projection", "quadrature", "MAX_DEGREE"]
 
 BASES: Registry[Family] = Registry("basis family")
 
@@ -44,6 +44,10 @@ class Family:
 
     def refined(self, size: int, factor: int) -> int:
         """The size after exact refinement by `factor`."""
+        raise NotImplementedError
+
+    def refinement(self, size: int, factor: int) -> list[list[Fraction]]:
+        """R with new coefficient q = sum_p R[q][p] old coefficient p and the same theta(t) (exact rationals)."""
         raise NotImplementedError
 
     def matrix(self, size: int, points: np.ndarray) -> np.ndarray:
@@ -80,6 +84,10 @@ class Constant(Family):
         """Each piece split into `factor` copies."""
         return size * factor
 
+    def refinement(self, size, factor):
+        """Child piece q copies parent piece q // factor."""
+        return [[Fraction(int(q // factor == p)) for p in range(size)] for q in range(size * factor)]
+
 
 class Linear(Family):
     """M nodes s_k = k/(M-1), phi_k the hat function of node k: theta(t) continuous, linear on M-1 elements."""
@@ -106,6 +114,17 @@ class Linear(Family):
         """`factor - 1` nodes inserted in every element (midpoint insertion for factor 2): (M-1) * factor + 1."""
         return (size - 1) * factor + 1
 
+    def refinement(self, size, factor):
+        """A new node takes theta at its position: the old hats' values there (exact, theta is linear between)."""
+        new = self.refined(size, factor)
+        rows = []
+        for q in range(new):
+            row = [Fraction(0)] * size
+            for p, phi in self.values(Fraction(q, new - 1), size):
+                row[p] = Fraction(phi)
+            rows.append(row)
+        return rows
+
 
 class Legendre(Family):
     """Legendre polynomials P_0 ... P_d of 2s - 1 on [0, 1]: d + 1 coefficient tensors, theta(t) one polynomial."""
@@ -129,6 +148,10 @@ class Legendre(Family):
         """Degree elevation: size * factor coefficients, the new ones zero."""
         return size * factor
 
+    def refinement(self, size, factor):
+        """The old coefficients kept, the higher-degree ones zero."""
+        return [[Fraction(int(q == p)) for p in range(size)] for q in range(size * factor)]
+
 
 for _family in (Constant(), Linear(), Legendre()):
     BASES.register(_family.name, _family)
@@ -147,6 +170,11 @@ def quadrature(families: list[tuple[Family, int]]) -> tuple[np.ndarray, np.ndarr
         points.append(a + (b - a) * (nodes + 1) / 2)
         out.append(weights * (b - a) / 2)
     return np.concatenate(points), np.concatenate(out)
+
+
+def projection(new: Family, new_size: int, old: Family, old_size: int) -> np.ndarray:
+    """The L2-optimal coefficients on `new` of a theta(t) given on `old`: P = G_new^-1 C(new, old), float64."""
+    return np.linalg.solve(gram(new, new_size), cross(new, new_size, old, old_size))
 
 
 def gram(family: Family, size: int) -> np.ndarray:

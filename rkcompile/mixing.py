@@ -74,8 +74,12 @@ def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: lis
     if isinstance(module, nn.LayerNorm):
         return fn(F.layer_norm, (x, module.normalized_shape, mixed("weight"), mixed("bias"), module.eps), name, meta)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        norms = tuple(compiler.get_attr(path, meta) for path in paths)
-        return fn(basis_batch_norm, (x, mixed("weight"), mixed("bias"), norms, tuple(weights)), name, meta)
+        if not module.track_running_stats:
+            return fn(F.batch_norm, (x, None, None, mixed("weight"), mixed("bias"), True, 0.0, module.eps), name, meta)
+        stats = tuple(tuple(compiler.get_attr(f"{path}.{stat}", meta) for path in paths)
+                      for stat in ("running_mean", "running_var", "num_batches_tracked"))
+        layer = compiler.get_attr(paths[0], meta)  # read for its mode and constants (training, momentum, eps)
+        return fn(basis_batch_norm, (x, mixed("weight"), mixed("bias"), *stats, tuple(weights), layer), name, meta)
     if isinstance(module, Scale):
         return fn(torch.mul, (x, mixed("scale")), name, meta)
     # any other layer: its own forward on the combined parameters (buffers from the first coefficient F)
@@ -84,25 +88,23 @@ def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: lis
     return fn(torch.func.functional_call, (layer, params, (x,)), name, meta)
 
 
-def basis_batch_norm(x: torch.Tensor, weight, bias, norms: tuple, phi: tuple) -> torch.Tensor:
-    """BatchNorm with running statistics sum_beta phi_beta r_beta of the coefficient layers `norms` (see above)."""
-    first = norms[0]
-    if not first.training and first.track_running_stats:
-        mean = sum(p * n.running_mean for p, n in zip(phi, norms))
-        var = sum(p * n.running_var for p, n in zip(phi, norms))
-        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, first.eps)
-    if first.track_running_stats:
-        with torch.no_grad():
-            dims = [d for d in range(x.dim()) if d != 1]
-            count = x.numel() // x.shape[1]
-            batch_mean = x.mean(dims)
-            batch_var = x.var(dims, correction=1 if count > 1 else 0)
-            momentum = first.momentum if first.momentum is not None else 0.1
-            step = momentum / sum(p * p for p in phi)
-            for stat, batch in (("running_mean", batch_mean), ("running_var", batch_var)):
-                error = batch - sum(p * getattr(n, stat) for p, n in zip(phi, norms))
-                for p, n in zip(phi, norms):
-                    getattr(n, stat).add_(error, alpha=step * p)
-            for n in norms:
-                n.num_batches_tracked.add_(1)
-    return F.batch_norm(x, None, None, weight, bias, True, 0.0, first.eps)
+def basis_batch_norm(x: torch.Tensor, weight, bias, means: tuple, variances: tuple, counts: tuple, phi: tuple,
+                     layer: nn.Module) -> torch.Tensor:
+    """BatchNorm whose running statistics are sum_beta phi_beta r_beta over the coefficient layers (see above)."""
+    if not layer.training:
+        mean = sum(p * r for p, r in zip(phi, means))
+        var = sum(p * r for p, r in zip(phi, variances))
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, layer.eps)
+    with torch.no_grad():
+        dims = [d for d in range(x.dim()) if d != 1]
+        count = x.numel() // x.shape[1]
+        batch = {id(means): x.mean(dims), id(variances): x.var(dims, correction=1 if count > 1 else 0)}
+        momentum = layer.momentum if layer.momentum is not None else 0.1
+        step = momentum / sum(p * p for p in phi)
+        for stats in (means, variances):
+            error = batch[id(stats)] - sum(p * r for p, r in zip(phi, stats))
+            for p, r in zip(phi, stats):
+                r.add_(error, alpha=step * p)
+        for c in counts:
+            c.add_(1)
+    return F.batch_norm(x, None, None, weight, bias, True, 0.0, layer.eps)
