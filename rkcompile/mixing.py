@@ -11,7 +11,8 @@ training mode it normalizes with the batch statistics m_t and moves the coeffici
 least-mean-squares step r_beta += momentum * phi_beta(t) / sum_gamma phi_gamma(t)^2 * (m_t - r(t)), the
 smallest change of the coefficients that makes r(t) move exactly as a plain BatchNorm's running average
 does — an incremental form of ContinuousNet's least-squares projection of the state onto the basis. With
-one piece of weight 1 (piecewise constant) it is PyTorch's own update.
+one piece of weight 1 (piecewise constant) it is PyTorch's own update. A Legendre expansion of the variance
+may dip below zero between samples: the combined variance is clamped at 0 there.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def basis_batch_norm(x: torch.Tensor, weight, bias, means: tuple, variances: tup
     """BatchNorm whose running statistics are sum_beta phi_beta r_beta over the coefficient layers (see above)."""
     if not layer.training:
         mean = sum(p * r for p, r in zip(phi, means))
-        var = sum(p * r for p, r in zip(phi, variances))
+        var = sum(p * r for p, r in zip(phi, variances)).clamp(min=0)  # a polynomial could dip below 0
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, layer.eps)
     with torch.no_grad():
         dims = [d for d in range(x.dim()) if d != 1]
