@@ -155,7 +155,7 @@ class Compiler:
                 meta = base.but(evaluation=i + 1, weights=target, piece=naming.parse(target).piece,
                                 time=(b + tableau.c[i]) * stage.h)
                 name = naming.node_name(naming.evaluation(n, b, i + 1))
-                if len(terms) > 1 or terms[0][1] != 1:  # theta(t) = sum_beta phi_beta(t) theta_beta
+                if stage.weights.mixes:  # theta(t) = sum_beta phi_beta(t) theta_beta, even with one term
                     from rkcompile.mixing import call_mixed
 
                     mix = tuple((targets[j], w) for j, w in terms)

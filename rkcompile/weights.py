@@ -40,6 +40,11 @@ class WeightMode(Model):
         weights being Python constants; one pair of weight 1 calls that F as it is."""
         return ((self.select(b, i, blocks, method), 1),)
 
+    @property
+    def mixes(self) -> bool:
+        """True when evaluations combine weights (`mix`): the compiler then runs F's layers functionally."""
+        return False
+
     def label(self) -> str:
         """How tables name this mode."""
         return self.kind
@@ -142,6 +147,12 @@ class Basis(WeightMode):
         from rkcompile.lowering import piece_index
 
         return piece_index(b, method.c[i], blocks, self.size)
+
+    @property
+    def mixes(self) -> bool:
+        """A continuous basis combines weights; every evaluation then runs functionally, so that BatchNorm's
+        running statistics are only ever updated by `mixing.basis_batch_norm` (never saved for backward)."""
+        return self.basis != "constant"
 
     def mix(self, b: int, i: int, blocks: int, method) -> tuple[tuple[int, object], ...]:
         """phi_beta(s) at s = (b + c_i) / blocks for the non-zero basis functions (exact for rational c)."""
