@@ -237,7 +237,7 @@ def test_training_a_linear_basis_moves_only_the_nodes_it_samples():
     before = {k: v.clone() for k, v in m.state_dict().items() if "running_mean" in k}
     m.train()
     m(inputs(16, 4)).square().sum().backward()  # statistics updated in place are never saved for backward
-    assert all(p.grad is not None for p in m.parameters())
+    assert {name.split(".")[1] for name, p in m.named_parameters() if p.grad is not None} == {"piece0", "piece2"}
     moved = {k for k, v in m.state_dict().items() if "running_mean" in k and not torch.equal(v, before[k])}
     assert moved == {"stage0.piece0.bn1.running_mean", "stage0.piece2.bn1.running_mean"}
 
