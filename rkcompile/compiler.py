@@ -7,6 +7,7 @@ targets read `stage0.block3.eval2.conv1`; graph nodes read `stage0_block3_k2_con
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
 from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.graphmeta import Part as EntryPart
+from rkcompile.limits import Limits, check_counts, estimate, needs_exact
 from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan
 from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
@@ -28,14 +30,28 @@ from rkcompile.spec import Spec, Stage
 __all__ = ["build", "compile_spec", "Compiler"]
 
 
-def build(spec_or_path: Spec | str | Path, overrides=None, **fields) -> fx.GraphModule:
-    """Compile a spec (object, path or YAML text) to a GraphModule; `stages__0__integrator="rk4"` overrides a field.
+def build(spec_or_path: Spec | str | Path, overrides=None, *, limits: Limits | None = None, device=None,
+          **fields) -> fx.GraphModule:
+    """Compile a validated Spec or the spec file at a path to a GraphModule; `stages__0__integrator="rk4"` overrides.
 
     `overrides` is a mapping {dotted path: value} or a list of "path=value" strings (as `--set` takes them).
+    YAML text is parsed first with `parse_spec`. `limits` raises the resource limits (`rkcompile.limits`);
+    `device="meta"` builds without allocating memory (for counting).
     """
     changes = parse_overrides(overrides or {})
     changes.update({k.replace("__", "."): v for k, v in fields.items()})
-    return compile_spec(load_spec(spec_or_path, changes or None))
+    spec = load_spec(spec_or_path, changes or None, limits=limits)
+    if device is None and needs_exact(estimate(spec), limits):
+        _checked(spec, torch.device("meta"), limits)  # close to a limit: count exactly on the meta device first
+    return _checked(spec, device, limits)
+
+
+def _checked(spec: Spec, device, limits: Limits | None) -> fx.GraphModule:
+    """Compile on `device` (the default device if None) and compare the exact counts with the limits."""
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        module = compile_spec(spec)
+    check_counts(spec, sum(p.numel() for p in module.parameters()), len(module.graph.nodes), limits)
+    return module
 
 
 def compile_spec(spec: Spec) -> fx.GraphModule:
