@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from rkcompile import SpecError, TransformError, build, load_spec, project, refine, remanifest
+from rkcompile import SpecError, TransformError, build, parse_spec, project, refine, remanifest
 from rkcompile.artifact import load, save
 from rkcompile.cli import cli
 from rkcompile.cli_transform import COMMANDS
@@ -54,7 +54,7 @@ LEGENDRE = "{kind: basis, functions: legendre, degree: 2}"
 
 
 def model(weights: str, integrator: str = "rk4", steps: int = 2):
-    m = build(SPEC.format(weights=weights, integrator=integrator, steps=steps)).double()
+    m = build(parse_spec(SPEC.format(weights=weights, integrator=integrator, steps=steps))).double()
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():  # distinct coefficients, as training would leave them
         for t in m.parameters():
@@ -127,7 +127,7 @@ def test_only_non_zero_basis_functions_are_emitted_and_drawn():
                                            ("{kind: basis, functions: legendre, degree: 0}", 1)])
 def test_parameters_depend_on_the_basis_alone(weights, size):
     f = 4 * 8 + 8 + 2 * 8 + 8 * 4 + 4  # linear, batchnorm affine, linear
-    counts = {sum(p.numel() for p in build(SPEC.format(weights=weights, integrator=i, steps=s)).parameters())
+    counts = {sum(p.numel() for p in build(parse_spec(SPEC.format(weights=weights, integrator=i, steps=s))).parameters())
               for i in ("euler", "rk4", "dopri5", "verner89") for s in (1, 2, 7)}
     assert counts == {size * f}
 
@@ -192,7 +192,7 @@ def test_projection_onto_a_coarser_basis_is_least_squares_on_quadrature_points(o
 def test_remanifest_of_a_smooth_linear_basis_converges_at_rk4_order_off_the_nodes():
     # theta linear in t on 3 nodes (collinear coefficients, from projecting a 2-node basis) with odd step counts,
     # so the middle node t = 1 lies inside a step; measured slopes 3.96, 3.98, 3.99
-    two = build(SMOOTH.format(weights="{kind: basis, functions: linear, pieces: 2}")).double()
+    two = build(parse_spec(SMOOTH.format(weights="{kind: basis, functions: linear, pieces: 2}"))).double()
     with torch.no_grad():
         for t in two.parameters():
             t.mul_(2)
@@ -249,7 +249,7 @@ def test_save_load_and_analyze_a_continuous_basis(tmp_path):
     save(m, tmp_path / "m.pt")
     back = load(tmp_path / "m.pt").eval()
     assert back.spec.stages[0].weights.label() == "basis(legendre, d=2)" and torch.equal(back(y), m(y))
-    report = rkcompile.analyze(build(SPEC.format(weights=LEGENDRE, integrator="rk4", steps=2)), batch=8)
+    report = rkcompile.analyze(build(parse_spec(SPEC.format(weights=LEGENDRE, integrator="rk4", steps=2))), batch=8)
     assert report.total.parameters == 3 * (4 * 8 + 8 + 16 + 32 + 4) and report.total.flops > 0
 
 
@@ -267,12 +267,12 @@ def test_save_load_and_analyze_a_continuous_basis(tmp_path):
 ])
 def test_bad_bases_are_located_errors(weights, message):
     with pytest.raises(SpecError) as e:
-        load_spec(SPEC.format(weights=weights, integrator="rk4", steps=2))
+        parse_spec(SPEC.format(weights=weights, integrator="rk4", steps=2))
     assert str(e.value).endswith(message), str(e.value)
 
 
 def test_projecting_a_per_evaluation_model_is_an_error(tmp_path):
-    m = build(SPEC.format(weights="per-evaluation", integrator="rk4", steps=2))
+    m = build(parse_spec(SPEC.format(weights="per-evaluation", integrator="rk4", steps=2)))
     with pytest.raises(TransformError, match="project: no stage to transform: stage 0 has per-evaluation weights: "
                                              "project maps a basis theta"):
         project(m, pieces=2)
@@ -292,7 +292,7 @@ def test_projecting_a_per_evaluation_model_is_an_error(tmp_path):
      "legendre"),
 ])
 def test_cli_project_errors(tmp_path, args, message):
-    save(build(SPEC.format(weights=LINEAR, integrator="rk4", steps=2)), tmp_path / "m.pt")
+    save(build(parse_spec(SPEC.format(weights=LINEAR, integrator="rk4", steps=2))), tmp_path / "m.pt")
     result = CliRunner().invoke(cli, ["project", str(tmp_path / "m.pt"), *args, "-o", str(tmp_path / "o.pt")])
     assert result.exit_code == 1 and result.output.strip() == message
 
