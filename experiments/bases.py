@@ -60,7 +60,8 @@ output: {{classes: 10}}
 def network(basis: str, m: int, width: int, seed: int):
     """One basis stage of `width` channels, M pieces or nodes, trained with M - 1 or M rk4 steps."""
     steps = m if basis == "constant" else m - 1  # steps aligned with the pieces / elements
-    return rkcompile.build(SPEC.format(seed=seed, width=width, steps=steps, weights=BASES[basis].format(m=m)))
+    return rkcompile.build(rkcompile.parse_spec(SPEC.format(seed=seed, width=width, steps=steps,
+                                                        weights=BASES[basis].format(m=m))))
 
 
 def aligned(basis: str, m: int, steps: int) -> bool:
