@@ -57,6 +57,7 @@ class NodeMeta:
     time: Fraction | float | None = None  # t_n + c_i h of an evaluation
     weights: str | None = None  # module path of the F an evaluation runs (its weights' owner path)
     layer: str | None = None  # the layer's short name (conv1, bn1, ...)
+    mix: tuple[tuple[str, Fraction | float], ...] | None = None  # a continuous basis: (weights path, phi_beta(t))
 
     @property
     def unit(self) -> str | None:
