@@ -15,6 +15,7 @@ from torch import fx, nn
 
 from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
+from rkcompile.integrators import block_c, layout, lowering
 from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan
 from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
@@ -60,6 +61,7 @@ class Compiler:
         self.graph = fx.Graph()
         self.functions: list[str] = []  # targets of every F created, used by the graph or not
         self.controller_states: dict[int, fx.Node] = {}
+        self.steppers: dict[int, object] = {}  # stage → the lowering of a family that carries history
 
     def compile(self) -> fx.GraphModule:
         """Lower the whole spec: input, stem, stages, head; lint the graph and wrap it in a GraphModule."""
@@ -138,7 +140,8 @@ class Compiler:
         shape, tableau, blocks = plan.shape, stage.tableau, stage.blocks
         learned = stage.step.learn != "none"
         step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
-        targets = stage.weights.functions(n, blocks, tableau.stages)
+        targets = stage.weights.functions(n, blocks, layout(tableau, blocks))
+        lower = lowering(stage.family, step, self, n, stage)
         parts = [self._new_f(stage, plan, target) for target, _ in targets]
         after_name = stage.module.after_activation()
         after = activation(after_name)
@@ -150,10 +153,10 @@ class Compiler:
             def evaluate(z: fx.Node, i: int, b: int = b, name: str = name, base: dict = base) -> fx.Node:
                 index = stage.weights.select(b, i, blocks, tableau)
                 (target, label), part = targets[index], parts[index]
-                meta = dict(base, eval=i + 1, weights=label, time=(b + tableau.c[i]) * stage.h)
+                meta = dict(base, eval=i + 1, weights=label, time=(b + block_c(tableau, b)[i]) * stage.h)
                 return self.call_part(z, part, target, f"{name}_k{i + 1}", meta)
 
-            x = stage.family.lower(self.graph, x, step, evaluate, name, dict(base, role="output"), scale)
+            x = lower(self.graph, x, step, evaluate, name, dict(base, role="output"), scale)
             if after is not None:
                 x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", dict(base, role="after"))
         return x

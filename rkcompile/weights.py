@@ -45,14 +45,17 @@ class PerEvaluation(WeightMode):
     kind: Literal["per-evaluation"]
     per_block: ClassVar[bool] = True
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[tuple[str, str]]:
-        """stage{n}.block{b}.eval{i} for every evaluation."""
+    def functions(self, n: int, blocks: int, stages) -> list[tuple[str, str]]:
+        """stage{n}.block{b}.eval{i} for every evaluation (`stages`: per block, or one int for all blocks)."""
+        sizes = [stages] * blocks if isinstance(stages, int) else list(stages)
         return [(f"stage{n}.block{b}.eval{i + 1}", f"block{b}.eval{i + 1}") for b in range(blocks)
-                for i in range(stages)]
+                for i in range(sizes[b])]
 
     def select(self, b: int, i: int, blocks: int, method) -> int:
         """Evaluation i of block b calls its own F."""
-        return b * method.stages + i
+        from rkcompile.integrators import first_evaluation
+
+        return first_evaluation(method, b) + i
 
 
 @register_weights
@@ -84,9 +87,10 @@ class Basis(WeightMode):
 
     def select(self, b: int, i: int, blocks: int, method) -> int:
         """The piece holding t_b + c_i h (Queiruga et al. 2020's rule, see `lowering.piece_index`)."""
+        from rkcompile.integrators import block_c
         from rkcompile.lowering import piece_index
 
-        return piece_index(b, method.c[i], blocks, self.pieces)
+        return piece_index(b, block_c(method, b)[i], blocks, self.pieces)
 
     def label(self) -> str:
         """basis(M)."""
