@@ -268,9 +268,10 @@ def _show(c) -> str:
 
 def _show_root(r: complex) -> str:
     r = complex(r)
+    re_ = 0.0 if abs(r.real) < 1e-9 else r.real
     if abs(r.imag) < 1e-9:
-        return f"{r.real:.6g}"
-    return f"{r.real:.6g}{'+' if r.imag >= 0 else '−'}{abs(r.imag):.6g}i"
+        return f"{re_:.6g}"
+    return f"{re_:.6g}{'+' if r.imag >= 0 else '−'}{abs(r.imag):.6g}i"
 
 
 # ---------------------------------------------------------------- the library

@@ -146,14 +146,13 @@ class MultistepStage:
         need = self.startup_steps + 1
         if blocks >= need:
             return None
-        t = self.startup
-        steps = self.startup_steps
-        what = (f"{self.name} reads {self.method.steps} steps of history: it needs {steps} start-up step"
-                f"{'s' if steps > 1 else ''} of {t.name} ({steps * t.stages} evaluations) before its first step")
+        t, steps = self.startup, self.startup_steps
+        what = (f"the start-up of {self.name}: it reads {self.method.steps} steps of history, so {steps} start-up "
+                f"step{'s' if steps > 1 else ''} of {t.name} ({steps * t.stages} evaluations) precede its first step")
         if evaluations is not None:
-            return f"a budget of {evaluations} evaluations cannot start {what}: give at least " \
-                   f"{self.evaluations_for(need)} evaluations"
-        return f"{blocks} steps cannot start {what}: give at least {need} steps"
+            return (f"a budget of {evaluations} evaluations does not cover {what}; give at least "
+                    f"{self.evaluations_for(need)} evaluations")
+        return f"{blocks} step{'s' if blocks > 1 else ''} do not cover {what}; give at least {need} steps"
 
     def check_previous(self, previous, stage, path: tuple) -> None:
         """Validate `startup: previous` against the stage before (see `check_previous`)."""
