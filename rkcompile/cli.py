@@ -161,9 +161,10 @@ def schema() -> None:
 def _register() -> None:
     """Add the commands that live in their own modules (drawing, transformations)."""
     from rkcompile.cli_draw import draw
+    from rkcompile.cli_integrators import integrators
     from rkcompile.cli_transform import COMMANDS
 
-    for command in (draw, *COMMANDS):
+    for command in (draw, integrators, *COMMANDS):
         cli.add_command(command)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rkcompile.errors import RkcompileError
 from rkcompile.registry import Registry
 
 __all__ = ["FAMILIES", "IntegratorFamily", "resolve_integrator", "lowering", "block_stages", "block_c",
@@ -30,6 +31,7 @@ class IntegratorFamily:
     resolve: Callable[[object], object]  # value → method (raises RkcompileError on a bad one)
     lower: Callable[..., object]  # (graph, y, plan, evaluate, name, meta, scale) → node of y_{n+1}
     start: Callable[..., Callable] | None = None  # (plan, compiler, n, stage) → a lowering that keeps history
+    names: Callable[[], list[str]] | None = None  # the built-in names, quoted when no family knows a name
 
 
 FAMILIES: Registry[IntegratorFamily] = Registry("integrator family")
@@ -41,7 +43,13 @@ def resolve_integrator(value: object) -> tuple[IntegratorFamily, object]:
         if family.knows(value):
             return family, family.resolve(value)
     first = FAMILIES.items()[0][1]
-    return first, first.resolve(value)
+    try:
+        return first, first.resolve(value)
+    except RkcompileError as e:
+        others = [f"{name}: {', '.join(f.names())}" for name, f in FAMILIES.items()[1:] if f.names is not None]
+        if not others or not isinstance(value, str):
+            raise
+        raise type(e)(f"{e}; or a method of another family ({'; '.join(others)})") from None
 
 
 def _rk_knows(value: object) -> bool:

@@ -294,9 +294,9 @@ def momentum(gamma=Fraction(9, 10), learn: bool = False) -> LinearMultistep:
                            theta=g, note=f"γ = {format_coefficient(g)}; v_0 = 0 (y_{{−1}} = y_0)")
 
 
-_SANDER = "Sander, Ablin, Blondel & Peyré (2021), Momentum Residual Neural Networks, ICML"
-_LU = "Lu, Zhong, Li & Dong (2018), Beyond Finite Layer Neural Networks, ICML (LM-ResNet)"
-_CHANG = "Chang, Meng, Haber, Ruthotto, Begert & Holtham (2018), Reversible Architectures for Arbitrarily Deep ResNets"
+_SANDER = "Sander et al. (2021), Momentum Residual Neural Networks, ICML"
+_LU = "Lu et al. (2018), Beyond Finite Layer Neural Networks, ICML (LM-ResNet)"
+_CHANG = "Chang et al. (2018), Reversible Architectures for Arbitrarily Deep Residual Neural Networks, AAAI"
 _AB = "Bashforth & Adams (1883)"
 
 MULTISTEP: dict[str, LinearMultistep] = {m.name: m for m in (
@@ -304,13 +304,13 @@ MULTISTEP: dict[str, LinearMultistep] = {m.name: m for m in (
     LinearMultistep("ab3", _f(1, 0, 0), tuple(Fraction(x, 12) for x in (23, -16, 5)), source=_AB, startup="kutta3"),
     LinearMultistep("ab4", _f(1, 0, 0, 0), tuple(Fraction(x, 24) for x in (55, -59, 37, -9)), source=_AB,
                     startup="rk4"),
-    LinearMultistep("leapfrog", _f(0, 1), _f(2, 0), source="explicit midpoint rule; " + _CHANG, startup="midpoint"),
+    LinearMultistep("leapfrog", _f(0, 1), _f(2, 0), source=_CHANG + " (leapfrog: the explicit two-step midpoint rule)", startup="midpoint"),
     LinearMultistep("lm-resnet", _f(1, 0), _f(1, 0), source=_LU, startup="euler", learn="k", alpha1=_f(-1, 1),
                     beta1=_f(0, 0), theta=0, init="k_n ~ U(−0.1, 0) as Lu et al. 2018", init_uniform=(-0.1, 0.0),
                     note="consistent with (1 + k_n) y' = F (Lu et al.'s modified equation)"),
     momentum(),
     LinearMultistep("second-order", _f(2, -1), _f(1, 0), derivative=2, startup="rest",
-                    source="Störmer–Verlet; second-order CNNs and Hamiltonian nets, " + _CHANG,
+                    source=_CHANG + " (Störmer–Verlet for y'' = F: second-order CNNs, Hamiltonian nets)",
                     note="y_{−1} = y_0 (zero initial velocity)"),
 )}
 

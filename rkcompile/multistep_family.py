@@ -178,9 +178,10 @@ def resolve_multistep(value: object) -> MultistepStage:
     if startup is None:
         startup = method.startup
         if startup is None:
-            raise TableauError(f"the inline multistep method {method.name!r} reads {method.steps} steps of history: "
-                               "name an explicit RK method for its start-up steps ('startup: rk4'), or 'startup: "
-                               "rest'") if method.steps > 1 else None
+            if method.steps > 1:
+                rest = ", or 'startup: rest'" if method.history[1] == 0 else ""
+                raise TableauError(f"the inline multistep method {method.name!r} reads {method.steps} steps of "
+                                   f"history: name an explicit RK method for its start-up steps ('startup: rk4'){rest}")
             startup = "euler"
     startup = startup.strip().lower()
     if startup == "rest" and method.history[1] > 0:
@@ -222,4 +223,5 @@ def check_previous(previous, stage, path: tuple) -> None:
                         f"({method.name}) and h ({format_coefficient(stage.h)}), found {found}", where, compile=False)
 
 
-FAMILIES.register("multistep", IntegratorFamily("multistep", _knows, resolve_multistep, _lower, start=_start))
+FAMILIES.register("multistep", IntegratorFamily("multistep", _knows, resolve_multistep, _lower, start=_start,
+                                                          names=list_multistep))

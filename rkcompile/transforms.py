@@ -21,12 +21,14 @@ from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError, SpecError, TransformError
 from rkcompile.exact import format_coefficient
 from rkcompile.planning import nearest_budgets
-from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared
+from rkcompile.multistep_family import MultistepIntegrator
+from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared, _integrator_form
 
 __all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size"]
 
 _STAGE = re.compile(r"stage(\d+)\.")
 _BLOCK = re.compile(r"stage(\d+)\.block(\d+)\.(?:eval(\d+)\.)?(.+)")
+_COEFFICIENT = re.compile(r"stage\d+\.block\d+\.(?:k|gamma)")  # learnable multistep coefficients (Lu, Sander)
 _PIECE = re.compile(r"stage(\d+)\.piece(\d+)\.(.+)")
 
 # new state_dict key -> (old key, factor the old value is multiplied by)
@@ -112,7 +114,18 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
         t = tableau or st.tableau
         if integrator is not None:
             data["integrator"] = copy.deepcopy(integrator)
-        if isinstance(st.weights, PerEvaluation):
+        multistep = hasattr(t, "blocks_for") or hasattr(st.tableau, "blocks_for")  # start-up blocks differ
+        if isinstance(st.weights, PerEvaluation) and multistep:
+            budget = st.total_evaluations
+            made = t.evaluations_for(steps) if steps is not None and hasattr(t, "evaluations_for") else \
+                (steps * t.stages if steps is not None else budget)
+            if made != budget:
+                raise TransformError(f"remanifest: stage {n} has per-evaluation weights, a fixed budget of {budget} "
+                                     f"evaluations; {steps} steps of {t.name} make {made}")
+            data.pop("steps", None)
+            data["evaluations"] = budget
+            renames[n] = _evaluation_order(n, st.tableau, st.blocks, t)
+        elif isinstance(st.weights, PerEvaluation):
             budget = st.total_evaluations
             if steps is not None and steps * t.stages != budget:
                 raise TransformError(f"remanifest: stage {n} has per-evaluation weights, a fixed budget of {budget} "
@@ -128,7 +141,7 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
                                      "evaluations per step")
             data.pop("steps", None)
             data["evaluations"] = budget
-            renames[n] = _evaluation_order(n, st.tableau.stages, t.stages)
+            renames[n] = _evaluation_order(n, st.tableau, st.blocks, t)
         else:
             new_steps = steps or st.blocks
             if new_steps != st.blocks:
@@ -213,15 +226,23 @@ def _fold(model):
 
 
 # ---------------------------------------------------------------- weight maps
-def _evaluation_order(n: int, s_old: int, s_new: int) -> Rename:
-    """New (block b, evaluation i) takes the F at flat evaluation index b * s_new + i - 1 of the old stage."""
+def _evaluation_order(n: int, old, old_blocks: int, new) -> Rename:
+    """New (block b, evaluation i) takes the F at the same flat evaluation index of the old stage.
+
+    The flat index of (b, i) is b * s + i - 1 for an RK method; a multistep method's start-up blocks hold more
+    evaluations than its steps (`integrators.first_evaluation`).
+    """
+    from rkcompile.integrators import block_stages, first_evaluation
+
+    where = [(b, i) for b in range(old_blocks) for i in range(1, block_stages(old, b) + 1)]
 
     def rename(key: str) -> tuple[str, float]:
         m = _BLOCK.fullmatch(key)
         if m is None or int(m[1]) != n or m[3] is None:
             return key, 1  # entry, stage-wide controller, or a per-block h (the block count is unchanged)
-        f = int(m[2]) * s_new + int(m[3]) - 1
-        return f"stage{n}.block{f // s_old}.eval{f % s_old + 1}.{m[4]}", 1
+        f = first_evaluation(new, int(m[2])) + int(m[3]) - 1
+        b, i = where[f] if f < len(where) else (f, 1)
+        return f"stage{n}.block{b}.eval{i}.{m[4]}", 1
 
     return rename
 
@@ -271,6 +292,8 @@ def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rena
             state[key] = fixed[key].detach().clone()
         elif source in old and old[source].shape == target.shape:
             state[key] = old[source].clone() if factor == 1 else old[source] * factor
+        elif _COEFFICIENT.fullmatch(key) and source not in old:  # a multistep scheme's learnable k_n or γ_n that
+            state[key] = target.clone()  # the old scheme did not have starts at its initial value
         else:  # the model was changed by hand after it was built: its weights no longer match its spec
             raise TransformError(f"{what}: the input model has no weights '{source}' of shape "
                                  f"{tuple(target.shape)} for '{key}'; was it modified after it was built?")
@@ -351,6 +374,8 @@ def _tableau(integrator):
     from rkcompile.integrators import resolve_integrator
 
     try:
+        if isinstance(integrator, dict) and _integrator_form(integrator) == "MultistepIntegrator":
+            return resolve_integrator(MultistepIntegrator.model_validate(integrator))[1]
         if isinstance(integrator, (str, dict)):
             return resolve_integrator(integrator if isinstance(integrator, str) else
                                       InlineTableau.model_validate(integrator))[1]

@@ -315,3 +315,67 @@ def test_check_summary_counts_start_up_evaluations():
     spec = load_spec(mlp_spec("ab4", "per-evaluation", "evaluations: 20"))
     stage = spec.stages[0]
     assert (stage.blocks, stage.total_evaluations) == (11, 20)  # 3 RK4 start-up steps (12) + 8 AB4 steps
+
+
+@pytest.mark.parametrize("pieces,order", [(1, 4), (2, 1)])
+def test_remanifest_a_basis_model_built_with_rk4_to_ab4(pieces, order):
+    """ContinuousNet's re-manifestation across families, against the exact flow of θ(t) in float64.
+
+    With one piece AB4 converges at order 4; across a piece boundary its history f_{n−j} still holds the previous
+    piece's F, a jump of size O(1) weighted by h: AB4 falls to first order (RK4 keeps order 4 by the open-set rule).
+    """
+    from rkcompile import remanifest
+
+    ms = [reference_matrix(50 + p) for p in range(pieces)]
+    model = build(linear_spec("rk4", steps=8, weights=f"{{kind: basis, pieces: {pieces}}}", T="2")).double()
+    set_weights(model, {f"stage0.piece{p}": m for p, m in enumerate(ms)})
+    y0 = np.array([0.3, -0.2, 0.5])
+    exact = y0
+    for m in ms:
+        exact = expm(m, 2 / pieces) @ exact
+    counts, errors = [16, 32, 64, 128], []
+    for steps in counts:
+        ab4 = remanifest(model, integrator="ab4", steps=steps)
+        assert ab4.spec.stages[0].tableau.name == "ab4" and count(ab4) == count(model)
+        errors.append(np.abs(run(ab4, y0) - exact).max())
+    slope = np.polyfit(np.log([1 / s for s in counts]), np.log(errors), 1)[0]
+    assert abs(slope - order) < 0.3, (errors, slope)
+
+
+def test_remanifest_per_evaluation_keeps_the_budget_and_the_evaluation_order():
+    from rkcompile import remanifest
+
+    model = build(mlp_spec("rk4", "per-evaluation", "evaluations: 16")).double()
+    ab4 = remanifest(model, integrator="ab4")  # 3 RK4 start-up steps (12 evaluations) + 4 AB4 steps
+    assert ab4.spec.stages[0].blocks == 7 and count(ab4) == count(model)
+    old = dict(model.named_parameters())
+    new = dict(ab4.named_parameters())
+    assert torch.equal(new["stage0.block3.eval1.fc1.weight"], old["stage0.block3.eval1.fc1.weight"])  # flat 12
+    assert torch.equal(new["stage0.block6.eval1.fc1.weight"], old["stage0.block3.eval4.fc1.weight"])  # flat 15
+    back = remanifest(ab4, integrator="rk4")
+    assert all(torch.equal(p, old[n]) for n, p in back.named_parameters())
+    lm = remanifest(model, integrator="lm-resnet")
+    assert count(lm) == count(model) + 15
+    with pytest.raises(Exception, match="a fixed budget of 16 evaluations; 5 steps of ab4 make 16|5 steps of ab4"):
+        remanifest(model, integrator="ab4", steps=5)
+
+
+def test_refine_a_basis_ab3_model_keeps_theta():
+    from rkcompile import refine
+
+    model = build(mlp_spec("ab3", "{kind: basis, pieces: 2}", "steps: 8")).double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    split = refine(model, steps=False)
+    assert torch.allclose(split(x), model(x), atol=1e-14) and count(split) == 2 * count(model)
+    finer = refine(model)
+    assert finer.spec.stages[0].blocks == 16
+
+
+def test_save_and_load_round_trip_a_multistep_model(tmp_path):
+    from rkcompile import load, save
+
+    model = build(mlp_spec("lm-resnet", "per-evaluation", "evaluations: 6"))
+    save(model, tmp_path / "m.pt")
+    again = load(tmp_path / "m.pt")
+    x = torch.randn(3, 4)
+    assert torch.equal(again(x), model(x)) and again.spec.stages[0].tableau.name == "lm-resnet"

@@ -41,6 +41,10 @@ class BlockView:
     shortcut: list[str] = field(default_factory=list)  # entry: the shortcut's layers
     epsilon: Fraction | float | None = None  # entry (stitch): scale of R(x)
     after: str | None = None  # activation applied after the residual sum
+    history: list[tuple[str, Fraction | float | str, str | None]] = field(default_factory=list)  # multistep terms:
+    # (y_{n−j} or f_{n−j}, its coefficient, the learnable coefficient multiplying it or None)
+    skip: Fraction | float = 1  # the coefficient of y_n in y_{n+1} (0 for leapfrog, 2 for second order)
+    startup: str | None = None  # the RK method of a multistep stage's start-up step
     nodes: int = 0
     f_nodes: set[str] = field(default_factory=set, repr=False)
 
@@ -59,8 +63,10 @@ class BlockView:
         evals = tuple((_key(e.offset), tuple(e.layers), tuple(e.scales)) for e in self.evaluations)
         into = tuple((j, i, _key(a)) for j, i, a in self.into)
         out = tuple((i, _key(b)) for i, b in self.out)
+        history = tuple((label, _key(c) if not isinstance(c, str) else c, learned)
+                        for label, c, learned in self.history)
         return (self.kind, self.stage, evals, into, out, tuple(self.layers), tuple(self.shortcut),
-                self.epsilon, self.after)
+                self.epsilon, self.after, history, self.skip, self.startup)
 
 
 def read_blocks(module: fx.GraphModule) -> list[BlockView]:
@@ -132,6 +138,13 @@ def _add(view: BlockView, node: fx.Node, rk: dict) -> None:
         view.into.append((rk["source"], rk["eval"], rk["coefficient"]))
     elif role == "output":
         view.out.append((rk["source"], rk["coefficient"]))
+        view.skip = rk.get("skip", view.skip) if rk.get("skip") is not None else view.skip
+        view.startup = rk.get("startup", view.startup)
+    elif role == "history":
+        if rk.get("history") == "y_n" and not rk.get("learned"):
+            view.skip = rk["coefficient"]
+        elif rk.get("history") != "learned":
+            view.history.append((rk["history"], rk["coefficient"], rk.get("learned")))
     elif role == "after":
         view.after = _function_name(node)
     elif role == "scale":

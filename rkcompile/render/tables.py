@@ -13,6 +13,7 @@ __all__ = ["ColourScale", "colour_value", "numbers", "legend", "totals", "stage_
 PALETTE = ("#ffffe5", "#fff7bc", "#fee391", "#fec44f", "#fe9929")
 #: Edge colours: a_ij·h into a stage input, b_i·h into the step's output.
 INTO, OUT = "#2166ac", "#1b7837"
+HISTORY = "#762a83"  # multistep terms from y_{n−j}, f_{n−j}
 _METRIC = {"inference": ("inference_peak", "inference peak"), "training": ("training_peak", "training peak")}
 
 
