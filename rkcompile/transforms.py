@@ -20,8 +20,8 @@ from torch import fx, nn
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError, SpecError, TransformError
 from rkcompile.exact import format_coefficient
-from rkcompile.planning import nearest_budgets
 from rkcompile.multistep_family import MultistepIntegrator
+from rkcompile.planning import nearest_budgets
 from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared, _integrator_form
 
 __all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size"]
