@@ -66,3 +66,14 @@ def test_the_history_is_live_state_in_the_memory_analysis():
     # AB4 keeps f_{n−1}, f_{n−2}, f_{n−3} alive across each step: three more states than Euler at its peak
     assert ab4.total.inference_peak - euler.total.inference_peak >= 2 * state
     assert ab4.total.parameters == euler.total.parameters
+
+
+def test_predicted_memory_of_multistep_stages_matches_the_measured():
+    import pytest
+
+    for integrator in ("ab4", "lm-resnet", "{method: momentum, learn: true}", "second-order"):
+        report = analyze(build(SPEC.replace("INTEGRATOR", integrator)), batch=16, measure=True)
+        for row in report.rows:
+            for field in ("inference_peak", "saved_bytes", "training_peak"):
+                predicted, measured = getattr(row, field), getattr(row, f"measured_{field}")
+                assert measured == pytest.approx(predicted, rel=0.05, abs=64), (integrator, row.label, field)
