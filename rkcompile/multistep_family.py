@@ -69,14 +69,15 @@ class MultistepIntegrator(Model):
             else:
                 method = get_multistep(self.method)
         except TableauError as e:
-            raise PlanError(str(e), ("alpha",) if inline else ("method",), compile=False) from None
+            field = "alpha" if inline else "gamma" if self.gamma is not None else "method"
+            raise PlanError(str(e), (field,), compile=False) from None
         if self.startup is not None and self.startup.strip().lower() not in STARTUP_KEYWORDS:
             from rkcompile.tableaux import get_tableau
 
             try:
                 get_tableau(self.startup)
             except TableauError as e:
-                raise PlanError(f"startup: {e}", ("startup",), compile=False) from None
+                raise PlanError(f"the start-up method: {e}", ("startup",), compile=False) from None
         self._resolved = method
         return self
 

@@ -379,3 +379,40 @@ def test_save_and_load_round_trip_a_multistep_model(tmp_path):
     again = load(tmp_path / "m.pt")
     x = torch.randn(3, 4)
     assert torch.equal(again(x), model(x)) and again.spec.stages[0].tableau.name == "lm-resnet"
+
+
+BAD = [
+    ("{method: ab3, alpha: [1, 0], beta: [1, 0]}", "stages[0].integrator: give a built-in 'method' (ab2, ab3, ab4, "
+     "leapfrog, lm-resnet, momentum, second-order) or inline 'alpha' and 'beta', not both"),
+    ("{startup: rk4}", "stages[0].integrator: give 'method' or inline 'alpha' and 'beta'"),
+    ("{alpha: [1, 0]}", "an inline multistep method needs both 'alpha' and 'beta'; 'beta' is missing"),
+    ("{method: ab3, gamma: 0.5}", "stages[0].integrator.gamma: 'gamma' sets the momentum of 'method: momentum', "
+     "found method 'ab3'"),
+    ("{method: ab2, startup: rk5}", "stages[0].integrator.startup: the start-up method: unknown tableau 'rk5' (did you mean 'dopri5'?)"),
+    ("{method: ab2, startup: rest}", "'startup: rest' sets y_{−j} = y_0 but ab2 also reads past values of F (β_1 ≠ 0)"),
+    ("{method: momentum, gamma: 1}", "stages[0].integrator.gamma: multistep method 'momentum' is not zero-stable: "
+     "ρ(ζ) = ζ^2 − 2ζ + 1 has the double root ζ = 1 on the unit circle"),
+    ("{method: ab9}", "stages[0].integrator.method: unknown multistep method 'ab9'"),
+    ("{alpha: [1, 0], beta: [1, 0], derivative: 3}", "stages[0].integrator.derivative: "),
+    ("ab5", "stages[0].integrator: unknown tableau 'ab5'"),
+]
+
+
+@pytest.mark.parametrize("integrator,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_multistep_integrators_are_located_errors(integrator, message):
+    from rkcompile.errors import SpecError
+
+    with pytest.raises(SpecError) as info:
+        load_spec(mlp_spec(integrator, "shared", "steps: 6"), file="x.yaml")
+    text = str(info.value)
+    assert text.startswith("x.yaml:7:") and "\n" not in text, text
+    assert message in text, text
+
+
+def test_a_learnable_step_size_is_refused_for_a_multistep_stage():
+    from rkcompile.errors import SpecError
+
+    spec = mlp_spec("ab2", "per-evaluation", "evaluations: 6") + "    step: {learn: scalar}\n"
+    with pytest.raises(SpecError, match=r"stages\[0\]\.step\.learn: a learnable step size scales each block of an RK "
+                                        r"integrator; ab2 carries history"):
+        load_spec(spec)
