@@ -181,14 +181,13 @@ def _zero(c) -> bool:
 
 def _root_condition(alpha, q: int) -> str | None:
     """None when ρ satisfies the root condition, else the offending root in words."""
-    rho = [Fraction(1), *(-a for a in alpha)] if all(isinstance(a, Fraction) for a in alpha) else \
-        [1.0, *(-float(a) for a in alpha)]
-    roots = [complex(r) for r in np.roots([float(c) for c in rho])]
+    exact = all(isinstance(a, Fraction) for a in alpha)
+    rho = [Fraction(1), *(-a for a in alpha)] if exact else [1.0, *(-float(a) for a in alpha)]
+    roots = _distinct_roots(rho) if exact else [complex(r) for r in np.roots(rho)]
     for r in sorted(roots, key=lambda r: -abs(r)):
         if abs(r) > 1 + _TOL:
             return f"ρ(ζ) = {_poly(rho)} has the root ζ = {_show_root(r)} outside the unit circle (root condition)"
-    repeated = _repeated_roots(rho, roots, q)
-    for r in repeated:
+    for r in _repeated_roots(rho, roots, q, exact):
         if abs(abs(r) - 1) <= 1e-6:
             times = "double" if q == 1 else "triple"
             return (f"ρ(ζ) = {_poly(rho)} has the {times} root ζ = {_show_root(r)} on the unit circle (root condition: "
@@ -196,21 +195,33 @@ def _root_condition(alpha, q: int) -> str | None:
     return None
 
 
-def _repeated_roots(rho, roots: list[complex], q: int) -> list[complex]:
+def _distinct_roots(p: list) -> list[complex]:
+    """The roots of a rational polynomial, each once: those of its square-free part p / gcd(p, p′) (exact)."""
+    g = _gcd(p, _derivative(p))
+    free = _quotient(p, g) if len(g) > 1 else p
+    return [complex(r) for r in np.roots([float(c) for c in free])] if len(free) > 1 else []
+
+
+def _repeated_roots(rho, roots: list[complex], q: int, exact: bool) -> list[complex]:
     """Roots of multiplicity > q: exactly, as the roots of gcd(ρ, ρ', …, ρ^(q)), for rational coefficients."""
-    if isinstance(rho[0], Fraction):
-        g = rho
-        d = rho
+    if exact:
+        g, d = rho, rho
         for _ in range(q):
             d = _derivative(d)
             g = _gcd(g, d)
-        if len(g) <= 1:
-            return []
-        return [complex(r) for r in np.roots([float(c) for c in g])]
-    out = []
-    for r in roots:
-        if sum(abs(s - r) < 1e-5 for s in roots) > q:
-            out.append(r)
+        return _distinct_roots(g) if len(g) > 1 else []
+    return [r for r in roots if sum(abs(s - r) < 1e-5 for s in roots) > q]
+
+
+def _quotient(p: list, d: list) -> list:
+    """p / d for an exact divisor d (Fraction coefficients, highest degree first)."""
+    p, out = list(p), []
+    while len(p) >= len(d):
+        f = p[0] / d[0]
+        out.append(f)
+        for i in range(len(d)):
+            p[i] -= f * d[i]
+        p.pop(0)
     return out
 
 

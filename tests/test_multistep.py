@@ -121,5 +121,18 @@ def test_ab2_has_no_inverse_step():
 def test_bad_shapes_are_rejected():
     with pytest.raises(TableauError, match="same positive length"):
         LinearMultistep("bad", (F(1),), (F(1), F(0)))
-    with pytest.raises(TableauError, match="unknown multistep method 'ab5' \\(did you mean 'ab2'\\?\\)"):
+    with pytest.raises(TableauError, match="unknown multistep method 'ab5' \\(did you mean 'ab4'\\?\\)"):
         get_multistep("ab5")
+
+
+def test_every_multistep_method_is_documented_with_its_order():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "spec.md").read_text()
+    rows = re.findall(r"^\| (`[\w-]+`(?:, `[\w-]+`)*) \| k = ([\d, ]+) \| ([\d, ]+) \|", doc, flags=re.M)
+    facts = {}
+    for names, steps, orders in rows:
+        for name, k, p in zip(re.findall(r"`(.+?)`", names), steps.split(", "), orders.split(", ")):
+            facts[name] = (int(k), int(p))
+    assert facts == {n: (get_multistep(n).steps, get_multistep(n).order) for n in list_multistep()}
