@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.lowering import StepPlan, lower_step
 
 __all__ = ["MultistepStepper"]
@@ -27,7 +28,7 @@ class MultistepStepper:
         self.ys: list[fx.Node] = list(previous.ys) if previous is not None else []  # y_{n−1}, y_{n−2}, …
         self.fs: list[fx.Node] = list(previous.fs) if previous is not None else []  # f_{n−1}, f_{n−2}, …
 
-    def __call__(self, graph: fx.Graph, y: fx.Node, plan: StepPlan, evaluate, name: str, meta: dict,
+    def __call__(self, graph: fx.Graph, y: fx.Node, plan: StepPlan, evaluate, name: str, meta: NodeMeta,
                  scale=None) -> fx.Node:
         """Emit block b (a start-up RK step or a multistep step) from y_n; returns y_{n+1}."""
         b, self.block = self.block, self.block + 1
@@ -42,7 +43,7 @@ class MultistepStepper:
                 return k
 
             start = StepPlan(self.method.startup, plan.h, plan.epsilon)
-            out = lower_step(graph, y, start, evaluate_first, name, dict(meta, startup=self.method.startup.name))
+            out = lower_step(graph, y, start, evaluate_first, name, meta.but(startup=self.method.startup.name))
             self._push(y, first[0])
             return out
         k = evaluate(y, 0)
@@ -65,7 +66,7 @@ class MultistepStepper:
                 terms.append((k if j == 0 else self.fs[j - 1], hq * c, f"fm{j}" if j else "y1", _label("f", j)))
         return terms
 
-    def _combine(self, graph: fx.Graph, y: fx.Node, k: fx.Node, plan: StepPlan, name: str, meta: dict,
+    def _combine(self, graph: fx.Graph, y: fx.Node, k: fx.Node, plan: StepPlan, name: str, meta: NodeMeta,
                  b: int) -> fx.Node:
         lmm = self.lmm
         hq = plan.h ** lmm.derivative
@@ -81,12 +82,12 @@ class MultistepStepper:
         if lmm.learn:
             theta = self._parameter(b, meta)
             w_terms = self._terms(y, k, lmm.alpha1, lmm.beta1, hq)
-            w = _sum(graph, None, w_terms, f"{name}_{lmm.learn}", dict(meta, learned=lmm.learn), eps, None)
+            w = _sum(graph, None, w_terms, f"{name}_{lmm.learn}", meta.but(learned=lmm.learn), eps, None)
             out = graph.create_node("call_function", torch.addcmul, (out, theta, w), {}, name=f"{name}_{lmm.learn}")
-            out.meta["rk"] = dict(meta, role="history", history="learned", coefficient=lmm.learn, learned=lmm.learn)
+            put(out, meta.but(role=Role.HISTORY, history="learned", learned=lmm.learn))
         return out
 
-    def _parameter(self, b: int, meta: dict) -> fx.Node:
+    def _parameter(self, b: int, meta: NodeMeta) -> fx.Node:
         """The step's learnable coefficient θ_n (LM-ResNet's k_n, momentum's γ_n) at stage{n}.block{b}.{name}."""
         lmm, target = self.lmm, f"stage{self.n}.block{b}"
         try:
@@ -96,10 +97,10 @@ class MultistepStepper:
             owner = self.compiler.root.get_submodule(target)
         value = torch.empty(()).uniform_(*lmm.init_uniform) if lmm.init_uniform else torch.tensor(float(lmm.theta))
         owner.register_parameter(lmm.learn, nn.Parameter(value))
-        return self.compiler.get_attr(f"{target}.{lmm.learn}", dict(meta, role="parameter"))
+        return self.compiler.get_attr(f"{target}.{lmm.learn}", meta.but(role=Role.PARAMETER))
 
 
-def _sum(graph: fx.Graph, base, terms, name: str, meta: dict, eps, skip) -> fx.Node:
+def _sum(graph: fx.Graph, base, terms, name: str, meta: NodeMeta, eps, skip) -> fx.Node:
     """base + Σ coefficient·node, one node per term; the k term is an "output" node as in an RK step."""
     out = base
     for node, coef, suffix, label in terms:
@@ -109,10 +110,11 @@ def _sum(graph: fx.Graph, base, terms, name: str, meta: dict, eps, skip) -> fx.N
         else:
             kwargs = {} if value == 1 else {"alpha": float(value)}
             new = graph.create_node("call_function", torch.add, (out, node), kwargs, name=f"{name}_{suffix}")
-        if suffix == "y1" and "learned" not in meta:
-            new.meta["rk"] = dict(meta, role="output", eval=1, source=1, coefficient=coef, skip=skip)
+        if suffix == "y1" and meta.learned is None:
+            put(new, meta.but(role=Role.OUTPUT, evaluation=1, source=1, coefficient=coef,
+                              skip=None if skip == 1 else skip))
         else:
-            new.meta["rk"] = dict(meta, role="history", history=label, coefficient=coef)
+            put(new, meta.but(role=Role.HISTORY, history=label, coefficient=coef))
         out = new
     return out
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from rkcompile import analyze, build
+from rkcompile import analyze, parse_spec
+from rkcompile import build as build_spec
 from rkcompile.cli import cli
 from rkcompile.multistep import list_multistep
 from rkcompile.render import to_dot
 from rkcompile.tableaux import list_tableaux
+
+
+def build(text: str):
+    """Compile a spec written as YAML text."""
+    return build_spec(parse_spec(text))
+
 
 
 def test_integrators_lists_both_families_with_order_history_and_stability():

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from rkcompile import build, load_spec
+from rkcompile import build as build_spec
+from rkcompile import parse_spec
 from rkcompile.multistep import get_multistep
 from rkcompile.tableaux import get_tableau
+
+
+def build(text: str):
+    """Compile a spec written as YAML text."""
+    return build_spec(parse_spec(text))
+
 
 # the methods written out from the literature, independent of the library: (α by lag, β by lag, start-up RK)
 TEXTBOOK = {
@@ -312,7 +319,7 @@ stages:
 
 
 def test_check_summary_counts_start_up_evaluations():
-    spec = load_spec(mlp_spec("ab4", "per-evaluation", "evaluations: 20"))
+    spec = parse_spec(mlp_spec("ab4", "per-evaluation", "evaluations: 20"))
     stage = spec.stages[0]
     assert (stage.blocks, stage.total_evaluations) == (11, 20)  # 3 RK4 start-up steps (12) + 8 AB4 steps
 
@@ -403,7 +410,7 @@ def test_bad_multistep_integrators_are_located_errors(integrator, message):
     from rkcompile.errors import SpecError
 
     with pytest.raises(SpecError) as info:
-        load_spec(mlp_spec(integrator, "shared", "steps: 6"), file="x.yaml")
+        parse_spec(mlp_spec(integrator, "shared", "steps: 6"), file="x.yaml")
     text = str(info.value)
     assert text.startswith("x.yaml:7:") and "\n" not in text, text
     assert message in text, text
@@ -415,4 +422,4 @@ def test_a_learnable_step_size_is_refused_for_a_multistep_stage():
     spec = mlp_spec("ab2", "per-evaluation", "evaluations: 6") + "    step: {learn: scalar}\n"
     with pytest.raises(SpecError, match=r"stages\[0\]\.step\.learn: a learnable step size scales each block of an RK "
                                         r"integrator; ab2 carries history"):
-        load_spec(spec)
+        parse_spec(spec)
