@@ -29,6 +29,7 @@ _WHERE = {
     "load": "rkcompile.artifact",
     "save": "rkcompile.artifact",
     "build": "rkcompile.compiler",
+    "compile": "rkcompile.regional",
     "Limits": "rkcompile.limits",
     "load_spec": "rkcompile.load",
     "parse_spec": "rkcompile.load",
