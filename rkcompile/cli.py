@@ -228,9 +228,10 @@ def _register() -> None:
     """Add the commands that live in their own modules (drawing, transformations)."""
     from rkcompile.cli_draw import draw
     from rkcompile.cli_export import COMMANDS as PACKAGE_COMMANDS
+    from rkcompile.cli_integrators import integrators
     from rkcompile.cli_transform import COMMANDS
 
-    for command in (draw, *COMMANDS, *PACKAGE_COMMANDS):
+    for command in (draw, integrators, *COMMANDS, *PACKAGE_COMMANDS):
         cli.add_command(command)
 
 

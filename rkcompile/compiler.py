@@ -19,6 +19,7 @@ from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
 from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.graphmeta import Part as EntryPart
+from rkcompile.integrators import block_c, layout, lowering
 from rkcompile.limits import Limits, check_counts, estimate, needs_exact
 from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan
@@ -79,6 +80,7 @@ class Compiler:
         self.graph = fx.Graph()
         self.functions: list[str] = []  # targets of every F created, used by the graph or not
         self.controller_states: dict[int, fx.Node] = {}
+        self.steppers: dict[int, object] = {}  # stage → the lowering of a family that carries history
 
     def compile(self) -> fx.GraphModule:
         """Lower the whole spec: input, stem, stages, head; lint the graph and wrap it in a GraphModule."""
@@ -156,7 +158,8 @@ class Compiler:
         shape, tableau, blocks = plan.shape, stage.tableau, stage.blocks
         learned = stage.step.learn != "none"
         step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
-        targets = stage.weights.functions(n, blocks, tableau.stages)
+        targets = stage.weights.functions(n, blocks, layout(tableau, blocks))
+        lower = lowering(stage.family, step, self, n, stage)
         parts = [self._new_f(stage, plan, target) for target in targets]
         after_name = stage.module.after_activation()
         after = activation(after_name)
@@ -169,7 +172,7 @@ class Compiler:
                 terms = stage.weights.mix(b, i, blocks, tableau)
                 target, part = targets[terms[0][0]], parts[terms[0][0]]
                 meta = base.but(evaluation=i + 1, weights=target, piece=naming.parse(target).piece,
-                                time=(b + tableau.c[i]) * stage.h)
+                                time=(b + block_c(tableau, b)[i]) * stage.h)
                 name = naming.node_name(naming.evaluation(n, b, i + 1))
                 if stage.weights.mixes:  # theta(t) = sum_beta phi_beta(t) theta_beta, even with one term
                     from rkcompile.mixing import call_mixed
@@ -178,7 +181,7 @@ class Compiler:
                     return call_mixed(self, z, [parts[j] for j, _ in terms], mix, name, meta.but(mix=mix))
                 return self.call_part(z, part, target, name, meta)
 
-            x = stage.family.lower(self.graph, x, step, evaluate, name, base.but(role=Role.OUTPUT), scale)
+            x = lower(self.graph, x, step, evaluate, name, base.but(role=Role.OUTPUT), scale)
             if after is not None:
                 x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", base.but(role=Role.AFTER))
         return x

@@ -32,6 +32,7 @@ class Role(str, Enum):
     SCALE = "scale"  # k_i times the learned step size
     PARAMETER = "parameter"  # a get_attr of a block's own tensor (its h)
     CONTROLLER = "controller"  # a step-size controller's nodes (Yang et al. 2020)
+    HISTORY = "history"  # a multistep step adds a carried term: α_j y_{n−j} or β_j h f_{n−j}
 
 
 class Part(str, Enum):
@@ -58,6 +59,10 @@ class NodeMeta:
     weights: str | None = None  # module path of the F an evaluation runs (its weights' owner path)
     layer: str | None = None  # the layer's short name (conv1, bn1, ...)
     mix: tuple[tuple[str, Fraction | float], ...] | None = None  # a continuous basis: (weights path, phi_beta(t))
+    history: str | None = None  # the carried term a history node adds ("y_{n−1}", "f_{n−2}", "y_n")
+    learned: str | None = None  # the learnable per-step coefficient multiplying it ("k", "gamma")
+    skip: Fraction | float | None = None  # y_n's coefficient in y_{n+1} when it is not 1 (leapfrog: 0)
+    startup: str | None = None  # the RK method of a multistep stage's start-up step
 
     @property
     def unit(self) -> str | None:

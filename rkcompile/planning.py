@@ -56,6 +56,9 @@ def plan_network(spec) -> NetworkPlan:
         stem, shape = f.result(), f.shape
     stages = []
     for n, stage in enumerate(spec.stages):
+        check = getattr(stage.tableau, "check_previous", None)  # history carried across a stage boundary
+        if check is not None:
+            check(spec.stages[n - 1] if n else None, stage, ("stages", n))
         stages.append(plan_stage(stage, shape, ("stages", n)))
         shape = stages[-1].shape
     head = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, PrivateAttr, Strict, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, model_validator
 
 from rkcompile.entries import ENTRIES, NoEntry, StageEntry, Stitch, Transition
 from rkcompile.errors import RkcompileError
@@ -25,6 +25,7 @@ from rkcompile.functions.mlp import Mlp
 from rkcompile.heads import HEADS, Classifier, HeadKind
 from rkcompile.layers import LAYERS, Act, Conv, Dropout, Linear, Norm, Pool
 from rkcompile.layers import Layer as _LayerBase
+from rkcompile.multistep_family import MultistepIntegrator
 from rkcompile.shapes import PlanError
 from rkcompile.stems import STEMS, ConvStem, LayersStem, StemKind
 from rkcompile.weights import WEIGHTS, Basis, PerEvaluation, Shared, WeightMode
@@ -132,6 +133,21 @@ class InlineTableau(_Model):
         return self._tableau
 
 
+def _integrator_form(value: object) -> str:
+    """Which form an `integrator` value is: a name, an inline tableau, or a multistep mapping."""
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, MultistepIntegrator) or (
+            isinstance(value, dict) and set(value) & set(MultistepIntegrator.model_fields) - {"name", "source"}):
+        return "MultistepIntegrator"
+    return "InlineTableau"
+
+
+Integrator = Annotated[Union[Annotated[str, Tag("str")], Annotated[InlineTableau, Tag("InlineTableau")],
+                             Annotated[MultistepIntegrator, Tag("MultistepIntegrator")]],
+                       Discriminator(_integrator_form)]
+
+
 # ---------------------------------------------------------------- stage and spec
 class Stage(_Model):
     """A run of residual blocks integrating dy/dt = F(y, t) with one integrator and one weight layout."""
@@ -141,7 +157,7 @@ class Stage(_Model):
     features: PositiveInt | None = None
     entry: Entry = NoEntry(kind="none")
     module: Module
-    integrator: Union[str, InlineTableau] = "euler"
+    integrator: Integrator = "euler"
     evaluations: PositiveInt | None = None
     steps: PositiveInt | None = None
     weights: Weights = PerEvaluation(kind="per-evaluation")
@@ -171,7 +187,15 @@ class Stage(_Model):
             if value is not None and value.value <= 0:
                 raise PlanError(f"the step size must be positive, found {value}", ("step", field))
         method = self._method
-        if self.evaluations is not None and self.evaluations % method.stages:
+        if hasattr(method, "budget_error"):  # a method whose start-up blocks differ from its steps
+            blocks = self.steps if self.steps is not None else method.blocks_for(self.evaluations)
+            problem = method.budget_error(blocks, self.evaluations)
+            if problem is not None:
+                raise PlanError(problem, ("evaluations" if self.evaluations is not None else "steps",))
+            if self.step.learn != "none":
+                raise PlanError(f"a learnable step size scales each block of an RK integrator; {method.name} carries "
+                                "history from step to step: use 'learn: none'", ("step", "learn"))
+        elif self.evaluations is not None and self.evaluations % method.stages:
             from rkcompile.planning import nearest_budgets
 
             valid = nearest_budgets(self.evaluations, method.stages)
@@ -209,11 +233,15 @@ class Stage(_Model):
         """Number of blocks (integrator steps); the budget divides, checked at validation."""
         if self.steps is not None:
             return self.steps
+        if hasattr(self.tableau, "blocks_for"):
+            return self.tableau.blocks_for(self.evaluations)
         return self.evaluations // self.tableau.stages
 
     @property
     def total_evaluations(self) -> int:
-        """Number of F evaluations in the stage (blocks x stages of the pruned tableau)."""
+        """Number of F evaluations in the stage (blocks x stages of the pruned tableau; start-up steps included)."""
+        if hasattr(self.tableau, "evaluations_for"):
+            return self.tableau.evaluations_for(self.blocks)
         return self.blocks * self.tableau.stages
 
 

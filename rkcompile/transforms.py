@@ -22,11 +22,14 @@ from rkcompile.errors import RkcompileError, SpecError, TransformError
 from rkcompile.exact import format_coefficient
 from rkcompile.graphmeta import Role
 from rkcompile.model import graph_size, parameter_count
+from rkcompile.multistep_family import MultistepIntegrator
 from rkcompile.planning import nearest_budgets
-from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared
+from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared, _integrator_form
 
 __all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size",
            "basis_data", "combine_pieces"]
+
+_COEFFICIENTS = ("k", "gamma")  # a block's learnable multistep coefficient: LM-ResNet's k_n, momentum's γ_n
 
 # new state_dict key -> (old key, factor the old value is multiplied by)
 Rename = Callable[[str], tuple[str, float]]
@@ -106,7 +109,18 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
         t = tableau or st.tableau
         if integrator is not None:
             data["integrator"] = copy.deepcopy(integrator)
-        if isinstance(st.weights, PerEvaluation):
+        multistep = hasattr(t, "blocks_for") or hasattr(st.tableau, "blocks_for")  # start-up blocks differ
+        if isinstance(st.weights, PerEvaluation) and multistep:
+            budget = st.total_evaluations
+            made = t.evaluations_for(steps) if steps is not None and hasattr(t, "evaluations_for") else \
+                (steps * t.stages if steps is not None else budget)
+            if made != budget:
+                raise TransformError(f"remanifest: stage {n} has per-evaluation weights, a fixed budget of {budget} "
+                                     f"evaluations; {steps} steps of {t.name} make {made}")
+            data.pop("steps", None)
+            data["evaluations"] = budget
+            renames[n] = _evaluation_order(n, st.tableau, st.blocks, t)
+        elif isinstance(st.weights, PerEvaluation):
             budget = st.total_evaluations
             if steps is not None and steps * t.stages != budget:
                 raise TransformError(f"remanifest: stage {n} has per-evaluation weights, a fixed budget of {budget} "
@@ -122,7 +136,7 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
                                      "evaluations per step")
             data.pop("steps", None)
             data["evaluations"] = budget
-            renames[n] = _evaluation_order(n, st.tableau.stages, t.stages)
+            renames[n] = _evaluation_order(n, st.tableau, st.blocks, t)
         else:
             new_steps = steps or st.blocks
             if new_steps != st.blocks:
@@ -211,15 +225,23 @@ def _fold(model):
 
 
 # ---------------------------------------------------------------- weight maps
-def _evaluation_order(n: int, s_old: int, s_new: int) -> Rename:
-    """New (block b, evaluation i) takes the F at flat evaluation index b * s_new + i - 1 of the old stage."""
+def _evaluation_order(n: int, old, old_blocks: int, new) -> Rename:
+    """New (block b, evaluation i) takes the F at the same flat evaluation index of the old stage.
+
+    The flat index of (b, i) is b * s + i - 1 for an RK method; a multistep method's start-up blocks hold more
+    evaluations than its steps (`integrators.first_evaluation`).
+    """
+    from rkcompile.integrators import block_stages, first_evaluation
+
+    where = [(b, i) for b in range(old_blocks) for i in range(1, block_stages(old, b) + 1)]
 
     def rename(key: str) -> tuple[str, float]:
         p = naming.parse(key)
         if p.kind != "eval" or p.stage != n:
             return key, 1  # entry, stage-wide controller, or a per-block h (the block count is unchanged)
-        f = p.block * s_new + p.evaluation - 1
-        return f"{naming.evaluation(n, f // s_old, f % s_old + 1)}.{p.rest}", 1
+        f = first_evaluation(new, p.block) + p.evaluation - 1
+        b, i = where[f] if f < len(where) else (f, 1)
+        return f"{naming.evaluation(n, b, i)}.{p.rest}", 1
 
     return rename
 
@@ -292,6 +314,8 @@ def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rena
             source = source[0][0]
         elif source in old and old[source].shape == target.shape:
             state[key] = old[source].clone() if factor == 1 else old[source] * factor
+        elif naming.parse(key).kind == "block" and naming.parse(key).rest in _COEFFICIENTS and source not in old:  # a multistep scheme's learnable k_n or γ_n that
+            state[key] = target.clone()  # the old scheme did not have starts at its initial value
         else:  # the model was changed by hand after it was built: its weights no longer match its spec
             raise TransformError(f"{what}: the input model has no weights '{source}' of shape "
                                  f"{tuple(target.shape)} for '{key}'; was it modified after it was built?")
@@ -386,6 +410,8 @@ def _tableau(integrator):
     from rkcompile.integrators import resolve_integrator
 
     try:
+        if isinstance(integrator, dict) and _integrator_form(integrator) == "MultistepIntegrator":
+            return resolve_integrator(MultistepIntegrator.model_validate(integrator))[1]
         if isinstance(integrator, (str, dict)):
             return resolve_integrator(integrator if isinstance(integrator, str) else
                                       InlineTableau.model_validate(integrator))[1]

@@ -60,13 +60,16 @@ class PerEvaluation(WeightMode):
     kind: Literal["per-evaluation"]
     per_block: ClassVar[bool] = True
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[str]:
-        """stage{n}.block{b}.eval{i} for every evaluation."""
-        return [naming.evaluation(n, b, i + 1) for b in range(blocks) for i in range(stages)]
+    def functions(self, n: int, blocks: int, stages) -> list[str]:
+        """stage{n}.block{b}.eval{i} for every evaluation (`stages`: per block, or one int for all blocks)."""
+        sizes = [stages] * blocks if isinstance(stages, int) else list(stages)
+        return [naming.evaluation(n, b, i + 1) for b in range(blocks) for i in range(sizes[b])]
 
     def select(self, b: int, i: int, blocks: int, method) -> int:
         """Evaluation i of block b calls its own F."""
-        return b * method.stages + i
+        from rkcompile.integrators import first_evaluation
+
+        return first_evaluation(method, b) + i
 
 
 @register_weights
@@ -144,9 +147,10 @@ class Basis(WeightMode):
 
     def select(self, b: int, i: int, blocks: int, method) -> int:
         """The piece holding t_b + c_i h (Queiruga et al. 2020's rule, see `lowering.piece_index`)."""
+        from rkcompile.integrators import block_c
         from rkcompile.lowering import piece_index
 
-        return piece_index(b, method.c[i], blocks, self.size)
+        return piece_index(b, block_c(method, b)[i], blocks, self.size)
 
     @property
     def mixes(self) -> bool:
@@ -156,9 +160,11 @@ class Basis(WeightMode):
 
     def mix(self, b: int, i: int, blocks: int, method) -> tuple[tuple[int, object], ...]:
         """phi_beta(s) at s = (b + c_i) / blocks for the non-zero basis functions (exact for rational c)."""
+        from rkcompile.integrators import block_c
+
         if self.basis == "constant":
             return ((self.select(b, i, blocks, method), 1),)
-        c = method.c[i]
+        c = block_c(method, b)[i]
         s = Fraction(b + c) / blocks if isinstance(c, (int, Fraction)) else (b + c) / blocks
         return tuple(self.family.values(s, self.size, open_left=c > 0))
 

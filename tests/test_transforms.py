@@ -338,7 +338,8 @@ def test_controller_needs_weights():
      "stages 0 to 2"),
     ("specs/continuousnet-2-2-2.yaml", lambda m: remanifest(m, integrator="rk5"), "remanifest: unknown tableau 'rk5' "
      "(did you mean 'dopri5'?); valid names: euler, heun, midpoint, ralston, bs3, heun3, kutta3, ssprk3, rk4, "
-     "rk4-38, rkf45, cash-karp, dopri5, tsit5, pd8, verner89"),
+     "rk4-38, rkf45, cash-karp, dopri5, tsit5, pd8, verner89; or a method of another family (multistep: ab2, ab3, "
+     "ab4, leapfrog, lm-resnet, momentum, second-order)"),
     ("specs/continuousnet-2-2-2.yaml", lambda m: remanifest(m, integrator={"c": [0, 1], "A": [[0, 0], [1, 0]],
      "b": [1, 1]}), "remanifest: invalid inline tableau: tableau 'inline': not consistent: the weights b sum to 2 "
      "instead of 1 (difference 1)"),
@@ -425,7 +426,8 @@ def test_cli_interpolate_and_fold(tmp_path):
      "weights: interpolate doubles per-evaluation blocks; use refine instead"),
     (["remanifest", "{model}", "--integrator", "rk5", "-o", "{out}"], "error: remanifest: unknown tableau 'rk5' (did "
      "you mean 'dopri5'?); valid names: euler, heun, midpoint, ralston, bs3, heun3, kutta3, ssprk3, rk4, rk4-38, "
-     "rkf45, cash-karp, dopri5, tsit5, pd8, verner89"),
+     "rkf45, cash-karp, dopri5, tsit5, pd8, verner89; or a method of another family (multistep: ab2, ab3, ab4, "
+     "leapfrog, lm-resnet, momentum, second-order)"),
     (["fold", "{model}", "-o", "{out}"], "error: fold: no stage learns its step size (step.learn), so there is "
      "nothing to fold"),
     (["refine", "{missing}", "-o", "{out}"], "error: {missing}: no such file"),

@@ -148,14 +148,26 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
     c.node(y_out, f"<y<SUB>{nxt}</SUB>{after}>", shape="oval", group="spine")
     for i, b in first.out:
         c.edge(f"{uid}_k{i}", y_out, label=_coef(b) + suffix, color=tables.OUT, fontcolor=tables.OUT)
-    c.edge(y_in, y_out, label=_skip(first, opts), style="bold", penwidth="2.5", color="black", weight="5")
+    for label, coefficient, learned in first.history:  # a multistep step's carried history: y_{n−j}, f_{n−j}
+        what, lag = label[0], int(label.rsplit("−", 1)[1].rstrip("}")) if "−" in label else 0
+        node = y_in if (what, lag) == ("y", 0) else f"{uid}_k1" if lag == 0 else f"{uid}_{what}{lag}"
+        if lag:
+            index = f"n−{lag}" if len(run) > 1 else str(n0 - lag)
+            c.node(node, f"<{what}<SUB>{index}</SUB>>", shape="oval", style="dashed,filled", fillcolor="white")
+        text = f"{learned}<SUB>{step}</SUB>·({_coef(coefficient)})" if learned else \
+            _coef(coefficient) + ("·h" if what == "f" else "")
+        c.edge(node, y_out, label=f"<{text}>" if learned else text, color=tables.HISTORY, fontcolor=tables.HISTORY,
+               style="dashed")
+    if first.skip != 0:
+        c.edge(y_in, y_out, label=_skip(first, opts), style="bold", penwidth="2.5", color="black", weight="5")
     return y_in, y_out
 
 
 def _skip(view: BlockView, opts: _Options) -> str:
     """The skip edge's label, with the state's shape when shapes are drawn."""
     shape = opts.shapes.into(view.label) if opts.shapes else ""
-    return f"skip · {shape}" if shape else "skip"
+    label = "skip" if view.skip == 1 else f"skip ×{_coef(view.skip)}"  # a multistep step's α_0 (second order: 2)
+    return f"{label} · {shape}" if shape else label
 
 
 def _matrix_step(c, uid: str, run: list[BlockView], spec, opts: _Options, step: str, nxt: str,
@@ -226,7 +238,7 @@ def _title(run: list[BlockView], spec) -> str:
     first, n = run[0], len(run)
     if first.kind != "step":
         return f"<B>{escape(first.label)}</B>"
-    name = _integrator(spec, first.stage)
+    name = _integrator(spec, first.stage) + (f" (start-up: {first.startup})" if first.startup else "")
     blocks = f"block {first.block}" if n == 1 else f"blocks {first.block}–{run[-1].block}"
     times = f"  <B>×{n}</B>" if n > 1 else ""
     return f"<B>stage{first.stage} · {blocks}</B>{times}  {escape(name)}"

@@ -47,6 +47,10 @@ class BlockView:
     shortcut: list[str] = field(default_factory=list)  # entry: the shortcut's layers
     epsilon: Fraction | float | None = None  # entry (stitch): scale of R(x)
     after: str | None = None  # activation applied after the residual sum
+    history: list[tuple[str, Fraction | float | str, str | None]] = field(default_factory=list)  # multistep terms:
+    # (y_{n−j} or f_{n−j}, its coefficient, the learnable coefficient multiplying it or None)
+    skip: Fraction | float = 1  # the coefficient of y_n in y_{n+1} (0 for leapfrog, 2 for second order)
+    startup: str | None = None  # the RK method of a multistep stage's start-up step
     nodes: int = 0
     node_names: list[str] = field(default_factory=list, repr=False)  # every graph node of the block, in order
     f_nodes: set[str] = field(default_factory=set, repr=False)
@@ -66,8 +70,10 @@ class BlockView:
         evals = tuple((_key(e.offset), tuple(e.layers), tuple(e.scales)) for e in self.evaluations)
         into = tuple((j, i, _key(a)) for j, i, a in self.into)
         out = tuple((i, _key(b)) for i, b in self.out)
+        history = tuple((label, _key(c) if not isinstance(c, str) else c, learned)
+                        for label, c, learned in self.history)
         return (self.kind, self.stage, evals, into, out, tuple(self.layers), tuple(self.shortcut),
-                self.epsilon, self.after)
+                self.epsilon, self.after, history, self.skip, self.startup)
 
 
 def read_blocks(module: fx.GraphModule) -> list[BlockView]:
@@ -132,6 +138,13 @@ def _add(view: BlockView, node: fx.Node, rk: NodeMeta) -> None:
         view.into.append((rk.source, rk.evaluation, rk.coefficient))
     elif role is Role.OUTPUT:
         view.out.append((rk.source, rk.coefficient))
+        view.skip = rk.skip if rk.skip is not None else view.skip
+        view.startup = rk.startup or view.startup
+    elif role is Role.HISTORY:
+        if rk.history == "y_n" and not rk.learned:
+            view.skip = rk.coefficient
+        elif rk.history != "learned":
+            view.history.append((rk.history, rk.coefficient, rk.learned))
     elif role is Role.AFTER:
         view.after = _function_name(node)
     elif role is Role.SCALE:

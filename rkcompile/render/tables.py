@@ -14,6 +14,7 @@ __all__ = ["COLOR_BY", "ColourScale", "colour_value", "numbers", "legend", "tota
 PALETTE = ("#ffffe5", "#fff7bc", "#fee391", "#fec44f", "#fe9929")
 #: Edge colours: a_ij·h into a stage input, b_i·h into the step's output.
 INTO, OUT = "#2166ac", "#1b7837"
+HISTORY = "#762a83"  # multistep terms from y_{n−j}, f_{n−j}
 _METRIC = {"inference": ("inference_peak", "inference peak"), "saved": ("saved_bytes", "saved for backward"),
            "training": ("training_peak", "training peak"), "flops": ("flops", "FLOPs")}
 #: What a drawing can be coloured by (`--color-by`).
