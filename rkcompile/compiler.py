@@ -17,7 +17,8 @@ from torch import fx, nn
 from rkcompile.errors import CompileError
 from rkcompile.exact import parse_coefficient
 from rkcompile.load import load_spec, parse_overrides
-from rkcompile.lowering import StepPlan, lower_step, piece_index
+from rkcompile.lowering import StepPlan, piece_index
+from rkcompile.lowering_registers import choose_lowering, lowering_function
 from rkcompile.modules import SHORT_NAMES, LayerCall, Part, Scale, activation, layer_list, norm_layer, residual_function
 from rkcompile.semantics import Shape, walk_layers
 from rkcompile.spec import Basis, ConvStem, NoEntry, PerEvaluation, Shared, Spec, Stage, Stitch, Transition
@@ -134,6 +135,7 @@ class _Compiler:
         learned = stage.step.learn != "none"
         plan = StepPlan(tableau, stage.h, parse_coefficient(stage.step.epsilon), learned)
         functions = self.stage_functions(stage, n, shape, tableau.stages, blocks)
+        lower_step = lowering_function(self.lowering(stage, plan))
         after = activation(_after(stage.module))
         for b in range(blocks):
             base = {"role": "eval", "stage": n, "block": b}
@@ -151,6 +153,11 @@ class _Compiler:
                 x = self.function(after, (x,), f"{name}_{_after(stage.module).replace('-', '_')}",
                                   dict(base, role="after"))
         return x, shape
+
+    def lowering(self, stage: Stage, plan: StepPlan) -> str:
+        """The stage's step lowering: as asked, or the minimal-register one where it keeps fewer activations."""
+        scale = (1 if plan.learned else plan.h) * plan.epsilon
+        return choose_lowering(plan.tableau, scale, getattr(stage, "lowering", "auto")).lowering
 
     def stage_functions(self, stage: Stage, n: int, shape: Shape, s: int, blocks: int):
         """Create the stage's F modules for its weight mode; return (block, eval) → (target, part, label)."""

@@ -132,6 +132,9 @@ def _add(view: BlockView, node: fx.Node, rk: dict) -> None:
         view.into.append((rk["source"], rk["eval"], rk["coefficient"]))
     elif role == "output":
         view.out.append((rk["source"], rk["coefficient"]))
+    elif role == "register":  # the minimal-register lowering records the tableau's edges on its output node
+        view.into.extend(rk.get("into", ()))
+        view.out.extend(rk.get("out", ()))
     elif role == "after":
         view.after = _function_name(node)
     elif role == "scale":

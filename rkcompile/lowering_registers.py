@@ -1,0 +1,109 @@
+"""The minimal-register lowering: one RK step as torch.fx nodes holding only a basis of what is still needed.
+
+Same interface as `rkcompile.lowering.lower_step`, emitting `rkcompile.registers.register_program`: while
+each F_i runs, only rank(later inputs, output) activation-sized registers are alive (Verner 8(9): 5 rather
+than up to 10 k_j), at the price of a few more axpys (`torch.add(x, k, alpha=a)`, out of place, so autograd
+saves nothing for them and torch.fx frees each replaced register at once). `choose_lowering` picks it
+when it lowers the live set and reports the extra elementwise ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import fx
+
+from rkcompile.lowering import StepPlan, lower_step
+from rkcompile.registers import accumulate_program, register_program
+
+__all__ = ["LOWERINGS", "LoweringChoice", "choose_lowering", "lower_step_registers", "lowering_function"]
+
+#: The lowerings a stage can ask for; "auto" picks "registers" where it keeps fewer activations alive.
+LOWERINGS = ("auto", "accumulate", "registers")
+
+
+@dataclass(frozen=True)
+class LoweringChoice:
+    """The lowering used for one tableau, with the live registers and axpy counts of both lowerings."""
+
+    lowering: str
+    registers: int  # most step tensors alive across an evaluation, in the chosen lowering
+    accumulate_registers: int
+    register_registers: int
+    axpys: int  # elementwise ops per step, in the chosen lowering
+    extra_axpys: int  # chosen minus accumulate: each one pass of 2 FLOPs per element of the state
+
+
+def choose_lowering(tableau, scale=1, requested: str = "auto") -> LoweringChoice:
+    """Which lowering a step of `tableau` uses: `requested`, or for "auto" the one with fewer live registers."""
+    acc, reg = accumulate_program(tableau, scale), register_program(tableau, scale)
+    acc_live, reg_live = max(acc.live_during()), max(reg.live_during())
+    lowering = requested
+    if requested == "auto":
+        # fewer registers across every F, and no higher peak between them (each F's own temporaries are the same)
+        lowering = "registers" if reg_live < acc_live and reg.peak() <= acc.peak() else "accumulate"
+    chosen = reg if lowering == "registers" else acc
+    return LoweringChoice(lowering, reg_live if lowering == "registers" else acc_live, acc_live, reg_live,
+                          chosen.axpys, chosen.axpys - acc.axpys)
+
+
+def lowering_function(lowering: str) -> Callable:
+    """The emitter of a named lowering ("accumulate" or "registers")."""
+    return lower_step_registers if lowering == "registers" else lower_step
+
+
+def lower_step_registers(
+    graph: fx.Graph,
+    y: fx.Node,
+    plan: StepPlan,
+    evaluate: Callable[[fx.Node, int], fx.Node],
+    name: str,
+    meta: dict,
+    scale: Callable[[fx.Node, int], fx.Node] | None = None,
+) -> fx.Node:
+    """Emit one RK step from `y` with the register program; arguments as for `lower_step`.
+
+    Nodes read `{name}_z{i}` (building stage i's input), `{name}_r{i}` (registers updated after k_i)
+    and `{name}_y` (the output); the tableau's edges are recorded on the output node for drawings.
+    """
+    t = plan.tableau
+    hk = 1 if plan.learned else plan.h
+    program = register_program(t, hk * plan.epsilon)
+    nodes: dict[int, fx.Node] = {0: y}
+    last_eval = 0
+    feeds = {op.args[0]: op.stage for op in program.ops if op.kind == "eval"}
+    for op in program.ops:
+        if op.kind == "eval":
+            k = evaluate(nodes[op.args[0]], op.stage)
+            nodes[op.out] = scale(k, op.stage) if scale is not None else k
+            last_eval = op.stage + 1
+            continue
+        if op.out == program.output:
+            label = f"{name}_y"
+        elif op.out in feeds or _feeds_input(program, op.out, feeds):
+            label = f"{name}_z{last_eval + 1}"
+        else:
+            label = f"{name}_r{last_eval}"
+        x = nodes[op.args[0]]
+        if op.kind == "scale":
+            node = graph.create_node("call_function", torch.mul, (x, float(op.alpha)), {}, name=label)
+        else:
+            kwargs = {} if op.alpha == 1 else {"alpha": float(op.alpha)}
+            node = graph.create_node("call_function", torch.add, (x, nodes[op.args[1]]), kwargs, name=label)
+        node.meta["rk"] = dict(meta, role="register", after=last_eval)
+        nodes[op.out] = node
+    out = nodes[program.output]
+    out.meta["rk"] = dict(meta, role="register", after=last_eval, lowering="registers",
+                          into=[(j + 1, i + 1, hk * t.A[i][j]) for i in range(t.stages) for j in range(i)
+                                if t.A[i][j] != 0],
+                          out=[(i + 1, hk * t.b[i]) for i in range(t.stages) if t.b[i] != 0])
+    return out
+
+
+def _feeds_input(program, tensor: int, feeds: dict) -> bool:
+    """True when `tensor` is an intermediate of a chain whose only purpose is a stage input."""
+    users = [op for op in program.ops if tensor in op.args]
+    return len(users) == 1 and users[0].kind == "axpy" and users[0].args[0] == tensor and (
+        users[0].out in feeds or _feeds_input(program, users[0].out, feeds))
