@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
+from rkcompile.checkpointing import groups_of, outline_checkpoints
 from rkcompile.errors import CompileError
 from rkcompile.exact import parse_coefficient
 from rkcompile.load import load_spec, parse_overrides
@@ -71,7 +72,8 @@ class _Compiler:
             if not _has(module, target):
                 module.add_submodule(target, self.root.get_submodule(target))
         module.spec = spec
-        return module
+        groups = groups_of(spec)
+        return outline_checkpoints(module, groups) if groups else module
 
     # ------------------------------------------------------------ helpers
     def attach(self, target: str, module: nn.Module) -> None:

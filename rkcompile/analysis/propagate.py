@@ -46,7 +46,8 @@ class CostInterpreter(fx.Interpreter):
 
     The record holds `shape`, `dtype`, `bytes` (of storage the node newly creates; 0 for views),
     `storages` ({storage: bytes} the output refers to), `flops` (FlopCounterMode), and `saved`
-    ({storage: bytes} first saved for backward while the node ran) with its total `saved_bytes`.
+    ({storage: bytes} first saved for backward while the node ran) with its total `saved_bytes`, and `saves`
+    (every storage the node saves, saved before or not: what it would save once earlier nodes are recomputed).
     """
 
     def __init__(self, module: fx.GraphModule, dtype: torch.dtype = torch.float32) -> None:
@@ -58,6 +59,7 @@ class CostInterpreter(fx.Interpreter):
         self.seen = set(self.fixed)
         self.saved: dict[int, int] = {}
         self._node_saved: dict[int, int] = {}
+        self._node_saves: dict[int, int] = {}
         self._keep: list[torch.Tensor] = []
 
     def run(self, *args, **kwargs):
@@ -73,13 +75,15 @@ class CostInterpreter(fx.Interpreter):
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         key = _key(t)
+        if key not in self.fixed:
+            self._node_saves[key] = t.untyped_storage().nbytes()
         if key not in self.fixed and key not in self.saved:
             self.saved[key] = self._node_saved[key] = t.untyped_storage().nbytes()
         self._keep.append(t)
         return t
 
     def run_node(self, n: fx.Node):
-        flops, self._node_saved = self.counter.get_total_flops(), {}
+        flops, self._node_saved, self._node_saves = self.counter.get_total_flops(), {}, {}
         out = super().run_node(n)
         tensors = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         storages, new = {}, 0
@@ -100,6 +104,7 @@ class CostInterpreter(fx.Interpreter):
             "flops": self.counter.get_total_flops() - flops,
             "saved": dict(self._node_saved),
             "saved_bytes": sum(self._node_saved.values()),
+            "saves": dict(self._node_saves),
         }
         return out
 
