@@ -17,7 +17,7 @@ from torch import fx
 
 from rkcompile.analysis.units import node_unit
 
-__all__ = ["CheckpointCosts", "checkpoint_costs"]
+__all__ = ["CheckpointCosts", "UnitCost", "checkpoint_costs", "unit_costs"]
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,7 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
     """Costs of `model` (predicted, without checkpoints) when `groups` (stage, first, last) are checkpointed."""
     nodes = [n for n in model.graph.nodes if "cost" in n.meta]
     index = {n: i for i, n in enumerate(nodes)}
-    size: dict[int, int] = {}
-    span: dict[int, list[int]] = {}
-    for i, n in enumerate(nodes):
-        end = max((index[u] for u in n.users if u in index), default=i)
-        for key, nbytes in n.meta["cost"]["storages"].items():
-            size[key] = nbytes
-            entry = span.setdefault(key, [i, end])
-            entry[1] = max(entry[1], end)
-    alive = defaultdict(set)
-    for key, (a, b) in span.items():
-        for i in range(a, b + 1):
-            alive[i].add(key)
+    size, alive = _alive(nodes)
     group_of = {}
     for g, (n, first, last) in enumerate(groups):
         for b in range(first, last + 1):
@@ -64,8 +53,7 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
                 inputs[g].update(a.meta["cost"]["storages"])
 
     def total(*parts) -> int:
-        keys = set().union(*parts)
-        return sum(size.get(k, 0) for k in keys)
+        return sum(size.get(k, 0) for k in set().union(*parts))
 
     held: dict[int, int] = {}
     held_bytes = 0
@@ -97,3 +85,74 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
             recompute[nodes[i].name] = nodes[i].meta["cost"]["flops"]
     peak = max(training.values(), default=0)
     return CheckpointCosts(training, saved, peak, forward_saved, recompute)
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    """What the checkpoint planner needs of one unit, in bytes and FLOPs (bounds: storages counted per unit)."""
+
+    label: str
+    saves: int  # bytes the unit saves for backward when it is not checkpointed
+    input: int  # bytes of its input, kept instead when a group starts here
+    live: int  # most bytes live in it at once (forward, checkpointed: nothing of it is saved)
+    forward: int  # most bytes of its saves so far and its live values at once (forward, not checkpointed)
+    recompute: int  # peak of running it again in backward: its saves so far and its live values
+    flops: int
+
+
+def _alive(nodes: list[fx.Node]) -> tuple[dict[int, int], dict[int, set[int]]]:
+    """Storage sizes and, per node index, the storages alive while it runs (from creation to last use)."""
+    index = {n: i for i, n in enumerate(nodes)}
+    size: dict[int, int] = {}
+    span: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        end = max((index[u] for u in n.users if u in index), default=i)
+        for key, nbytes in n.meta["cost"]["storages"].items():
+            size[key] = nbytes
+            entry = span.setdefault(key, [i, end])
+            entry[1] = max(entry[1], end)
+    alive = defaultdict(set)
+    for key, (a, b) in span.items():
+        for i in range(a, b + 1):
+            alive[i].add(key)
+    return size, alive
+
+
+def unit_costs(model: fx.GraphModule) -> tuple[list[UnitCost], int]:
+    """Per unit in graph order, the planner's costs; and the bytes of the network's output."""
+    nodes = [n for n in model.graph.nodes if "cost" in n.meta]
+    size, alive = _alive(nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    order: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        label = node_unit(n)
+        if label is not None:
+            order.setdefault(label, []).append(i)
+    out = []
+    for label, rows in order.items():
+        mine = set(rows)
+        saves: dict[int, int] = {}
+        inputs: dict[int, int] = {}
+        created: set[int] = set()
+        for i in rows:
+            saves.update(nodes[i].meta["cost"]["saves"])
+            created.update(nodes[i].meta["cost"]["storages"])
+            for a in nodes[i].all_input_nodes:
+                if a in index and index[a] not in mine:
+                    inputs.update(a.meta["cost"]["storages"])
+        forward, so_far = 0, set()
+        for i in rows:
+            so_far.update(nodes[i].meta["cost"]["saves"])
+            forward = max(forward, sum(size.get(k, 0) for k in so_far | alive[i]))
+        again: dict[int, int] = {}
+        recompute = 0
+        savers = [i for i in rows if nodes[i].meta["cost"]["saves"]]
+        for i in rows[: rows.index(savers[-1]) + 1] if savers else ():
+            again.update(nodes[i].meta["cost"]["saves"])
+            keys = set(again) | (alive[i] & (created | set(inputs)))
+            recompute = max(recompute, sum(size.get(k, 0) for k in keys))
+        out.append(UnitCost(label, sum(saves.values()), sum(inputs.values()),
+                            max(sum(size[k] for k in alive[i]) for i in rows), forward, recompute,
+                            sum(nodes[i].meta["cost"]["flops"] for i in rows)))
+    outputs = sum(nodes[-1].meta["cost"]["storages"].values()) if nodes else 0
+    return out, outputs
