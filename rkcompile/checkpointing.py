@@ -13,9 +13,7 @@ import torch
 from torch import fx, nn
 from torch.utils.checkpoint import checkpoint
 
-from rkcompile.analysis.units import node_unit
-
-__all__ = ["checkpoint_group", "groups_of", "outline_checkpoints", "recomputing"]
+__all__ = ["checkpoint_group", "groups_of", "outline_checkpoints", "plain_model", "recomputing"]
 
 _recomputing = [0]  # depth of recomputations running now (read by the memory measurement)
 
@@ -61,13 +59,26 @@ def groups_of(spec) -> list[tuple[int, int, int]]:
     """(stage, first block, last block) of every checkpointed group of the spec, in network order."""
     out = []
     for n, stage in enumerate(spec.stages):
-        for first, last in getattr(stage, "checkpoint", None) or ():
+        for first, last in stage.checkpoint or ():
             out.append((n, first, last))
     return out
 
 
+def plain_model(model: fx.GraphModule) -> fx.GraphModule:
+    """`model` itself, or when it checkpoints groups the same network compiled without them (one node per layer,
+    for reading its structure; its weights are freshly initialised)."""
+    spec = getattr(model, "spec", None)
+    if spec is None or not groups_of(spec):
+        return model
+    from rkcompile.compiler import build
+
+    return build(spec, overrides={f"stages.{n}.checkpoint": None for n in range(len(spec.stages))})
+
+
 def outline_checkpoints(module: fx.GraphModule, groups: list[tuple[int, int, int]]) -> fx.GraphModule:
     """Replace each group's nodes by one call of `checkpoint_group` on an outlined GraphModule (in place)."""
+    from rkcompile.analysis.units import node_unit  # the analysis package imports this module
+
     graph = module.graph
     for n, first, last in groups:
         labels = {f"stage{n}.block{b}" for b in range(first, last + 1)}

@@ -84,14 +84,27 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
 def stage_table(spec) -> str:
     """Per-stage summary: integrator, weights, blocks, evaluations, step size."""
     from rkcompile.exact import format_coefficient
+    from rkcompile.lowering_registers import stage_lowering
 
-    rows = []
+    rows, lowerings, groups = [], [], []
     for n, s in enumerate(spec.stages):
         t = s.tableau
         weights = s.weights.kind + (f"({s.weights.pieces})" if s.weights.kind == "basis" else "")
         rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.kind, f"{t.name} (order {t.order})", weights,
                      s.blocks, s.total_evaluations, format_coefficient(s.h)])
-    return table(rows, ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"])
+        choice = stage_lowering(s)
+        lowerings.append(f"{choice.lowering} ({choice.registers} live"
+                         + (f", {choice.extra_axpys:+d} axpys/step)" if choice.extra_axpys else ")"))
+        groups.append(", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s.checkpoint) if s.checkpoint else "none")
+    header = ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"]
+    # the columns appear where they say something: a stage lowered with minimal registers, or checkpointed blocks
+    if any(not text.startswith("accumulate") for text in lowerings):
+        header.append("lowering")
+        rows = [[*row, text] for row, text in zip(rows, lowerings, strict=True)]
+    if any(text != "none" for text in groups):
+        header.append("checkpoint")
+        rows = [[*row, text] for row, text in zip(rows, groups, strict=True)]
+    return table(rows, header)
 
 
 def _indent(text: str) -> str:
@@ -146,8 +159,13 @@ def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...]) 
     from rkcompile.analysis import analyze as run
     from rkcompile.cli_draw import load_model
 
-    report = run(load_model(Path(source), overrides), batch=batch, measure=measure)
+    model = load_model(Path(source), overrides)
+    report = run(model, batch=batch, measure=measure)
     click.echo(report.table())
+    from rkcompile.lowering_registers import lowering_note
+
+    for line in lowering_note(model, batch):
+        click.echo(line)
 
 
 @cli.command()
@@ -161,9 +179,10 @@ def schema() -> None:
 def _register() -> None:
     """Add the commands that live in their own modules (drawing, transformations)."""
     from rkcompile.cli_draw import draw
+    from rkcompile.cli_plan import plan
     from rkcompile.cli_transform import COMMANDS
 
-    for command in (draw, *COMMANDS):
+    for command in (draw, plan, *COMMANDS):
         cli.add_command(command)
 
 

@@ -159,7 +159,7 @@ class _Compiler:
     def lowering(self, stage: Stage, plan: StepPlan) -> str:
         """The stage's step lowering: as asked, or the minimal-register one where it keeps fewer activations."""
         scale = (1 if plan.learned else plan.h) * plan.epsilon
-        return choose_lowering(plan.tableau, scale, getattr(stage, "lowering", "auto")).lowering
+        return choose_lowering(plan.tableau, scale, stage.lowering).lowering
 
     def stage_functions(self, stage: Stage, n: int, shape: Shape, s: int, blocks: int):
         """Create the stage's F modules for its weight mode; return (block, eval) → (target, part, label)."""

@@ -18,7 +18,8 @@ from torch import fx
 from rkcompile.lowering import StepPlan, lower_step
 from rkcompile.registers import accumulate_program, register_program
 
-__all__ = ["LOWERINGS", "LoweringChoice", "choose_lowering", "lower_step_registers", "lowering_function"]
+__all__ = ["LOWERINGS", "LoweringChoice", "choose_lowering", "lower_step_registers", "lowering_function",
+           "lowering_note", "stage_lowering"]
 
 #: The lowerings a stage can ask for; "auto" picks "registers" where it keeps fewer activations alive.
 LOWERINGS = ("auto", "accumulate", "registers")
@@ -47,6 +48,14 @@ def choose_lowering(tableau, scale=1, requested: str = "auto") -> LoweringChoice
     chosen = reg if lowering == "registers" else acc
     return LoweringChoice(lowering, reg_live if lowering == "registers" else acc_live, acc_live, reg_live,
                           chosen.axpys, chosen.axpys - acc.axpys)
+
+
+def stage_lowering(stage) -> LoweringChoice:
+    """The lowering a spec stage compiles with (its `lowering` field, scale h * epsilon unless h is learned)."""
+    from rkcompile.exact import parse_coefficient
+
+    scale = (1 if stage.step.learn != "none" else stage.h) * parse_coefficient(stage.step.epsilon)
+    return choose_lowering(stage.tableau, scale, stage.lowering)
 
 
 def lowering_function(lowering: str) -> Callable:
@@ -107,3 +116,26 @@ def _feeds_input(program, tensor: int, feeds: dict) -> bool:
     users = [op for op in program.ops if tensor in op.args]
     return len(users) == 1 and users[0].kind == "axpy" and users[0].args[0] == tensor and (
         users[0].out in feeds or _feeds_input(program, users[0].out, feeds))
+
+
+def lowering_note(model: fx.GraphModule, batch: int) -> list[str]:
+    """One line per stage lowered with minimal registers: registers kept and the extra elementwise FLOPs
+    (FLOP counters leave additions out, so the analysis' FLOPs do not include them)."""
+    lines = []
+    for n, stage in enumerate(model.spec.stages):
+        choice = stage_lowering(stage)
+        if choice.lowering != "registers":
+            continue
+        size = stage.width
+        if model.spec.input.is_image:
+            size = None
+            for node in model.graph.nodes:  # the state's elements per sample, from the analysis' shapes
+                rk, cost = node.meta.get("rk") or {}, node.meta.get("cost") or {}
+                if rk.get("stage") == n and cost.get("shape"):
+                    size = int(torch.tensor(cost["shape"][1:]).prod())
+                    break
+        extra = choice.extra_axpys * stage.blocks * 2 * batch * (size or 0)
+        lines.append(f"stage{n}: minimal-register lowering, {choice.register_registers} registers across each F "
+                     f"instead of {choice.accumulate_registers}; {choice.extra_axpys:+d} axpys per step "
+                     f"({extra / 1e6:+,.1f} MFLOP at batch {batch}, not counted above)")
+    return lines

@@ -80,7 +80,24 @@ def _check_stage(spec: Spec, stage: Stage, shape: Shape, path: tuple) -> Shape:
         _check_module(spec, stage, shape, path, stride=stage.entry.stride)  # F with stride, as the entry uses it
     _check_module(spec, stage, shape, path, stride=1)
     _check_budget(spec, stage, path)
+    _check_checkpoint(spec, stage, path)
     return shape
+
+
+def _check_checkpoint(spec: Spec, stage: Stage, path: tuple) -> None:
+    """Checkpoint groups: [first, last] block ranges inside the stage, in order and not overlapping."""
+    end = -1
+    for g, (first, last) in enumerate(stage.checkpoint or ()):
+        where = path + ("checkpoint", g)
+        if first > last:
+            raise spec.error(where, f"a group is [first, last] with first <= last, found [{first}, {last}]", CompileError)
+        if last >= stage.blocks:
+            raise spec.error(where, f"block {last} does not exist: the stage has {stage.blocks} block"
+                             f"{'s' if stage.blocks > 1 else ''} (0 to {stage.blocks - 1})", CompileError)
+        if first <= end:
+            raise spec.error(where, f"group [{first}, {last}] overlaps or precedes the group before it (which ends "
+                             f"at block {end}); list groups in block order", CompileError)
+        end = last
 
 
 def _check_module(spec: Spec, stage: Stage, shape: Shape, path: tuple, stride: int) -> None:

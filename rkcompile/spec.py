@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveInt,
     PrivateAttr,
     field_validator,
@@ -331,7 +332,13 @@ class InlineTableau(_Model):
 
 # ---------------------------------------------------------------- stage and spec
 class Stage(_Model):
-    """A run of residual blocks integrating dy/dt = F(y, t) with one tableau and one weight layout."""
+    """A run of residual blocks integrating dy/dt = F(y, t) with one tableau and one weight layout.
+
+    `lowering` picks how each step becomes graph nodes: `accumulate` (each stage input summed from the k_j it
+    uses, k_j kept until its last use), `registers` (only a basis of what later stages still need), or `auto`
+    (registers where they keep fewer activations alive). `checkpoint` lists groups of consecutive blocks
+    [first, last] recomputed in backward instead of saved (as `rkcompile plan` writes them).
+    """
 
     name: str | None = None
     channels: PositiveInt | None = None
@@ -343,6 +350,8 @@ class Stage(_Model):
     steps: PositiveInt | None = None
     weights: Weights = PerEvaluation(kind="per-evaluation")
     step: Step = Step()
+    lowering: Literal["auto", "accumulate", "registers"] = "auto"
+    checkpoint: list[tuple[NonNegativeInt, NonNegativeInt]] | None = None
 
     @field_validator("integrator")
     @classmethod

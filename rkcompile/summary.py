@@ -24,6 +24,9 @@ class Unit:
 
 def units(model: fx.GraphModule) -> list[Unit]:
     """The model's units in graph order; shared (`stageN.f`) and basis (`stageN.pieceP`) weights get rows of their own."""
+    from rkcompile.checkpointing import plain_model
+
+    model = plain_model(model)  # checkpointed groups are one node each: read the blocks from the plain graph
     counts: dict[str, int] = {}
     for name, p in model.named_parameters():
         label = _OWNER.match(name).group(1)

@@ -5,28 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rkcompile import build as _build
-from rkcompile import get_tableau, list_tableaux
+from rkcompile import build, get_tableau, list_tableaux
 from rkcompile.analysis import analyze
 from rkcompile.lowering_registers import choose_lowering
 from rkcompile.registers import accumulate_program, register_program, register_ranks
 
 SCHEMES = list_tableaux()
-
-
-def build(pair):
-    """Compile (spec text, lowering), forcing the lowering of every stage."""
-    from rkcompile.compiler import _Compiler
-    from rkcompile.load import load_spec
-
-    text, lowering = pair
-    if lowering == "auto":
-        return _build(text)
-    spec = load_spec(text)
-    for stage in spec.stages:
-        stage.__dict__["lowering"] = lowering
-    torch.manual_seed(spec.seed)
-    return _Compiler(spec).compile()
 
 
 def mlp_spec(integrator: str, lowering: str, steps: int = 2, weights: str = "shared") -> str:
@@ -39,8 +23,9 @@ stages:
     integrator: {integrator}
     steps: {steps}
     weights: {weights}
+    lowering: {lowering}
     step: {{h: 0.37}}
-""", lowering
+"""
 
 
 def conv_spec(integrator: str, lowering: str) -> str:
@@ -55,7 +40,8 @@ stages:
     module: {{kind: basic, form: post, after: none}}
     integrator: {integrator}
     evaluations: {stages}
-""", lowering
+    lowering: {lowering}
+"""
 
 
 @pytest.fixture(scope="module", autouse=True)

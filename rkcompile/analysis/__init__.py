@@ -9,15 +9,19 @@ accumulated as the forward runs, plus the forward live set. Both come from one r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import fx
 
+from rkcompile.analysis.checkpoint import checkpoint_costs
 from rkcompile.analysis.measure import measure as measure_model
+from rkcompile.analysis.measure import measure_step
 from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
 from rkcompile.analysis.units import node_unit, parameter_owner, stage_of, units_in_order
+from rkcompile.checkpointing import groups_of
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
 from rkcompile.spec import Spec
@@ -43,8 +47,14 @@ def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, d
 
 
 def euler_manifestation(spec: Spec) -> fx.GraphModule:
-    """The same spec with every stage's integrator set to euler (its evaluations or steps kept)."""
-    return build(spec, overrides={f"stages.{i}.integrator": "euler" for i in range(len(spec.stages))})
+    """The same spec with every stage's integrator set to euler (its evaluations or steps kept), nothing
+    checkpointed: the plain baseline."""
+    changes = {f"stages.{i}.integrator": "euler" for i in range(len(spec.stages))}
+    return build(spec, overrides={**changes, **_no_checkpoints(spec)})
+
+
+def _no_checkpoints(spec: Spec) -> dict:
+    return {f"stages.{i}.checkpoint": None for i in range(len(spec.stages))}
 
 
 def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.float32) -> fx.GraphModule:
@@ -55,6 +65,9 @@ def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.fl
 
 
 def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool) -> Report:
+    groups = groups_of(model.spec)
+    if groups:
+        return _checkpointed(model, groups, batch, dtype, measure)
     predict(model, batch, dtype)
     measured = measure_model(model, batch, dtype) if measure else None
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -98,3 +111,37 @@ def _unit_row(label: str, nodes: list[fx.Node], params: list[int], measured: dic
         flops=sum(c["flops"] for c in costs),
         **extra,
     )
+
+
+def _checkpointed(model: fx.GraphModule, groups: list, batch: int, dtype: torch.dtype, measure: bool) -> Report:
+    """The report of a network with checkpointed groups: the same network's costs without them, with what is
+    saved and the training peaks of `checkpoint_costs`; measured (whole training step) in the total row."""
+    plain = build(model.spec, overrides=_no_checkpoints(model.spec))
+    report = _report(plain, batch, dtype, False)
+    costs = checkpoint_costs(plain, groups)
+    nodes: dict[str, list[str]] = {}
+    for n in plain.graph.nodes:
+        if node_unit(n) is not None and n.name in costs.training:
+            nodes.setdefault(node_unit(n), []).append(n.name)
+
+    def adjust(row: BlockReport) -> BlockReport:
+        names = nodes.get(row.label, [])
+        return replace(row, inference_peak=max((costs.inference[m] for m in names), default=0),
+                       saved_bytes=sum(costs.saved[m] for m in names),
+                       training_peak=max((costs.training[m] for m in names), default=0),
+                       recompute_flops=sum(costs.recompute_flops.get(m, 0) for m in names))
+
+    units = tuple(adjust(u) for u in report.units)
+    stages = tuple(combine(s.label, s.stage, [u for u in units if stage_of(u.label) == s.stage],
+                           s.parameters - sum(u.parameters for u in report.units if stage_of(u.label) == s.stage),
+                           s.parameter_bytes - sum(u.parameter_bytes for u in report.units
+                                                   if stage_of(u.label) == s.stage))
+                   for s in report.stages)
+    t = report.total
+    total = combine("total", None, list(units), t.parameters - sum(u.parameters for u in units),
+                    t.parameter_bytes - sum(u.parameter_bytes for u in units))
+    if measure:
+        m = measure_step(model, batch, dtype)
+        total = replace(total, measured_inference_peak=m["inference_peak"], measured_saved_bytes=m["saved_bytes"],
+                        measured_training_peak=m["training_peak"])
+    return replace(report, units=units, stages=stages, total=total)

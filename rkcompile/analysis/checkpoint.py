@@ -24,6 +24,7 @@ __all__ = ["CheckpointCosts", "UnitCost", "checkpoint_costs", "unit_costs"]
 class CheckpointCosts:
     """Per-node training bytes and newly held bytes under checkpointing, the totals and the recomputed FLOPs."""
 
+    inference: dict[str, int]  # node → bytes live while it runs without autograd (a group's caller holds its input)
     training: dict[str, int]  # node → bytes live or held at its peak (forward, or its recomputation)
     saved: dict[str, int]  # node → bytes it newly makes autograd hold in the forward pass
     training_peak: int
@@ -60,6 +61,7 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
     before: dict[int, dict[int, int]] = {}
     training: dict[str, int] = {}
     saved: dict[str, int] = {}
+    inference = {n.name: total(alive[i], inputs[member[i]] if member[i] is not None else ()) for i, n in enumerate(nodes)}
     for i, n in enumerate(nodes):
         g, had = member[i], held_bytes
         new = n.meta["cost"]["saves"] if g is None else inputs[g] if g not in before else {}
@@ -84,7 +86,7 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
             training[nodes[i].name] = max(training[nodes[i].name], peak)
             recompute[nodes[i].name] = nodes[i].meta["cost"]["flops"]
     peak = max(training.values(), default=0)
-    return CheckpointCosts(training, saved, peak, forward_saved, recompute)
+    return CheckpointCosts(inference, training, saved, peak, forward_saved, recompute)
 
 
 @dataclass(frozen=True)
