@@ -12,6 +12,7 @@ from rkcompile.errors import (
     TransformError,
 )
 from rkcompile.load import load_spec
+from rkcompile.planner import CheckpointPlan, plan, tradeoff
 from rkcompile.spec import Spec, Stage
 from rkcompile.tableau import Tableau
 from rkcompile.tableaux import get_tableau, list_tableaux
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArtifactError",
     "BlockReport",
+    "CheckpointPlan",
     "Report",
     "analyze",
     "CompileError",
@@ -40,6 +42,8 @@ __all__ = [
     "interpolate",
     "list_tableaux",
     "load_spec",
+    "plan",
     "refine",
     "remanifest",
+    "tradeoff",
 ]

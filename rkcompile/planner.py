@@ -26,7 +26,7 @@ from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
 from rkcompile.spec import Spec
 
-__all__ = ["CheckpointPlan", "parse_bytes", "plan"]
+__all__ = ["CheckpointPlan", "parse_bytes", "plan", "tradeoff"]
 
 _BLOCK = re.compile(r"stage(\d+)\.block(\d+)")
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -96,26 +96,46 @@ def plan(spec_or_path: Spec | str | Path | fx.GraphModule, budget: str | int, ba
          dtype: torch.dtype = torch.float32) -> CheckpointPlan:
     """Choose checkpoint groups so the predicted training peak at `batch` fits `budget` with the least recomputation."""
     limit = parse_bytes(budget)
-    if batch < 1:
-        raise RkcompileError(f"batch must be at least 1, found {batch}")
-    spec = spec_or_path.spec if isinstance(spec_or_path, fx.GraphModule) else build(spec_or_path).spec
-    plain = predict(build(spec, overrides={f"stages.{n}.checkpoint": None for n in range(len(spec.stages))}),
-                    batch, dtype)
-    units, output = unit_costs(plain)
-    without = checkpoint_costs(plain, [])
-    flops = without_flops = sum(u.flops for u in units)
-    minimum = _minimum(units, output, without.training_peak)
-    if limit < minimum:
-        raise RkcompileError(
-            f"budget {human_bytes(limit)} is below the smallest training peak any checkpointing reaches for "
-            f"{spec.name} at batch {batch}: {human_bytes(minimum)} ({minimum:,} bytes)")
-    groups: tuple = ()
-    if without.training_peak > limit:
-        groups = _programme(units, output, limit)[1]
-    costs = checkpoint_costs(plain, list(groups))
-    return CheckpointPlan(spec.name, batch, limit, groups, costs.training_peak, without.training_peak,
-                          costs.saved_bytes, sum(costs.recompute_flops.values()), without_flops or flops,
-                          minimum, spec)
+    return _Planner(spec_or_path, batch, dtype).choose(limit)
+
+
+def tradeoff(spec_or_path: Spec | str | Path | fx.GraphModule, batch: int = 1, points: int = 8,
+             dtype: torch.dtype = torch.float32) -> list[CheckpointPlan]:
+    """The memory-recompute curve: plans for `points` budgets evenly from the smallest possible to no checkpointing."""
+    planner = _Planner(spec_or_path, batch, dtype)
+    low, high = planner.minimum, planner.without.training_peak
+    budgets = sorted({int(low + (high - low) * k / (points - 1)) for k in range(points)}) if points > 1 else [high]
+    return [planner.choose(b) for b in budgets]
+
+
+class _Planner:
+    """One prediction of the network without checkpoints, planned against any number of budgets."""
+
+    def __init__(self, spec_or_path, batch: int, dtype: torch.dtype) -> None:
+        if batch < 1:
+            raise RkcompileError(f"batch must be at least 1, found {batch}")
+        spec = spec_or_path.spec if isinstance(spec_or_path, fx.GraphModule) else build(spec_or_path).spec
+        self.spec, self.batch = spec, batch
+        self.plain = predict(build(spec, overrides={f"stages.{n}.checkpoint": None for n in range(len(spec.stages))}),
+                             batch, dtype)
+        self.units, self.output = unit_costs(self.plain)
+        self.without = checkpoint_costs(self.plain, [])
+        self.flops = sum(u.flops for u in self.units)
+        self.minimum = _minimum(self.units, self.output, self.without.training_peak)
+
+    def choose(self, limit: int) -> CheckpointPlan:
+        """The plan for one budget in bytes."""
+        spec = self.spec
+        if limit < self.minimum:
+            raise RkcompileError(
+                f"budget {human_bytes(limit)} is below the smallest training peak any checkpointing reaches for "
+                f"{spec.name} at batch {self.batch}: {human_bytes(self.minimum)} ({self.minimum:,} bytes)")
+        groups: tuple = ()
+        if self.without.training_peak > limit:
+            groups = _programme(self.units, self.output, limit)[1]
+        costs = checkpoint_costs(self.plain, list(groups))
+        return CheckpointPlan(spec.name, self.batch, limit, groups, costs.training_peak, self.without.training_peak,
+                              costs.saved_bytes, sum(costs.recompute_flops.values()), self.flops, self.minimum, spec)
 
 
 def _minimum(units: list[UnitCost], output: int, without: int) -> int:
