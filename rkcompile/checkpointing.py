@@ -13,6 +13,8 @@ import torch
 from torch import fx, nn
 from torch.utils.checkpoint import checkpoint
 
+from rkcompile import graphmeta
+
 __all__ = ["checkpoint_group", "groups_of", "outline_checkpoints", "plain_model", "recomputing"]
 
 _recomputing = [0]  # depth of recomputations running now (read by the memory measurement)
@@ -101,8 +103,10 @@ def outline_checkpoints(module: fx.GraphModule, groups: list[tuple[int, int, int
         with graph.inserting_before(members[0]):
             function = graph.get_attr(name)
             call = graph.call_function(checkpoint_group, (function, *inputs), name=f"{name}_call")
-        rk = dict(outputs[0].meta.get("rk", {}), role="checkpoint", block=first, blocks=(first, last))
-        function.meta["rk"] = call.meta["rk"] = rk
+        rk = graphmeta.get(outputs[0]).but(role=graphmeta.Role.CHECKPOINT, block=first, evaluation=None,
+                                            layer=f"blocks {first}-{last}")
+        graphmeta.put(function, rk)
+        graphmeta.put(call, rk)
         outputs[0].replace_all_uses_with(call)
         for m in reversed(members):
             graph.erase_node(m)

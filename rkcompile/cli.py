@@ -9,6 +9,7 @@ import traceback
 import click
 
 from rkcompile.errors import RkcompileError
+from rkcompile.texttable import text_table
 
 __all__ = ["main", "cli"]
 
@@ -35,9 +36,7 @@ def cli(debug: bool) -> None:
 
 def table(rows: list[list[object]], header: list[str]) -> str:
     """Render rows as a plain left-aligned text table."""
-    cells = [header] + [[str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+    return text_table(rows, header)
 
 
 @cli.command()
@@ -122,8 +121,10 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
     from rkcompile.summary import units
 
     model = compile_spec(spec, list(overrides))
+    from rkcompile.model import parameter_count
+
     rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
-    total = sum(p.numel() for p in model.parameters())
+    total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
     click.echo(f"{model.spec.name}: {len(model.graph.nodes)} graph nodes")
     click.echo(table(rows, ["unit", "integrator", "evaluations", "parameters"]))

@@ -84,13 +84,7 @@ def _same(a: Path, b: Path) -> bool:
 
 def load_model(source: Path, overrides: tuple[str, ...]):
     """Compile a spec, or load a saved model; --set re-compiles the saved model's spec with the changes."""
-    from rkcompile.compiler import build
     from rkcompile.load import parse_overrides
+    from rkcompile.model import as_model
 
-    changes = parse_overrides(overrides) if overrides else None
-    if source.suffix == ".pt":
-        from rkcompile.artifact import load
-
-        model = load(source)
-        return build(model.spec, overrides=changes) if changes else model
-    return build(source, overrides=changes)
+    return as_model(source, parse_overrides(overrides) if overrides else None)

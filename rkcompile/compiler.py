@@ -14,9 +14,12 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
+from rkcompile import naming
 from rkcompile.checkpointing import groups_of, outline_checkpoints
 from rkcompile.errors import CompileError
 from rkcompile.exact import parse_coefficient
+from rkcompile.graphmeta import NodeMeta, Role, put
+from rkcompile.graphmeta import Part as EntryPart
 from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan, piece_index
 from rkcompile.lowering_registers import choose_lowering, lowering_function
@@ -55,7 +58,7 @@ class _Compiler:
         """Lower the whole spec: input, stem, stages, head; lint the graph and wrap it in a GraphModule."""
         spec, g = self.spec, self.graph
         x = g.placeholder("x")
-        x.meta["rk"] = {"role": "input"}
+        put(x, NodeMeta(Role.INPUT))
         i = spec.input
         shape = Shape(True, i.channels, i.height, i.width) if i.is_image else Shape(False, i.features)
         x, shape = self.stem(x, shape)
@@ -86,20 +89,20 @@ class _Compiler:
             parent = getattr(parent, name)
         parent.add_module(last, module)
 
-    def call_part(self, x: fx.Node, part: Part, target: str, name: str, meta: dict) -> fx.Node:
+    def call_part(self, x: fx.Node, part: Part, target: str, name: str, meta: NodeMeta) -> fx.Node:
         """Emit one node per layer of `part` (registered at `target`), named `{name}_{layer}`."""
         for call in part.calls:
             if call.module is not None:
                 x = self.graph.create_node("call_module", f"{target}.{call.name}", (x,), {}, name=f"{name}_{call.name}")
             else:
                 x = self.graph.create_node("call_function", call.function, (x,), {}, name=f"{name}_{call.name}")
-            x.meta["rk"] = dict(meta, layer=call.name)
+            put(x, meta.but(layer=call.name))
         return x
 
-    def function(self, fn, args: tuple, name: str, meta: dict, kwargs: dict | None = None) -> fx.Node:
+    def function(self, fn, args: tuple, name: str, meta: NodeMeta, kwargs: dict | None = None) -> fx.Node:
         """Emit a call_function node with rk metadata."""
         node = self.graph.create_node("call_function", fn, args, kwargs or {}, name=name)
-        node.meta["rk"] = meta
+        put(node, meta)
         return node
 
     # ------------------------------------------------------------ parts
@@ -125,8 +128,8 @@ class _Compiler:
         else:
             part = layer_list(stem.layers, shape)
             out = walk_layers(self.spec, stem.layers, shape, ("stem", "layers"))
-        self.attach("stem", part)
-        return self.call_part(x, part, "stem", "stem", {"role": "stem", "stage": None}), out
+        self.attach(naming.STEM, part)
+        return self.call_part(x, part, naming.STEM, naming.node_name(naming.STEM), NodeMeta(Role.STEM)), out
 
     def stage(self, x: fx.Node, shape: Shape, stage: Stage, n: int) -> tuple[fx.Node, Shape]:
         """Emit a stage: its entry unit, then one integrator step per block."""
@@ -140,20 +143,20 @@ class _Compiler:
         lower_step = lowering_function(self.lowering(stage, plan))
         after = activation(_after(stage.module))
         for b in range(blocks):
-            base = {"role": "eval", "stage": n, "block": b}
-            name = f"stage{n}_block{b}"
+            base = NodeMeta(Role.EVAL, stage=n, block=b)
+            name = naming.node_name(naming.block(n, b))
             scale = self.step_scale(stage, n, b, shape, name, base) if learned else None
 
-            def evaluate(z: fx.Node, i: int, b: int = b, name: str = name, base: dict = base) -> fx.Node:
-                target, part, label = functions(b, i)
+            def evaluate(z: fx.Node, i: int, b: int = b, base: NodeMeta = base) -> fx.Node:
+                target, part, p = functions(b, i)
                 t = (b + tableau.c[i]) * stage.h
-                meta = dict(base, eval=i + 1, weights=label, time=t)
-                return self.call_part(z, part, target, f"{name}_k{i + 1}", meta)
+                meta = base.but(evaluation=i + 1, weights=target, piece=p, time=t)
+                return self.call_part(z, part, target, naming.node_name(naming.evaluation(n, b, i + 1)), meta)
 
-            x = lower_step(self.graph, x, plan, evaluate, name, dict(base, role="output"), scale)
+            x = lower_step(self.graph, x, plan, evaluate, name, base.but(role=Role.OUTPUT), scale)
             if after is not None:
                 x = self.function(after, (x,), f"{name}_{_after(stage.module).replace('-', '_')}",
-                                  dict(base, role="after"))
+                                  base.but(role=Role.AFTER))
         return x, shape
 
     def lowering(self, stage: Stage, plan: StepPlan) -> str:
@@ -168,15 +171,15 @@ class _Compiler:
             parts = {}
             for b in range(blocks):
                 for i in range(s):
-                    target = f"stage{n}.block{b}.eval{i + 1}"
-                    parts[b, i] = (target, self._new_f(stage, shape, target), f"block{b}.eval{i + 1}")
+                    target = naming.evaluation(n, b, i + 1)
+                    parts[b, i] = (target, self._new_f(stage, shape, target), None)
             return lambda b, i: parts[b, i]
         if isinstance(w, Shared):
-            target = f"stage{n}.f"
-            shared = (target, self._new_f(stage, shape, target), "f")
+            target = naming.shared(n)
+            shared = (target, self._new_f(stage, shape, target), None)
             return lambda b, i: shared
         if isinstance(w, Basis):
-            pieces = [(f"stage{n}.piece{p}", self._new_f(stage, shape, f"stage{n}.piece{p}"), f"piece{p}")
+            pieces = [(naming.piece(n, p), self._new_f(stage, shape, naming.piece(n, p)), p)
                       for p in range(w.pieces)]
             c = stage.tableau.c
             return lambda b, i: pieces[piece_index(b, c[i], blocks, w.pieces)]
@@ -190,10 +193,10 @@ class _Compiler:
         self.attach(target, part)
         return part
 
-    def step_scale(self, stage: Stage, n: int, b: int, shape: Shape, name: str, base: dict):
+    def step_scale(self, stage: Stage, n: int, b: int, shape: Shape, name: str, base: NodeMeta):
         """The block's learned step size times each k: a parameter h (HO-ResNet's adaptive h, TSC_indp), a frozen
         h (a buffer, as `fold_step_sizes` leaves it), or h * a controller's dt (TSC_2fc, TSC_LSTM; Yang et al. 2020)."""
-        target = f"stage{n}.block{b}"
+        target = naming.block(n, b)
         if not _has(self.root, target):
             self.attach(target, nn.Module())
         if stage.step.controller != "none":
@@ -209,43 +212,46 @@ class _Compiler:
             else:
                 owner.register_parameter("h", nn.Parameter(value))
             h = self.graph.get_attr(f"{target}.h")
-            h.meta["rk"] = dict(base, role="parameter")
+            put(h, base.but(role=Role.PARAMETER))
 
         def scale(k: fx.Node, i: int) -> fx.Node:
-            return self.function(torch.mul, (k, h), f"{name}_k{i + 1}_h", dict(base, role="scale", eval=i + 1))
+            return self.function(torch.mul, (k, h), naming.node_name(naming.evaluation(n, b, i + 1), "h"),
+                                 base.but(role=Role.SCALE, evaluation=i + 1))
 
         return scale
 
     def entry(self, x: fx.Node, shape: Shape, stage: Stage, n: int, width: int) -> tuple[fx.Node, Shape]:
         """Emit a transition block (shortcut + F with stride) or a stitch (1x1 conv + epsilon R)."""
-        entry, name, target = stage.entry, f"stage{n}_entry", f"stage{n}.entry"
+        entry, name, target = stage.entry, naming.node_name(naming.entry(n)), naming.entry(n)
         out = Shape(True, width, shape.height, shape.breadth).strided(entry.stride)
-        meta = {"role": "entry", "stage": n, "block": "entry"}
+        meta = NodeMeta(Role.ENTRY, stage=n, entry=True, part=EntryPart.SHORTCUT)
         f = residual_function(stage.module, shape, width, entry.stride)
-        self.attach(f"{target}.f", f)
-        k = self.call_part(x, f, f"{target}.f", f"{name}_f", meta)
+        self.attach(naming.entry(n, "f"), f)
+        k = self.call_part(x, f, naming.entry(n, "f"), naming.node_name(naming.entry(n, "f")), meta.but(part=EntryPart.F))
         if isinstance(entry, Transition):
             short = self.shortcut(x, shape, out, entry, target, name, meta)
-            y = self.function(torch.add, (short, k), f"{name}_add", dict(meta, role="output"))
+            y = self.function(torch.add, (short, k), f"{name}_add", meta.but(role=Role.OUTPUT, part=None))
             after = _after(stage.module)
             if activation(after) is not None:
-                y = self.function(activation(after), (y,), f"{name}_{after.replace('-', '_')}", meta)
+                y = self.function(activation(after), (y,), f"{name}_{after.replace('-', '_')}",
+                                  meta.but(role=Role.AFTER, part=None))
             return y, out
         assert isinstance(entry, Stitch)
         proj = Part([LayerCall("proj", nn.Conv2d(shape.width, width, 1, entry.stride, bias=False))])
-        self.attach(f"{target}.shortcut", proj)
-        short = self.call_part(x, proj, f"{target}.shortcut", f"{name}_shortcut", meta)
+        self.attach(naming.entry(n, "shortcut"), proj)
+        short = self.call_part(x, proj, naming.entry(n, "shortcut"), naming.node_name(naming.entry(n, "shortcut")), meta)
         eps = parse_coefficient(entry.epsilon)
         kwargs = {} if eps == 1 else {"alpha": float(eps)}
-        return self.function(torch.add, (short, k), f"{name}_add", dict(meta, role="output"), kwargs), out
+        return self.function(torch.add, (short, k), f"{name}_add", meta.but(role=Role.OUTPUT, part=None), kwargs), out
 
-    def shortcut(self, x, shape: Shape, out: Shape, entry: Transition, target: str, name: str, meta: dict):
+    def shortcut(self, x, shape: Shape, out: Shape, entry: Transition, target: str, name: str, meta: NodeMeta):
         """The transition's shortcut: identity, zero-pad (subsample + zero channels), or 1x1 conv + norm."""
         if entry.shortcut == "conv":
             part = Part([LayerCall("conv", nn.Conv2d(shape.width, out.width, 1, entry.stride, bias=False)),
                          LayerCall("bn", nn.BatchNorm2d(out.width))])
-            self.attach(f"{target}.shortcut", part)
-            return self.call_part(x, part, f"{target}.shortcut", f"{name}_shortcut", meta)
+            target = naming.entry(meta.stage, "shortcut")
+            self.attach(target, part)
+            return self.call_part(x, part, target, naming.node_name(target), meta)
         if entry.stride > 1:
             s = entry.stride
             every = (slice(None), slice(None), slice(None, None, s), slice(None, None, s))
@@ -257,14 +263,14 @@ class _Compiler:
     def head(self, x: fx.Node, shape: Shape) -> fx.Node:
         """Emit global average pooling (images) and the linear classifier."""
         out = self.spec.output
-        meta = {"role": "head", "stage": None}
+        meta = NodeMeta(Role.HEAD)
         if shape.image:
             x = self.function(nn.functional.adaptive_avg_pool2d, (x, 1), "head_pool", meta)
             x = self.function(torch.flatten, (x, 1), "head_flatten", meta)
         calls = [LayerCall("dropout", nn.Dropout(out.dropout))] if out.dropout else []
         part = Part(calls + [LayerCall("fc", nn.Linear(shape.width, out.classes))])
-        self.attach("head", part)
-        return self.call_part(x, part, "head", "head", meta)
+        self.attach(naming.HEAD, part)
+        return self.call_part(x, part, naming.HEAD, naming.node_name(naming.HEAD), meta)
 
 
 def _after(module) -> str | None:

@@ -19,7 +19,9 @@ import operator
 import torch
 from torch import fx, nn
 
+from rkcompile import naming
 from rkcompile.errors import CompileError
+from rkcompile.graphmeta import NodeMeta, Role, put
 
 __all__ = ["FcController", "LstmController", "project", "emit_step_size"]
 
@@ -61,37 +63,37 @@ class LstmController(nn.Module):
         return torch.sigmoid(self.fc_out(h[0])).reshape(self.shape), (h, c)
 
 
-def emit_step_size(compiler, stage, n: int, b: int, shape, name: str, base: dict) -> fx.Node:
+def emit_step_size(compiler, stage, n: int, b: int, shape, name: str, base: NodeMeta) -> fx.Node:
     """Emit the nodes computing block b's controlled step h * dt into the compiler's graph; return the last."""
     graph, root = compiler.graph, compiler.root
     targets = [
-        f"stage{n}.block{b}.eval{i + 1}.{layer}.weight"
+        f"{naming.evaluation(n, b, i + 1)}.{layer}.weight"
         for i in range(stage.tableau.stages)
-        for layer, module in root.get_submodule(f"stage{n}.block{b}.eval{i + 1}").named_children()
+        for layer, module in root.get_submodule(naming.evaluation(n, b, i + 1)).named_children()
         if isinstance(module, (nn.Conv2d, nn.Linear))
     ]
     if not targets:
         raise compiler.spec.error(("stages", n, "step", "controller"), "a step-size controller reads the conv or "
                                   "linear weights of F; this module has none", CompileError)
-    meta = dict(base, role="controller")
+    meta = base.but(role=Role.CONTROLLER)
     weights = []
     for target in targets:
         node = graph.get_attr(target)
-        node.meta["rk"] = meta
+        put(node, meta)
         weights.append(node)
     inputs = sum(root.get_parameter(t).shape[0] * math.prod(root.get_parameter(t).shape[2:]) for t in targets)
     hidden = max(1, shape.width // stage.step.reduction)
     if stage.step.controller == "fc":
-        target = f"stage{n}.block{b}.controller"
+        target = naming.controller(n, b)
         compiler.attach(target, FcController(inputs, hidden, shape.width, shape.image))
         dt = graph.create_node("call_module", target, tuple(weights), {}, name=f"{name}_controller")
-        dt.meta["rk"] = meta
+        put(dt, meta)
     else:
-        target, states = f"stage{n}.controller", compiler.__dict__.setdefault("_controller_states", {})
+        target, states = naming.controller(n), compiler.__dict__.setdefault("_controller_states", {})
         if b == 0:
             compiler.attach(target, LstmController(inputs, hidden, shape.width, shape.image))
         out = graph.create_node("call_module", target, (states.get(n), *weights), {}, name=f"{name}_controller")
-        out.meta["rk"] = meta
+        put(out, meta)
         dt = compiler.function(operator.getitem, (out, 0), f"{name}_dt", meta)
         states[n] = compiler.function(operator.getitem, (out, 1), f"{name}_state", meta)
     h = float(stage.h)

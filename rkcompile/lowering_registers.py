@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+from rkcompile import graphmeta
+from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.lowering import StepPlan, lower_step
 from rkcompile.registers import accumulate_program, register_program
 
@@ -69,7 +71,7 @@ def lower_step_registers(
     plan: StepPlan,
     evaluate: Callable[[fx.Node, int], fx.Node],
     name: str,
-    meta: dict,
+    meta: NodeMeta,
     scale: Callable[[fx.Node, int], fx.Node] | None = None,
 ) -> fx.Node:
     """Emit one RK step from `y` with the register program; arguments as for `lower_step`.
@@ -101,13 +103,13 @@ def lower_step_registers(
         else:
             kwargs = {} if op.alpha == 1 else {"alpha": float(op.alpha)}
             node = graph.create_node("call_function", torch.add, (x, nodes[op.args[1]]), kwargs, name=label)
-        node.meta["rk"] = dict(meta, role="register", after=last_eval)
+        put(node, meta.but(role=Role.REGISTER, evaluation=last_eval or None))
         nodes[op.out] = node
     out = nodes[program.output]
-    out.meta["rk"] = dict(meta, role="register", after=last_eval, lowering="registers",
-                          into=[(j + 1, i + 1, hk * t.A[i][j]) for i in range(t.stages) for j in range(i)
-                                if t.A[i][j] != 0],
-                          out=[(i + 1, hk * t.b[i]) for i in range(t.stages) if t.b[i] != 0])
+    put(out, meta.but(role=Role.REGISTER, evaluation=last_eval,
+                      into=tuple((j + 1, i + 1, hk * t.A[i][j]) for i in range(t.stages) for j in range(i)
+                                 if t.A[i][j] != 0),
+                      out=tuple((i + 1, hk * t.b[i]) for i in range(t.stages) if t.b[i] != 0)))
     return out
 
 
@@ -130,8 +132,8 @@ def lowering_note(model: fx.GraphModule, batch: int) -> list[str]:
         if model.spec.input.is_image:
             size = None
             for node in model.graph.nodes:  # the state's elements per sample, from the analysis' shapes
-                rk, cost = node.meta.get("rk") or {}, node.meta.get("cost") or {}
-                if rk.get("stage") == n and cost.get("shape"):
+                rk, cost = graphmeta.get(node), node.meta.get("cost") or {}
+                if rk is not None and rk.stage == n and cost.get("shape"):
                     size = int(torch.tensor(cost["shape"][1:]).prod())
                     break
         extra = choice.extra_axpys * stage.blocks * 2 * batch * (size or 0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import rkcompile
-from rkcompile import build, get_tableau, list_tableaux
+from rkcompile import build, get_tableau, graphmeta, list_tableaux
 
 # Documented orders (tests/test_tableau.py cites the sources); slopes are fitted for orders <= 5.
 SCHEMES = list_tableaux()
@@ -308,7 +308,7 @@ def test_module_forms_compile_and_run(module: dict):
     model = build("specs/resnet14-cifar10.yaml", {"input.height": 8, "input.width": 8, "stem.channels": 16,
                                                   **{f"stages.{i}.module": module for i in range(3)}})
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
-    layers = [n.meta["rk"]["layer"] for n in model.graph.nodes if n.meta.get("rk", {}).get("block") == 0
-              and n.meta["rk"].get("stage") == 0 and "layer" in n.meta["rk"]]
+    metas = [graphmeta.get(n) for n in model.graph.nodes]
+    layers = [m.layer for m in metas if m is not None and m.block == 0 and m.stage == 0 and m.layer is not None]
     first = "bn1" if module["form"] == "pre" else "conv1"
     assert layers[0] == first, layers

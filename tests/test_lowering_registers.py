@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rkcompile import build, get_tableau, list_tableaux
+from rkcompile import build, get_tableau, graphmeta, list_tableaux
 from rkcompile.analysis import analyze
+from rkcompile.graphmeta import Role
 from rkcompile.lowering_registers import choose_lowering
 from rkcompile.registers import accumulate_program, register_program, register_ranks
 
@@ -92,9 +93,9 @@ def test_auto_picks_registers_only_where_they_lower_the_live_set(name, expected)
     assert choice.lowering == expected
     assert (choice.register_registers < choice.accumulate_registers) == (expected == "registers")
     auto = build(mlp_spec(name, "auto"))
-    roles = {n.meta["rk"]["role"] for n in auto.graph.nodes if "rk" in n.meta}
-    assert ("register" in roles) == (expected == "registers")
-    assert ("output" in roles) == (expected == "accumulate")
+    roles = {graphmeta.get(n).role for n in auto.graph.nodes if graphmeta.get(n) is not None}
+    assert (Role.REGISTER in roles) == (expected == "registers")
+    assert (Role.OUTPUT in roles) == (expected == "accumulate")
 
 
 def test_verner_choice_reports_registers_and_extra_work():

@@ -15,16 +15,19 @@ from pathlib import Path
 import torch
 from torch import fx
 
+from rkcompile import graphmeta, naming
 from rkcompile.analysis.checkpoint import checkpoint_costs
 from rkcompile.analysis.measure import measure as measure_model
 from rkcompile.analysis.measure import measure_step
 from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
-from rkcompile.analysis.units import node_unit, parameter_owner, stage_of, units_in_order
+from rkcompile.analysis.units import node_unit, stage_of, units_in_order
 from rkcompile.checkpointing import groups_of
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
+from rkcompile.model import as_model
 from rkcompile.spec import Spec
+from rkcompile.summary import owned_parameters
 
 __all__ = ["BlockReport", "Report", "analyze", "euler_manifestation", "predict"]
 
@@ -32,7 +35,7 @@ __all__ = ["BlockReport", "Report", "analyze", "euler_manifestation", "predict"]
 def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, dtype: torch.dtype = torch.float32,
             measure: bool = False) -> Report:
     """Predict (and with `measure`, also measure) per-unit parameters, memory and FLOPs, with ratios to Euler."""
-    model = model_or_spec if isinstance(model_or_spec, fx.GraphModule) else build(model_or_spec)
+    model = as_model(model_or_spec)
     if batch < 1:
         raise RkcompileError(f"batch must be at least 1, found {batch}")
     if measure and batch < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -71,12 +74,8 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
     predict(model, batch, dtype)
     measured = measure_model(model, batch, dtype) if measure else None
     itemsize = torch.empty((), dtype=dtype).element_size()
-    owned: dict[str | None, list[int]] = {}
-    for name, p in model.named_parameters():
-        size = itemsize if p.is_floating_point() else p.element_size()
-        entry = owned.setdefault(parameter_owner(name), [0, 0])
-        entry[0] += p.numel()
-        entry[1] += p.numel() * size
+    owned = {label: [count, sum(p.numel() * (itemsize if p.is_floating_point() else p.element_size()) for p in ps)]
+             for label, (count, ps) in owned_parameters(model).items()}
     groups: dict[str, list[fx.Node]] = {label: [] for label in units_in_order(model.graph)}
     for n in model.graph.nodes:
         if node_unit(n) is not None:
@@ -85,8 +84,8 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
     stages = []
     for s in range(len(model.spec.stages)):
         mine = [u for u in units if stage_of(u.label) == s]
-        count, nbytes = owned.get(f"stage{s}", [0, 0])
-        stages.append(combine(f"stage{s}", s, mine, count, nbytes))
+        count, nbytes = owned.get(naming.stage(s), [0, 0])
+        stages.append(combine(naming.stage(s), s, mine, count, nbytes))
     rest = [sum(v[0] for v in owned.values()), sum(v[1] for v in owned.values())]  # stage-owned and unowned
     total = combine("total", None, list(units), *rest)
     return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total)
@@ -94,7 +93,7 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
 
 def _unit_row(label: str, nodes: list[fx.Node], params: list[int], measured: dict | None) -> BlockReport:
     costs = [n.meta["cost"] for n in nodes]
-    rk = nodes[0].meta["rk"]
+    rk = graphmeta.get(nodes[0])
     extra = {}
     if measured is not None:
         names = [n.name for n in nodes]
@@ -104,7 +103,7 @@ def _unit_row(label: str, nodes: list[fx.Node], params: list[int], measured: dic
             "measured_training_peak": max(measured["training_peak"][m] for m in names),
         }
     return BlockReport(
-        label, rk.get("stage"), rk.get("block"), params[0], params[1],
+        label, rk.stage, "entry" if rk.entry else rk.block, params[0], params[1],
         inference_peak=max(c["live_bytes"] for c in costs),
         saved_bytes=sum(c["saved_bytes"] for c in costs),
         training_peak=max(c["training_bytes"] for c in costs),

@@ -17,6 +17,7 @@ from collections import defaultdict
 import torch
 from torch import fx, nn
 from torch.func import functional_call
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -44,6 +45,7 @@ def _key(t: torch.Tensor) -> int:
 class CostInterpreter(fx.Interpreter):
     """Run a GraphModule on meta tensors, recording each node's cost in `node.meta["cost"]`.
 
+    Also writes the standard `node.meta["tensor_meta"]` (torch.fx's `TensorMetadata`, as `ShapeProp` does).
     The record holds `shape`, `dtype`, `bytes` (of storage the node newly creates; 0 for views),
     `storages` ({storage: bytes} the output refers to), `flops` (FlopCounterMode), and `saved`
     ({storage: bytes} first saved for backward while the node ran) with its total `saved_bytes`, and `saves`
@@ -106,6 +108,8 @@ class CostInterpreter(fx.Interpreter):
             "saved_bytes": sum(self._node_saved.values()),
             "saves": dict(self._node_saves),
         }
+        if tensors:  # the standard torch.fx shape record, as ShapeProp writes it, for other passes
+            n.meta["tensor_meta"] = pytree.tree_map_only(torch.Tensor, _extract_tensor_metadata, out)
         return out
 
     def call_module(self, target, args, kwargs):

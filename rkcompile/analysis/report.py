@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
+from rkcompile.texttable import text_table
+
 __all__ = ["BlockReport", "Report", "combine", "human_bytes", "RELATIVE_FIELDS"]
 
 RELATIVE_FIELDS = ("parameters", "inference_peak", "saved_bytes", "training_peak", "flops")
@@ -107,7 +109,7 @@ class Report:
         if measured:
             head += ["meas. inf", "meas. saved", "meas. train"]
         head += ["x euler (inf/saved/train)"]
-        lines = [head]
+        lines = []
         for r in self.rows:
             cells = [r.label, f"{r.parameters:,}", human_bytes(r.inference_peak), human_bytes(r.saved_bytes),
                      human_bytes(r.training_peak), f"{r.flops / 1e6:,.1f}"]
@@ -117,11 +119,8 @@ class Report:
             cells.append("/".join(_ratio(rel.get(f)) for f in ("inference_peak", "saved_bytes", "training_peak"))
                          if rel else "")
             lines.append(cells)
-        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         title = f"{self.name}  (batch {self.batch}, {self.dtype})"
-        body = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-                for line in lines]
-        return "\n".join([title, *body])
+        return "\n".join([title, text_table(lines, head, numeric=True)])
 
     def to_dict(self) -> dict:
         """Plain data (ints, floats, strings, lists, dicts) for JSON."""

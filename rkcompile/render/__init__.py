@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import torch
-from torch import fx
 
 from rkcompile.errors import RkcompileError, did_you_mean
+from rkcompile.model import as_model
 from rkcompile.render.dot import LEVELS, dot_source
 from rkcompile.render.metrics import Measures, measure
 
@@ -32,17 +32,6 @@ class RenderError(RkcompileError):
 
 class GraphvizMissingError(RenderError):
     """Graphviz's `dot` binary, needed for svg/png/pdf (not for .dot), is not on PATH."""
-
-
-def as_model(model_or_spec, overrides: dict | None = None) -> fx.GraphModule:
-    """A compiled GraphModule from a GraphModule, a Spec, a spec path or YAML text."""
-    if isinstance(model_or_spec, fx.GraphModule) and not overrides:
-        return model_or_spec
-    from rkcompile.compiler import build
-
-    if isinstance(model_or_spec, fx.GraphModule):
-        model_or_spec = model_or_spec.spec
-    return build(model_or_spec, overrides=overrides)
 
 
 def to_dot(model_or_spec, level: str = "network", batch: int = 1, *, dtype: torch.dtype = torch.float32,

@@ -12,6 +12,7 @@ from html import escape
 
 import graphviz
 
+from rkcompile import naming
 from rkcompile.checkpointing import plain_model
 from rkcompile.exact import format_coefficient
 from rkcompile.render import tables
@@ -75,8 +76,8 @@ def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spe
                fillcolor=scale.colour(tables.colour_value(measures.blocks.get(run[-1].label), color_by)),
                color="gray40")
         table = f"{uid}_table"
-        owner = f"stage{first.stage}" if first.evaluations and not first.evaluations[0].weights.startswith("block") \
-            else None
+        owner = first.evaluations[0].owner if first.evaluations else None
+        owner = owner if owner is not None and owner != first.label else None  # shared or basis weights: the stage
         layers = first.evaluations[0].layers if first.evaluations else None
         c.node(table, tables.numbers(numbers, each=n if n > 1 else None, owner=owner, layers=layers),
                shape="plaintext", style="", tooltip=tables.tooltip(first.label, numbers))
@@ -141,7 +142,7 @@ def _entry(c, uid: str, view: BlockView) -> tuple[str, str]:
 
 def _stage_box(g, key, members: list[BlockView], measures: Measures, scale, color_by: str, spec, last: str) -> str:
     """Stage level: one box per stage (or the stem / head)."""
-    uid = f"stage{key}" if isinstance(key, int) else key
+    uid = naming.stage(key) if isinstance(key, int) else key
     if isinstance(key, int):
         numbers = measures.stages.get(key, Numbers())
         steps = [b for b in members if b.kind == "step"]

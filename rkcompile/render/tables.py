@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
+from rkcompile import naming
 from rkcompile.render.metrics import FIELDS, Measures, Numbers, count, flops, size
 from rkcompile.render.structure import BlockView
 
@@ -118,8 +119,8 @@ def stage_rows(stage: int, steps: list[BlockView], entry: BlockView | None, spec
         name = f"{s.tableau.name} (order {s.tableau.order})"
         weights = s.weights.kind + (f" ({s.weights.pieces} pieces)" if s.weights.kind == "basis" else "")
     except (AttributeError, IndexError, TypeError):
-        weights = ", ".join(sorted({e.weights.split(".")[0] for b in steps for e in b.evaluations}))[:40]
-    rows = [(f"stage{stage}", escape(name))]
+        weights = ", ".join(sorted({e.owner for b in steps for e in b.evaluations if e.owner}))[:40]
+    rows = [(naming.stage(stage), escape(name))]
     if entry is not None:
         short = " → ".join(escape(x) for x in entry.shortcut) or "identity"
         eps = "" if entry.epsilon in (None, 1) else f"{entry.epsilon:g}·"
