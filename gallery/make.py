@@ -104,6 +104,7 @@ def stale(gallery: Path = GALLERY, specs: Path = SPECS) -> list[str]:
 
 def write(gallery: Path = GALLERY, specs: Path = SPECS) -> tuple[list[str], dict[str, str]]:
     """Regenerate every file of the gallery; return the names written and the specs that could not be drawn."""
+    from rkcompile.files import write_file
     from rkcompile.render import render_bytes
 
     files, failed = sources(specs)
@@ -112,9 +113,9 @@ def write(gallery: Path = GALLERY, specs: Path = SPECS) -> tuple[list[str], dict
         if old.stem not in stems:  # the drawing of a spec that no longer exists
             old.unlink()
     for name, text in files.items():
-        (gallery / name).write_text(text, encoding="utf-8")
+        write_file(gallery / name, text)
         if name.endswith(".dot"):
-            (gallery / f"{Path(name).stem}.svg").write_bytes(render_bytes(text, "svg"))
+            write_file(gallery / f"{Path(name).stem}.svg", render_bytes(text, "svg"))
     return sorted(files), failed
 
 

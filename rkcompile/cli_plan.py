@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import click
 import yaml
@@ -38,8 +37,8 @@ def plan(spec: str, budget: str, batch: int, output: str | None, measure: bool, 
         click.echo(f"  measured training peak {human_bytes(measured)} "
                    f"({measured / chosen.training_peak - 1:+.1%} of the prediction)")
     if output:
-        if Path(output).resolve() == Path(spec).resolve():
-            raise click.ClickException(f"refusing to overwrite the input spec {spec}: name another file")
+        from rkcompile.files import write_file
+
         data = copy.deepcopy(model.spec.data)
         for n, stage in enumerate(data["stages"]):
             groups = fields[f"stages.{n}.checkpoint"]
@@ -47,11 +46,7 @@ def plan(spec: str, budget: str, batch: int, output: str | None, measure: bool, 
             if groups is not None:
                 stage["checkpoint"] = groups
         text = f"# {spec} with checkpoint groups chosen by rkcompile plan --budget {budget} --batch {batch}\n"
-        try:
-            Path(output).write_text(text + yaml.safe_dump(data, sort_keys=False, default_flow_style=None),
-                                    encoding="utf-8")
-        except OSError as e:
-            raise click.ClickException(f"cannot write {output}: {e.strerror}") from None
+        write_file(output, text + yaml.safe_dump(data, sort_keys=False, default_flow_style=None), inputs=[spec])
         click.echo(f"wrote {output}")
 
 

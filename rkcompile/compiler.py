@@ -7,6 +7,7 @@ targets read `stage0.block3.eval2.conv1`; graph nodes read `stage0_block3_k2_con
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from rkcompile.errors import CompileError
 from rkcompile.exact import parse_coefficient
 from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.graphmeta import Part as EntryPart
+from rkcompile.limits import Limits, check_counts, estimate, needs_exact
 from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan, piece_index
 from rkcompile.lowering_registers import choose_lowering, lowering_function
@@ -30,19 +32,34 @@ from rkcompile.spec import Basis, ConvStem, NoEntry, PerEvaluation, Shared, Spec
 __all__ = ["build"]
 
 
-def build(spec_or_path: Spec | str | Path, overrides=None, **fields) -> fx.GraphModule:
-    """Compile a spec (object, path or YAML text) to a GraphModule; `stages__0__integrator="rk4"` overrides a field.
+def build(spec_or_path: Spec | str | Path, overrides=None, *, limits: Limits | None = None, device=None,
+          **fields) -> fx.GraphModule:
+    """Compile a validated Spec or the spec file at a path to a GraphModule; `stages__0__integrator="rk4"` overrides.
 
     `overrides` is a mapping {dotted path: value} or a list of "path=value" strings (as `--set` takes them).
+    YAML text is parsed first with `parse_spec`. `limits` raises the resource limits (`rkcompile.limits`);
+    `device="meta"` builds without allocating memory (for counting).
     """
     changes = parse_overrides(overrides or {})
     changes.update({k.replace("__", "."): v for k, v in fields.items()})
-    spec = load_spec(spec_or_path, changes or None)
-    if spec.seed is None:
-        return _Compiler(spec).compile()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        return _Compiler(spec).compile()
+    spec = load_spec(spec_or_path, changes or None, limits=limits)
+    meta = torch.device("meta")
+    if device is None and needs_exact(estimate(spec), limits):
+        _checked(spec, meta, limits)  # close to a limit: count exactly on the meta device before allocating
+    return _checked(spec, device, limits)
+
+
+def _checked(spec: Spec, device, limits: Limits | None) -> fx.GraphModule:
+    """Compile on `device` (the default device if None) and compare the exact counts with the limits."""
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        if spec.seed is None:
+            module = _Compiler(spec).compile()
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(spec.seed)
+                module = _Compiler(spec).compile()
+    check_counts(spec, sum(p.numel() for p in module.parameters()), len(module.graph.nodes), limits)
+    return module
 
 
 class _Compiler:

@@ -4,13 +4,13 @@ Same interface as `rkcompile.lowering.lower_step`, emitting `rkcompile.registers
 each F_i runs, only rank(later inputs, output) activation-sized registers are alive (Verner 8(9): 5 rather
 than up to 10 k_j), at the price of a few more axpys (`torch.add(x, k, alpha=a)`, out of place, so autograd
 saves nothing for them and torch.fx frees each replaced register at once). `choose_lowering` picks it
-when it lowers the live set and reports the extra elementwise ops.
+when it lowers the live set and reports the extra elementwise ops (it lives in `rkcompile.registers`, free of
+torch, so that `rkcompile check` can show the choice).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import fx
@@ -18,47 +18,10 @@ from torch import fx
 from rkcompile import graphmeta
 from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.lowering import StepPlan, lower_step
-from rkcompile.registers import accumulate_program, register_program
+from rkcompile.registers import LOWERINGS, LoweringChoice, choose_lowering, register_program, stage_lowering
 
 __all__ = ["LOWERINGS", "LoweringChoice", "choose_lowering", "lower_step_registers", "lowering_function",
            "lowering_note", "stage_lowering"]
-
-#: The lowerings a stage can ask for; "auto" picks "registers" where it keeps fewer activations alive.
-LOWERINGS = ("auto", "accumulate", "registers")
-
-
-@dataclass(frozen=True)
-class LoweringChoice:
-    """The lowering used for one tableau, with the live registers and axpy counts of both lowerings."""
-
-    lowering: str
-    registers: int  # most step tensors alive across an evaluation, in the chosen lowering
-    accumulate_registers: int
-    register_registers: int
-    axpys: int  # elementwise ops per step, in the chosen lowering
-    extra_axpys: int  # chosen minus accumulate: each one pass of 2 FLOPs per element of the state
-
-
-def choose_lowering(tableau, scale=1, requested: str = "auto") -> LoweringChoice:
-    """Which lowering a step of `tableau` uses: `requested`, or for "auto" the one with fewer live registers."""
-    acc, reg = accumulate_program(tableau, scale), register_program(tableau, scale)
-    acc_live, reg_live = max(acc.live_during()), max(reg.live_during())
-    lowering = requested
-    if requested == "auto":
-        # fewer registers across every F, and no higher peak between them (each F's own temporaries are the same)
-        lowering = "registers" if reg_live < acc_live and reg.peak() <= acc.peak() else "accumulate"
-    chosen = reg if lowering == "registers" else acc
-    return LoweringChoice(lowering, reg_live if lowering == "registers" else acc_live, acc_live, reg_live,
-                          chosen.axpys, chosen.axpys - acc.axpys)
-
-
-def stage_lowering(stage) -> LoweringChoice:
-    """The lowering a spec stage compiles with (its `lowering` field, scale h * epsilon unless h is learned)."""
-    from rkcompile.exact import parse_coefficient
-
-    scale = (1 if stage.step.learn != "none" else stage.h) * parse_coefficient(stage.step.epsilon)
-    return choose_lowering(stage.tableau, scale, stage.lowering)
-
 
 def lowering_function(lowering: str) -> Callable:
     """The emitter of a named lowering ("accumulate" or "registers")."""

@@ -20,7 +20,8 @@ from fractions import Fraction
 from functools import lru_cache
 from itertools import combinations
 
-__all__ = ["Op", "Program", "accumulate_program", "register_program", "register_ranks"]
+__all__ = ["LOWERINGS", "LoweringChoice", "Op", "Program", "accumulate_program", "choose_lowering", "register_program",
+           "register_ranks", "stage_lowering"]
 
 _TOL = 1e-9
 
@@ -337,3 +338,40 @@ def accumulate_program(tableau, scale: Fraction | float = 1) -> Program:
             out = b.emit("axpy", (out, ks[i]), tuple(p + w[i + 1] * q for p, q in
                                                     zip(b.vectors[out], b.vectors[ks[i]], strict=True)), w[i + 1])
     return Program(tuple(b.ops), b.vectors, out)
+
+
+#: The lowerings a stage can ask for; "auto" picks "registers" where it keeps fewer activations alive.
+LOWERINGS = ("auto", "accumulate", "registers")
+
+
+@dataclass(frozen=True)
+class LoweringChoice:
+    """The lowering used for one tableau, with the live registers and axpy counts of both lowerings."""
+
+    lowering: str
+    registers: int  # most step tensors alive across an evaluation, in the chosen lowering
+    accumulate_registers: int
+    register_registers: int
+    axpys: int  # elementwise ops per step, in the chosen lowering
+    extra_axpys: int  # chosen minus accumulate: each one pass of 2 FLOPs per element of the state
+
+
+def choose_lowering(tableau, scale=1, requested: str = "auto") -> LoweringChoice:
+    """Which lowering a step of `tableau` uses: `requested`, or for "auto" the one with fewer live registers."""
+    acc, reg = accumulate_program(tableau, scale), register_program(tableau, scale)
+    acc_live, reg_live = max(acc.live_during()), max(reg.live_during())
+    lowering = requested
+    if requested == "auto":
+        # fewer registers across every F, and no higher peak between them (each F's own temporaries are the same)
+        lowering = "registers" if reg_live < acc_live and reg.peak() <= acc.peak() else "accumulate"
+    chosen = reg if lowering == "registers" else acc
+    return LoweringChoice(lowering, reg_live if lowering == "registers" else acc_live, acc_live, reg_live,
+                          chosen.axpys, chosen.axpys - acc.axpys)
+
+
+def stage_lowering(stage) -> LoweringChoice:
+    """The lowering a spec stage compiles with (its `lowering` field, scale h * epsilon unless h is learned)."""
+    from rkcompile.exact import parse_coefficient
+
+    scale = (1 if stage.step.learn != "none" else stage.h) * parse_coefficient(stage.step.epsilon)
+    return choose_lowering(stage.tableau, scale, stage.lowering)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import rkcompile
 from rkcompile.compiler import build
 
 ROOT = Path(__file__).parent.parent
@@ -24,7 +25,7 @@ HAS_TORCHDIFFEQ = importlib.util.find_spec("torchdiffeq") is not None
 def _cases():
     """(compiled, hand-written) builders covering each reference and its options."""
     ho, cn = ROOT / "specs" / "ho-resnet58-rk4.yaml", ROOT / "specs" / "continuousnet-8-8-8.yaml"
-    ode = speed.ODE_SPEC.format(size=8, channels=4, steps=4)
+    ode = rkcompile.parse_spec(speed.ODE_SPEC.format(size=8, channels=4, steps=4))
     cn_steps = {f"stages.{s}.steps": 4 for s in range(3)}  # 4 steps over 8 pieces: every stage time on a boundary
     cn_fine = {f"stages.{s}.steps": 16 for s in range(3)}  # 16 steps over 8 pieces: each piece spans two steps
     skip = pytest.mark.skipif(not HAS_TORCHDIFFEQ, reason="torchdiffeq is not installed")

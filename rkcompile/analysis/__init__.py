@@ -25,35 +25,54 @@ from rkcompile.analysis.units import node_unit, stage_of, units_in_order
 from rkcompile.checkpointing import groups_of
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
+from rkcompile.limits import DEFAULT, Limits, estimate
 from rkcompile.model import as_model
 from rkcompile.spec import Spec
 from rkcompile.summary import owned_parameters
 
-__all__ = ["BlockReport", "Report", "analyze", "euler_manifestation", "predict"]
+__all__ = ["BlockReport", "Report", "analyze", "euler_manifestation", "predict", "MAX_BATCH"]
+
+#: Largest batch the analysis accepts (sizes stay far inside int64 on the meta device).
+MAX_BATCH = 2**31 - 1
 
 
 def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, dtype: torch.dtype = torch.float32,
-            measure: bool = False) -> Report:
-    """Predict (and with `measure`, also measure) per-unit parameters, memory and FLOPs, with ratios to Euler."""
-    model = as_model(model_or_spec)
-    if batch < 1:
-        raise RkcompileError(f"batch must be at least 1, found {batch}")
+            measure: bool = False, *, limits: Limits | None = None) -> Report:
+    """Predict (and with `measure`, also measure) per-unit parameters, memory and FLOPs, with ratios to Euler.
+
+    The ratios compare with the Euler manifestation of equal evaluations per stage (`euler_manifestation`).
+    A measured run is refused when its predicted training peak passes `limits.max_measure_bytes`.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise RkcompileError(f"batch must be at least 1 and at most {MAX_BATCH:,}, found {str(batch)[:40]}")
+    model = as_model(model_or_spec, limits=limits)
+    if measure:  # the arithmetic bound first: a forward holds at least its largest activation
+        lower = estimate(model.spec).activation_bytes // 4 * torch.empty((), dtype=dtype).element_size() * batch
+        _check_measure(lower, batch, limits or DEFAULT)
     if measure and batch < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise RkcompileError("measuring a training step needs batch >= 2: batch norm cannot train on one sample")
-    report = _report(model, batch, dtype, measure)
+    report = _report(model, batch, dtype, measure, limits or DEFAULT)
     spec = getattr(model, "spec", None)
     if spec is None:
         return report
     if all(stage.integrator == "euler" for stage in spec.stages):
         return report.with_relative(report)
-    return report.with_relative(_report(euler_manifestation(spec), batch, dtype, False))
+    return report.with_relative(_report(euler_manifestation(spec, limits), batch, dtype, False, limits or DEFAULT))
 
 
-def euler_manifestation(spec: Spec) -> fx.GraphModule:
-    """The same spec with every stage's integrator set to euler (its evaluations or steps kept), nothing
-    checkpointed: the plain baseline."""
-    changes = {f"stages.{i}.integrator": "euler" for i in range(len(spec.stages))}
-    return build(spec, overrides={**changes, **_no_checkpoints(spec)})
+def euler_manifestation(spec: Spec, limits: Limits | None = None) -> fx.GraphModule:
+    """The same spec integrated by Euler with equal evaluations per stage (so equal parameters in every mode),
+    nothing checkpointed: the plain baseline.
+
+    A stage given by `evaluations` keeps its budget; a stage given by `steps` gets steps x (evaluations per
+    step) Euler steps, so a 4-step RK4 stage compares with 16 Euler steps, not 4.
+    """
+    changes: dict[str, object] = {}
+    for i, stage in enumerate(spec.stages):
+        changes[f"stages.{i}.integrator"] = "euler"
+        if stage.steps is not None:
+            changes[f"stages.{i}.steps"] = stage.total_evaluations
+    return build(spec, overrides={**changes, **_no_checkpoints(spec)}, limits=limits)
 
 
 def _no_checkpoints(spec: Spec) -> dict:
@@ -67,11 +86,14 @@ def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.fl
     return model
 
 
-def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool) -> Report:
+def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool, limits: Limits) -> Report:
     groups = groups_of(model.spec)
     if groups:
-        return _checkpointed(model, groups, batch, dtype, measure)
+        return _checkpointed(model, groups, batch, dtype, measure, limits)
     predict(model, batch, dtype)
+    if measure:
+        _check_measure(max((n.meta["cost"]["training_bytes"] for n in model.graph.nodes if "cost" in n.meta),
+                           default=0), batch, limits)
     measured = measure_model(model, batch, dtype) if measure else None
     itemsize = torch.empty((), dtype=dtype).element_size()
     owned = {label: [count, sum(p.numel() * (itemsize if p.is_floating_point() else p.element_size()) for p in ps)]
@@ -89,6 +111,14 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
     rest = [sum(v[0] for v in owned.values()), sum(v[1] for v in owned.values())]  # stage-owned and unowned
     total = combine("total", None, list(units), *rest)
     return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total)
+
+
+def _check_measure(peak: int, batch: int, limits: Limits) -> None:
+    """Refuse a real forward + backward predicted (or bounded below) to need more than the measure limit."""
+    if peak > limits.max_measure_bytes:
+        raise RkcompileError(f"a measured forward + backward at batch {batch} needs at least {peak:,} bytes, "
+                             f"above the limit of {limits.max_measure_bytes:,}; lower --batch or raise it with "
+                             "--max-measure BYTES (Python: limits=Limits(max_measure_bytes=N))")
 
 
 def _unit_row(label: str, nodes: list[fx.Node], params: list[int], measured: dict | None) -> BlockReport:
@@ -112,11 +142,12 @@ def _unit_row(label: str, nodes: list[fx.Node], params: list[int], measured: dic
     )
 
 
-def _checkpointed(model: fx.GraphModule, groups: list, batch: int, dtype: torch.dtype, measure: bool) -> Report:
+def _checkpointed(model: fx.GraphModule, groups: list, batch: int, dtype: torch.dtype, measure: bool,
+                  limits: Limits) -> Report:
     """The report of a network with checkpointed groups: the same network's costs without them, with what is
     saved and the training peaks of `checkpoint_costs`; measured (whole training step) in the total row."""
     plain = build(model.spec, overrides=_no_checkpoints(model.spec))
-    report = _report(plain, batch, dtype, False)
+    report = _report(plain, batch, dtype, False, limits)
     costs = checkpoint_costs(plain, groups)
     nodes: dict[str, list[str]] = {}
     for n in plain.graph.nodes:
@@ -140,6 +171,7 @@ def _checkpointed(model: fx.GraphModule, groups: list, batch: int, dtype: torch.
     total = combine("total", None, list(units), t.parameters - sum(u.parameters for u in units),
                     t.parameter_bytes - sum(u.parameter_bytes for u in units))
     if measure:
+        _check_measure(costs.training_peak, batch, limits)
         m = measure_step(model, batch, dtype)
         total = replace(total, measured_inference_peak=m["inference_peak"], measured_saved_bytes=m["saved_bytes"],
                         measured_training_peak=m["training_peak"])

@@ -108,7 +108,7 @@ class Report:
         head = ["unit", "params", "inference", "saved", "training", "MFLOP"]
         if measured:
             head += ["meas. inf", "meas. saved", "meas. train"]
-        head += ["x euler (inf/saved/train)"]
+        head += ["x euler at equal evaluations (inf/saved/train)"]
         lines = []
         for r in self.rows:
             cells = [r.label, f"{r.parameters:,}", human_bytes(r.inference_peak), human_bytes(r.saved_bytes),

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from rkcompile.errors import RkcompileError, did_you_mean
+from rkcompile.files import check_target, write_file
 from rkcompile.model import as_model
 from rkcompile.render.dot import LEVELS, dot_source
 from rkcompile.render.metrics import Measures, measure
@@ -48,16 +49,18 @@ def to_dot(model_or_spec, level: str = "network", batch: int = 1, *, dtype: torc
 
 
 def draw(model_or_spec, out_path: str | Path, level: str = "network", batch: int = 1, format: str | None = None,
-         **options) -> Path:
-    """Write the drawing to `out_path` as svg, png, pdf or dot (format from the suffix unless given)."""
+         *, inputs=(), **options) -> Path:
+    """Write the drawing to `out_path` as svg, png, pdf or dot (format from the suffix unless given).
+
+    The drawing is rendered to bytes first and written atomically (`rkcompile.files.write_file`); `inputs`
+    are files it must never replace.
+    """
     out = Path(out_path)
     fmt = output_format(out, format)
     check_writable(out)
+    check_target(out, inputs)
     source = to_dot(model_or_spec, level=level, batch=batch, **options)
-    if fmt == "dot":
-        out.write_text(source, encoding="utf-8")
-        return out
-    out.write_bytes(render_bytes(source, fmt))
+    write_file(out, source if fmt == "dot" else render_bytes(source, fmt), inputs=inputs)
     return out
 
 
