@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rkcompile import build, get_tableau, graphmeta, list_tableaux
+from rkcompile import build, get_tableau, graphmeta, list_tableaux, parse_spec
 from rkcompile.analysis import analyze
 from rkcompile.graphmeta import Role
 from rkcompile.lowering_registers import choose_lowering
@@ -15,7 +15,7 @@ SCHEMES = list_tableaux()
 
 
 def mlp_spec(integrator: str, lowering: str, steps: int = 2, weights: str = "shared") -> str:
-    return f"""
+    return parse_spec(f"""
 name: mlp-{integrator}
 seed: 0
 input: {{features: 5}}
@@ -26,13 +26,13 @@ stages:
     weights: {weights}
     lowering: {lowering}
     step: {{h: 0.37}}
-"""
+""")
 
 
 def conv_spec(integrator: str, lowering: str) -> str:
     """One block of conv-BN-ReLU-conv-BN at 8 channels, 8x8: every register is one activation."""
     stages = len(get_tableau(integrator).pruned().c)
-    return f"""
+    return parse_spec(f"""
 name: conv-{integrator}
 seed: 0
 input: {{channels: 8, height: 8, width: 8}}
@@ -42,7 +42,7 @@ stages:
     integrator: {integrator}
     evaluations: {stages}
     lowering: {lowering}
-"""
+""")
 
 
 @pytest.fixture(scope="module", autouse=True)
