@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 __all__ = ["COMMANDS", "export", "specs"]
@@ -28,13 +26,13 @@ def export(model_path: str, output: str) -> None:
     from rkcompile.artifact import load
     from rkcompile.export import check_destination, prepare
     from rkcompile.export import export as run
+    from rkcompile.files import check_target
 
-    if Path(output).resolve() == Path(model_path).resolve():
-        raise click.UsageError("-o names the input model; choose another file")
+    check_target(output, [model_path])  # the input model is never replaced
     kind = check_destination(output)
     model = load(model_path)
     folded = prepare(model)[1]
-    run(model, output)
+    run(model, output, inputs=(model_path,))
     note = " (learned step sizes folded into constants)" if folded else ""
     click.echo(f"wrote {output} ({kind}){note}")
 

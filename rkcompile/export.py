@@ -50,24 +50,25 @@ def export_program(model: fx.GraphModule, example: torch.Tensor | None = None) -
             raise ExportError(f"torch.export failed: {type(e).__name__}: {_first_line(e)}") from e
 
 
-def export(model: fx.GraphModule, path: str | Path, example: torch.Tensor | None = None) -> Path:
+def export(model: fx.GraphModule, path: str | Path, example: torch.Tensor | None = None, *,
+           inputs: tuple = ()) -> Path:
     """Write `model` to `path`: `.pt2` via torch.export.save, `.onnx` via torch.onnx.export(dynamo=True); return the path.
 
-    The `.pt2` file loads with `torch.export.load(path).module()`; the `.onnx` file runs in onnxruntime. Either is
-    written to a temporary file next to `path` first, so a failed export never clobbers an existing file.
+    The `.pt2` file loads with `torch.export.load(path).module()`; the `.onnx` file runs in onnxruntime. The file is
+    written by rkcompile's one atomic writer, so a failed export never clobbers an existing file, and a target that
+    is one of `inputs` is refused.
     """
+    from rkcompile.files import check_target, write_file
+
     path = Path(path)
     kind = check_destination(path)
+    check_target(path, inputs)  # refused before the (slow) export
     program = export_program(model, example)
-    partial = path.with_name(f".{path.name}.partial{path.suffix}")
-    try:
-        if kind == "torch.export":
-            torch.export.save(program, partial)
-        else:
-            _save_onnx(program, partial)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    if kind == "torch.export":
+        write_file(path, lambda f: torch.export.save(program, f), inputs=inputs)
+    else:
+        data = _onnx_bytes(program)
+        write_file(path, data, inputs=inputs)
     return path
 
 
@@ -82,8 +83,8 @@ def check_destination(path: str | Path) -> str:
     return kind
 
 
-def _save_onnx(program: torch.export.ExportedProgram, path: Path) -> None:
-    """Convert an ExportedProgram to ONNX (torch's dynamo exporter, which needs onnx and onnxscript)."""
+def _onnx_bytes(program: torch.export.ExportedProgram) -> bytes:
+    """Convert an ExportedProgram to a serialized ONNX model (torch's dynamo exporter, needs onnx and onnxscript)."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -94,7 +95,7 @@ def _save_onnx(program: torch.export.ExportedProgram, path: Path) -> None:
         onnx_program = torch.onnx.export(program, dynamo=True, verbose=False)
     except Exception as e:  # the exporter raises its own error types per failing operator
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {_first_line(e)}") from e
-    onnx_program.save(str(path))
+    return onnx_program.model_proto.SerializeToString()
 
 
 def _spec(model):
