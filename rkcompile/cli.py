@@ -111,7 +111,7 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...], **options) -> None
 def stage_table(spec) -> str:
     """Per-stage summary: integrator, weights, blocks, evaluations, step size."""
     from rkcompile.exact import format_coefficient
-    from rkcompile.lowering_registers import stage_lowering
+    from rkcompile.registers import stage_lowering
 
     rows, lowerings, groups = [], [], []
     for n, s in enumerate(spec.stages):
