@@ -70,7 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Transform the model at the start of EPOCH (0-based): refine, interpolate, remanifest, fold.")
     p.add_argument("--seed", type=int, help="Seed of the data order and, when given, of the model (default: spec's).")
     p.add_argument("--out", help="Write log.csv, log.json and model.pt here.")
-    p.add_argument("--compile", action="store_true", help="Run the model through torch.compile.")
+    p.add_argument("--compile", nargs="?", const="full", choices=("full", "regional"),
+                   help="torch.compile the model: full (the default) or regional (each distinct block once).")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
     p.add_argument("--threads", type=int, help="torch.set_num_threads for this process.")
     p.add_argument("--resume", metavar="CHECKPOINT", help="Continue from DIR/checkpoint.pt of an earlier --out (its spec wins over --spec).")
@@ -191,13 +192,13 @@ def all_sum(values: list[float], world: int, device) -> list[float]:
 
 
 def wrap(model, args, world: int, device):
-    """The module the loop calls: the model, in DDP when distributed, through torch.compile when asked."""
-    run = model
+    """The module the loop calls: the model, in DDP when distributed, through (regional) torch.compile when asked."""
+    run = rkcompile.compile(model, mode="regional") if args.compile == "regional" else model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        run = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if args.compile:
+        run = DistributedDataParallel(run, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile == "full":
         run = torch.compile(run)
     return run
 

@@ -59,13 +59,26 @@ def table(rows: list[list[object]], header: list[str]) -> str:
 
 
 @cli.command()
-@click.argument("name", required=False)
-def tableaux(name: str | None) -> None:
-    """List the built-in tableaux, or show one (c, A, b as exact fractions) by NAME."""
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="OUT.png|svg",
+              help="Plot the linear stability region of each NAME, side by side.")
+def tableaux(names: tuple[str, ...], plot: str | None) -> None:
+    """List the built-in tableaux, or show each NAME (c, A, b as exact fractions, stability, error coefficient)."""
+    from rkcompile.stability import real_extent, runge_kutta
     from rkcompile.tableaux import get_tableau, list_tableaux
 
-    if name:
-        click.echo(get_tableau(name).describe())
+    if plot and not names:
+        raise click.UsageError("--plot needs at least one NAME, e.g. rkcompile tableaux euler rk4 --plot out.png")
+    if names:
+        methods = [runge_kutta(get_tableau(n)) for n in names]
+        for n, m in zip(names, methods, strict=True):
+            click.echo(get_tableau(n).describe())
+            click.echo(f"stability: R(z) = {m.text()}; real axis [-{real_extent(m):.6f}, 0]; "
+                       f"principal error coefficient {m.error_coefficient:.4e} (order {m.order})")
+        if plot:
+            from rkcompile.stability_plot import stability_plot
+
+            click.echo(f"wrote {stability_plot(methods, plot)}")
         return
     rows = []
     for n in list_tableaux():
@@ -116,8 +129,8 @@ def stage_table(spec) -> str:
     rows, lowerings, groups = [], [], []
     for n, s in enumerate(spec.stages):
         t = s.tableau
-        weights = s.weights.kind + (f"({s.weights.pieces})" if s.weights.kind == "basis" else "")
-        rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.kind, f"{t.name} (order {t.order})", weights,
+        rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.label(), f"{t.name} (order {t.order})",
+                     s.weights.label(),
                      s.blocks, s.total_evaluations, format_coefficient(s.h)])
         choice = stage_lowering(s)
         lowerings.append(f"{choice.lowering} ({choice.registers} live"
@@ -182,14 +195,19 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
 @click.option("--batch", default=1, show_default=True, type=BATCH, help="Batch size of the memory figures.")
 @click.option("--measure", is_flag=True, help="Also run one real forward and backward on CPU and measure.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
+@click.option("--timeline", type=click.Path(dir_okay=False), metavar="OUT.png|svg",
+              help="Also plot live bytes per graph node, forward and backward, with unit boundaries.")
 @limit_options
-def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], **options) -> None:
+def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], timeline: str | None,
+            **options) -> None:
     """Print parameters, memory and FLOPs per unit, with ratios to Euler at equal evaluations per stage."""
     from pathlib import Path
 
     from rkcompile.analysis import analyze as run
     from rkcompile.cli_draw import load_model
 
+    if timeline and Path(timeline).suffix.lower() not in (".png", ".svg"):
+        raise RkcompileError(f"cannot plot the timeline to {timeline}: expected a .png or .svg file")
     limits = limits_from(options)
     model = load_model(Path(source), overrides, limits)
     report = run(model, batch=batch, measure=measure, limits=limits)
@@ -198,6 +216,13 @@ def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], 
 
     for line in lowering_note(model, batch):
         click.echo(line)
+    if timeline:
+        from rkcompile.analysis.timeline import timeline as memory_timeline
+        from rkcompile.timeline_plot import timeline_plot
+
+        line = memory_timeline(model, batch=batch, measure=measure)
+        click.echo(f"wrote {timeline_plot(line, timeline)} (timeline peaks: inference "
+                   f"{line.inference_peak:,} B, training {line.training_peak:,} B)")
 
 
 @cli.command()

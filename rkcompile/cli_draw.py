@@ -8,17 +8,20 @@ import click
 
 from rkcompile.cli_options import BATCH, limit_options, limits_from
 
-__all__ = ["draw", "resolve_output", "load_model", "LEVELS", "FORMATS"]
+__all__ = ["draw", "resolve_output", "load_model", "LEVELS", "FORMATS", "RANKDIRS", "COLOR_BY", "TABLEAU_VIEWS"]
 
-# rkcompile.render's LEVELS and FORMATS (a test checks they agree): importing render here would import torch
+# rkcompile.render's choices (a test checks they agree): importing render here would import torch
 # for every command, `check` and `schema` included
 LEVELS = ("network", "stage", "block")
-FORMATS = ("dot", "pdf", "png", "svg")
+FORMATS = ("dot", "html", "pdf", "png", "svg")
+RANKDIRS = ("TB", "LR")
+COLOR_BY = ("inference", "saved", "training", "flops")
+TABLEAU_VIEWS = ("auto", "dag", "matrix")
 
 
 @click.command()
 @click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(), help="Drawing to write: .svg, .png, .pdf or .dot (.dot needs no graphviz).")
+@click.option("-o", "--output", type=click.Path(), help="Drawing to write: .svg, .png, .pdf, .dot (needs no graphviz) or .html (interactive, self-contained).")
 @click.option("--level", type=click.Choice(LEVELS), default="network", show_default=True,
               help="network: identical consecutive blocks drawn once as ×N; stage: one box per stage; block: every block.")
 @click.option("--batch", type=BATCH, default=1, show_default=True, help="Batch size of the memory figures.")
@@ -27,10 +30,18 @@ FORMATS = ("dot", "pdf", "png", "svg")
 @click.option("--memory-plot", type=click.Path(), metavar="OUT.png", help="Also plot memory per stage under each scheme (PNG).")
 @click.option("--schemes", default="euler,midpoint,rk4,verner89", show_default=True,
               help="Comma-separated schemes for --memory-plot.")
+@click.option("--shapes", is_flag=True, help="Label edges with tensor shapes (batch first).")
+@click.option("--rankdir", type=click.Choice(RANKDIRS), default="TB", show_default=True,
+              help="TB: top to bottom; LR: left to right.")
+@click.option("--color-by", type=click.Choice(COLOR_BY), default="inference", show_default=True,
+              help="What the fill colour shows: inference peak, saved for backward, training peak or FLOPs.")
+@click.option("--tableau-view", type=click.Choice(TABLEAU_VIEWS), default="auto", show_default=True,
+              help="Steps as a DAG of k_i, as a Butcher-matrix heat-map, or auto (the matrix for dense tableaux).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file that -o did not name exactly (a directory or a suffix-less -o).")
 @limit_options
 def draw(source: str, output: str | None, level: str, batch: int, fmt: str | None, overrides: tuple[str, ...],
-         memory_plot: str | None, schemes: str, force: bool, **options) -> None:
+         memory_plot: str | None, schemes: str, shapes: bool, rankdir: str, color_by: str, tableau_view: str,
+         force: bool, **options) -> None:
     """Draw SPEC (or a saved MODEL.pt): one box per block, RK coefficients on the edges, memory beside each block."""
     from rkcompile.files import check_target
     from rkcompile.render import RenderError, check_writable, output_format
@@ -54,7 +65,8 @@ def draw(source: str, output: str | None, level: str, batch: int, fmt: str | Non
         check_target(plot, inputs=[src])
     model = load_model(src, overrides, limits_from(options))
     if out is not None:
-        draw_model(model, out, level=level, batch=batch, format=fmt, inputs=[src])
+        draw_model(model, out, level=level, batch=batch, format=fmt, inputs=[src], shapes=shapes, rankdir=rankdir,
+                   color_by=color_by, tableau_view=tableau_view)
         click.echo(f"wrote {out} ({level} level, batch {batch})")
     if plot is not None:
         from rkcompile.memory_plot import memory_plot as plot_memory

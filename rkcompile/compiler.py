@@ -8,7 +8,6 @@ targets read `stage0.block3.eval2.conv1`; graph nodes read `stage0_block3_k2_con
 from __future__ import annotations
 
 import contextlib
-import operator
 import re
 from pathlib import Path
 
@@ -17,19 +16,20 @@ from torch import fx, nn
 
 from rkcompile import naming
 from rkcompile.checkpointing import groups_of, outline_checkpoints
+from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
-from rkcompile.exact import parse_coefficient
 from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.graphmeta import Part as EntryPart
 from rkcompile.limits import Limits, check_counts, estimate, needs_exact
 from rkcompile.load import load_spec, parse_overrides
-from rkcompile.lowering import StepPlan, piece_index
-from rkcompile.lowering_registers import choose_lowering, lowering_function
-from rkcompile.modules import SHORT_NAMES, LayerCall, Part, Scale, activation, layer_list, norm_layer, residual_function
-from rkcompile.semantics import Shape, walk_layers
-from rkcompile.spec import Basis, ConvStem, NoEntry, PerEvaluation, Shared, Spec, Stage, Stitch, Transition
+from rkcompile.lowering import StepPlan
+from rkcompile.lowering_registers import lower_step_registers, stage_lowering
+from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
+from rkcompile.planning import StagePlan
+from rkcompile.shapes import PartPlan, Shape
+from rkcompile.spec import Spec, Stage
 
-__all__ = ["build"]
+__all__ = ["build", "compile_spec", "Compiler"]
 
 
 def build(spec_or_path: Spec | str | Path, overrides=None, *, limits: Limits | None = None, device=None,
@@ -43,46 +43,56 @@ def build(spec_or_path: Spec | str | Path, overrides=None, *, limits: Limits | N
     changes = parse_overrides(overrides or {})
     changes.update({k.replace("__", "."): v for k, v in fields.items()})
     spec = load_spec(spec_or_path, changes or None, limits=limits)
-    meta = torch.device("meta")
     if device is None and needs_exact(estimate(spec), limits):
-        _checked(spec, meta, limits)  # close to a limit: count exactly on the meta device before allocating
+        _checked(spec, torch.device("meta"), limits)  # close to a limit: count exactly on the meta device first
     return _checked(spec, device, limits)
 
 
 def _checked(spec: Spec, device, limits: Limits | None) -> fx.GraphModule:
     """Compile on `device` (the default device if None) and compare the exact counts with the limits."""
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        if spec.seed is None:
-            module = _Compiler(spec).compile()
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(spec.seed)
-                module = _Compiler(spec).compile()
+        module = compile_spec(spec)
     check_counts(spec, sum(p.numel() for p in module.parameters()), len(module.graph.nodes), limits)
     return module
 
 
-class _Compiler:
-    """Holds the root module and the graph while a spec is lowered part by part."""
+def compile_spec(spec: Spec) -> fx.GraphModule:
+    """A validated Spec → its GraphModule; pure: `spec.seed` seeds the weights without touching the global RNG."""
+    if not isinstance(spec, Spec):
+        raise CompileError(f"compile_spec expects a validated Spec, found {type(spec).__name__}")
+    if spec.seed is None:
+        return Compiler(spec).compile()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return Compiler(spec).compile()
+
+
+class Compiler:
+    """Lowers a planned spec part by part into one fx.Graph over one root module.
+
+    The methods `attach`, `call_part`, `call_module`, `get_attr` and `function` are the API through which
+    entry kinds and step-size controllers add nodes; `controller_states` carries an LSTM controller's state
+    from block to block of a stage.
+    """
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.root = nn.Module()
         self.graph = fx.Graph()
         self.functions: list[str] = []  # targets of every F created, used by the graph or not
+        self.controller_states: dict[int, fx.Node] = {}
 
     def compile(self) -> fx.GraphModule:
         """Lower the whole spec: input, stem, stages, head; lint the graph and wrap it in a GraphModule."""
-        spec, g = self.spec, self.graph
+        spec, g, plan = self.spec, self.graph, self.spec.plan
         x = g.placeholder("x")
         put(x, NodeMeta(Role.INPUT))
-        i = spec.input
-        shape = Shape(True, i.channels, i.height, i.width) if i.is_image else Shape(False, i.features)
-        x, shape = self.stem(x, shape)
-        for n, stage in enumerate(spec.stages):
-            x, shape = self.stage(x, shape, stage, n)
-        if spec.output is not None:
-            x = self.head(x, shape)
+        if plan.stem is not None:
+            x = self.emit_part(x, plan.stem, naming.STEM, naming.node_name(naming.STEM), NodeMeta(Role.STEM))
+        for n, (stage, stage_plan) in enumerate(zip(spec.stages, plan.stages)):
+            x = self.stage(x, stage, stage_plan, n)
+        if plan.head is not None:
+            x = self.emit_part(x, plan.head, naming.HEAD, naming.node_name(naming.HEAD), NodeMeta(Role.HEAD))
         g.output(x)
         g.lint()
         module = fx.GraphModule(self.root, g, class_name=_class_name(spec.name))
@@ -95,7 +105,7 @@ class _Compiler:
         groups = groups_of(spec)
         return outline_checkpoints(module, groups) if groups else module
 
-    # ------------------------------------------------------------ helpers
+    # ------------------------------------------------------------ the API for entries and controllers
     def attach(self, target: str, module: nn.Module) -> None:
         """Register `module` at a dotted path under the root, creating empty containers on the way."""
         parent = self.root
@@ -106,15 +116,35 @@ class _Compiler:
             parent = getattr(parent, name)
         parent.add_module(last, module)
 
-    def call_part(self, x: fx.Node, part: Part, target: str, name: str, meta: NodeMeta) -> fx.Node:
+    def call_part(self, x: fx.Node, part: Part, target: str | None, name: str, meta: NodeMeta) -> fx.Node:
         """Emit one node per layer of `part` (registered at `target`), named `{name}_{layer}`."""
         for call in part.calls:
             if call.module is not None:
                 x = self.graph.create_node("call_module", f"{target}.{call.name}", (x,), {}, name=f"{name}_{call.name}")
             else:
-                x = self.graph.create_node("call_function", call.function, (x,), {}, name=f"{name}_{call.name}")
-            put(x, meta.but(layer=call.name))
+                x = self.graph.create_node("call_function", call.function, (x, *call.args), {},
+                                           name=f"{name}_{call.name}")
+            put(x, meta.but(layer=call.label or call.name))
         return x
+
+    def emit_part(self, x: fx.Node, plan: PartPlan, target: str, name: str, meta: NodeMeta) -> fx.Node:
+        """Build a planned part's layers, attach them at `target` (if it has any) and emit its nodes."""
+        part = build_part(plan)
+        if any(call.module is not None for call in part.calls):
+            self.attach(target, part)
+        return self.call_part(x, part, target, name, meta)
+
+    def call_module(self, target: str, args: tuple, name: str, meta: NodeMeta) -> fx.Node:
+        """Emit a call of the submodule at `target`."""
+        node = self.graph.create_node("call_module", target, args, {}, name=name)
+        put(node, meta)
+        return node
+
+    def get_attr(self, target: str, meta: NodeMeta) -> fx.Node:
+        """Emit a read of the parameter or buffer at `target`."""
+        node = self.graph.get_attr(target)
+        put(node, meta)
+        return node
 
     def function(self, fn, args: tuple, name: str, meta: NodeMeta, kwargs: dict | None = None) -> fx.Node:
         """Emit a call_function node with rk metadata."""
@@ -122,89 +152,45 @@ class _Compiler:
         put(node, meta)
         return node
 
-    # ------------------------------------------------------------ parts
-    def stem(self, x: fx.Node, shape: Shape) -> tuple[fx.Node, Shape]:
-        """Emit the stem (conv stem or custom layers) and return its output node and shape."""
-        stem = self.spec.stem
-        if stem is None:
-            return x, shape
-        if isinstance(stem, ConvStem):
-            out = Shape(True, stem.channels, shape.height, shape.breadth).strided(stem.stride)
-            calls = [LayerCall("conv", nn.Conv2d(shape.width, stem.channels, stem.kernel, stem.stride,
-                                                 padding=stem.kernel // 2, bias=stem.bias))]
-            norm = norm_layer(stem.norm, out)
-            if norm is not None:
-                calls.append(LayerCall(SHORT_NAMES[stem.norm], norm))
-            if activation(stem.act) is not None:
-                calls.append(LayerCall(stem.act.replace("-", "_"), function=activation(stem.act)))
-            if stem.pool is not None:
-                cls = nn.MaxPool2d if stem.pool.kind == "maxpool" else nn.AvgPool2d
-                calls.append(LayerCall("pool", cls(stem.pool.kernel, stem.pool.stride, padding=stem.pool.kernel // 2)))
-                out = out.strided(stem.pool.stride)
-            part = Part(calls)
-        else:
-            part = layer_list(stem.layers, shape)
-            out = walk_layers(self.spec, stem.layers, shape, ("stem", "layers"))
-        self.attach(naming.STEM, part)
-        return self.call_part(x, part, naming.STEM, naming.node_name(naming.STEM), NodeMeta(Role.STEM)), out
-
-    def stage(self, x: fx.Node, shape: Shape, stage: Stage, n: int) -> tuple[fx.Node, Shape]:
+    # ------------------------------------------------------------ stages
+    def stage(self, x: fx.Node, stage: Stage, plan: StagePlan, n: int) -> fx.Node:
         """Emit a stage: its entry unit, then one integrator step per block."""
-        width = stage.width or shape.width
-        if not isinstance(stage.entry, NoEntry):
-            x, shape = self.entry(x, shape, stage, n, width)
-        tableau, blocks = stage.tableau, stage.blocks
+        if plan.entry is not None:
+            x = stage.entry.emit(EntryEmitter(self, stage, plan.entry, n), x)
+        shape, tableau, blocks = plan.shape, stage.tableau, stage.blocks
         learned = stage.step.learn != "none"
-        plan = StepPlan(tableau, stage.h, parse_coefficient(stage.step.epsilon), learned)
-        functions = self.stage_functions(stage, n, shape, tableau.stages, blocks)
-        lower_step = lowering_function(self.lowering(stage, plan))
-        after = activation(_after(stage.module))
+        step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
+        targets = stage.weights.functions(n, blocks, tableau.stages)
+        parts = [self._new_f(stage, plan, target) for target in targets]
+        after_name = stage.module.after_activation()
+        after = activation(after_name)
+        lower = self.lowering(stage)
         for b in range(blocks):
             base = NodeMeta(Role.EVAL, stage=n, block=b)
             name = naming.node_name(naming.block(n, b))
             scale = self.step_scale(stage, n, b, shape, name, base) if learned else None
 
             def evaluate(z: fx.Node, i: int, b: int = b, base: NodeMeta = base) -> fx.Node:
-                target, part, p = functions(b, i)
-                t = (b + tableau.c[i]) * stage.h
-                meta = base.but(evaluation=i + 1, weights=target, piece=p, time=t)
+                index = stage.weights.select(b, i, blocks, tableau)
+                target, part = targets[index], parts[index]
+                meta = base.but(evaluation=i + 1, weights=target, piece=naming.parse(target).piece,
+                                time=(b + tableau.c[i]) * stage.h)
                 return self.call_part(z, part, target, naming.node_name(naming.evaluation(n, b, i + 1)), meta)
 
-            x = lower_step(self.graph, x, plan, evaluate, name, base.but(role=Role.OUTPUT), scale)
+            x = lower(self.graph, x, step, evaluate, name, base.but(role=Role.OUTPUT), scale)
             if after is not None:
-                x = self.function(after, (x,), f"{name}_{_after(stage.module).replace('-', '_')}",
-                                  base.but(role=Role.AFTER))
-        return x, shape
+                x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", base.but(role=Role.AFTER))
+        return x
 
-    def lowering(self, stage: Stage, plan: StepPlan) -> str:
-        """The stage's step lowering: as asked, or the minimal-register one where it keeps fewer activations."""
-        scale = (1 if plan.learned else plan.h) * plan.epsilon
-        return choose_lowering(plan.tableau, scale, stage.lowering).lowering
+    def lowering(self, stage: Stage):
+        """The step emitter: the family's own, or the minimal-register one where the stage's `lowering` picks it."""
+        if stage.family.name == "rk" and stage_lowering(stage).lowering == "registers":
+            return lower_step_registers
+        return stage.family.lower
 
-    def stage_functions(self, stage: Stage, n: int, shape: Shape, s: int, blocks: int):
-        """Create the stage's F modules for its weight mode; return (block, eval) → (target, part, label)."""
-        w = stage.weights
-        if isinstance(w, PerEvaluation):
-            parts = {}
-            for b in range(blocks):
-                for i in range(s):
-                    target = naming.evaluation(n, b, i + 1)
-                    parts[b, i] = (target, self._new_f(stage, shape, target), None)
-            return lambda b, i: parts[b, i]
-        if isinstance(w, Shared):
-            target = naming.shared(n)
-            shared = (target, self._new_f(stage, shape, target), None)
-            return lambda b, i: shared
-        if isinstance(w, Basis):
-            pieces = [(naming.piece(n, p), self._new_f(stage, shape, naming.piece(n, p)), p)
-                      for p in range(w.pieces)]
-            c = stage.tableau.c
-            return lambda b, i: pieces[piece_index(b, c[i], blocks, w.pieces)]
-        raise CompileError(f"unknown weights {w!r}")  # pragma: no cover
-
-    def _new_f(self, stage: Stage, shape: Shape, target: str) -> Part:
+    def _new_f(self, stage: Stage, plan: StagePlan, target: str) -> Part:
         self.functions.append(target)
-        part = residual_function(stage.module, shape, shape.width)
+        part = build_part(plan.function)
         if stage.step.skip_init:  # s * F with s = 0 at init (ContinuousNet's skip-init), one s per F
             part = Part([*part.calls, LayerCall("skip", Scale(0.0))])
         self.attach(target, part)
@@ -228,8 +214,7 @@ class _Compiler:
                 owner.register_buffer("h", value)
             else:
                 owner.register_parameter("h", nn.Parameter(value))
-            h = self.graph.get_attr(f"{target}.h")
-            put(h, base.but(role=Role.PARAMETER))
+            h = self.get_attr(f"{target}.h", base.but(role=Role.PARAMETER))
 
         def scale(k: fx.Node, i: int) -> fx.Node:
             return self.function(torch.mul, (k, h), naming.node_name(naming.evaluation(n, b, i + 1), "h"),
@@ -237,64 +222,33 @@ class _Compiler:
 
         return scale
 
-    def entry(self, x: fx.Node, shape: Shape, stage: Stage, n: int, width: int) -> tuple[fx.Node, Shape]:
-        """Emit a transition block (shortcut + F with stride) or a stitch (1x1 conv + epsilon R)."""
-        entry, name, target = stage.entry, naming.node_name(naming.entry(n)), naming.entry(n)
-        out = Shape(True, width, shape.height, shape.breadth).strided(entry.stride)
-        meta = NodeMeta(Role.ENTRY, stage=n, entry=True, part=EntryPart.SHORTCUT)
-        f = residual_function(stage.module, shape, width, entry.stride)
-        self.attach(naming.entry(n, "f"), f)
-        k = self.call_part(x, f, naming.entry(n, "f"), naming.node_name(naming.entry(n, "f")), meta.but(part=EntryPart.F))
-        if isinstance(entry, Transition):
-            short = self.shortcut(x, shape, out, entry, target, name, meta)
-            y = self.function(torch.add, (short, k), f"{name}_add", meta.but(role=Role.OUTPUT, part=None))
-            after = _after(stage.module)
-            if activation(after) is not None:
-                y = self.function(activation(after), (y,), f"{name}_{after.replace('-', '_')}",
-                                  meta.but(role=Role.AFTER, part=None))
-            return y, out
-        assert isinstance(entry, Stitch)
-        proj = Part([LayerCall("proj", nn.Conv2d(shape.width, width, 1, entry.stride, bias=False))])
-        self.attach(naming.entry(n, "shortcut"), proj)
-        short = self.call_part(x, proj, naming.entry(n, "shortcut"), naming.node_name(naming.entry(n, "shortcut")), meta)
-        eps = parse_coefficient(entry.epsilon)
-        kwargs = {} if eps == 1 else {"alpha": float(eps)}
-        return self.function(torch.add, (short, k), f"{name}_add", meta.but(role=Role.OUTPUT, part=None), kwargs), out
 
-    def shortcut(self, x, shape: Shape, out: Shape, entry: Transition, target: str, name: str, meta: NodeMeta):
-        """The transition's shortcut: identity, zero-pad (subsample + zero channels), or 1x1 conv + norm."""
-        if entry.shortcut == "conv":
-            part = Part([LayerCall("conv", nn.Conv2d(shape.width, out.width, 1, entry.stride, bias=False)),
-                         LayerCall("bn", nn.BatchNorm2d(out.width))])
-            target = naming.entry(meta.stage, "shortcut")
-            self.attach(target, part)
-            return self.call_part(x, part, target, naming.node_name(target), meta)
-        if entry.stride > 1:
-            s = entry.stride
-            every = (slice(None), slice(None), slice(None, None, s), slice(None, None, s))
-            x = self.function(operator.getitem, (x, every), f"{name}_subsample", meta)  # option A: a view
-        if out.width > shape.width:
-            x = self.function(nn.functional.pad, (x, (0, 0, 0, 0, 0, out.width - shape.width)), f"{name}_pad", meta)
-        return x
+class EntryEmitter:
+    """What an entry kind's `emit` wires with: its planned parts by role, functions, and F's `after` activation."""
 
-    def head(self, x: fx.Node, shape: Shape) -> fx.Node:
-        """Emit global average pooling (images) and the linear classifier."""
-        out = self.spec.output
-        meta = NodeMeta(Role.HEAD)
-        if shape.image:
-            x = self.function(nn.functional.adaptive_avg_pool2d, (x, 1), "head_pool", meta)
-            x = self.function(torch.flatten, (x, 1), "head_flatten", meta)
-        calls = [LayerCall("dropout", nn.Dropout(out.dropout))] if out.dropout else []
-        part = Part(calls + [LayerCall("fc", nn.Linear(shape.width, out.classes))])
-        self.attach(naming.HEAD, part)
-        return self.call_part(x, part, naming.HEAD, naming.node_name(naming.HEAD), meta)
+    def __init__(self, compiler: Compiler, stage: Stage, plan: EntryPlan, n: int) -> None:
+        self.compiler, self.stage, self.plan, self.n = compiler, stage, plan, n
+        self.name = naming.node_name(naming.entry(n))
+        self.meta = NodeMeta(Role.ENTRY, stage=n, entry=True)
 
+    def part(self, role: str, x: fx.Node) -> fx.Node:
+        """Emit the planned part `role` ("f" or "shortcut") at `stage{n}.entry.{role}`; a part of functions only
+        is attached nowhere and named after the entry (`stage0_entry_subsample`)."""
+        plan, meta = self.plan.parts[role], self.meta.but(part=EntryPart(role))
+        if all(op.kind == "function" for op in plan.ops):
+            return self.compiler.emit_part(x, plan, naming.entry(self.n), self.name, meta)
+        target = naming.entry(self.n, role)
+        return self.compiler.emit_part(x, plan, target, naming.node_name(target), meta)
 
-def _after(module) -> str | None:
-    """The activation after the residual addition: explicit, else relu for post-activation ResNet blocks."""
-    if module.after is not None:
-        return module.after
-    return "relu" if getattr(module, "form", None) == "post" else None
+    def function(self, fn, args: tuple, suffix: str, kwargs: dict | None = None, role: Role = Role.OUTPUT) -> fx.Node:
+        """Emit `fn(*args, **kwargs)` named `stage{n}_entry_{suffix}` (the entry's residual sum by default)."""
+        return self.compiler.function(fn, args, f"{self.name}_{suffix}", self.meta.but(role=role), kwargs)
+
+    def after(self, y: fx.Node) -> fx.Node:
+        """The stage's F activation after a residual addition, if any."""
+        name = self.stage.module.after_activation()
+        fn = activation(name)
+        return y if fn is None else self.function(fn, (y,), name.replace("-", "_"), role=Role.AFTER)
 
 
 def _has(root: nn.Module, target: str) -> bool:

@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from rkcompile import naming
 from rkcompile.errors import CompileError
-from rkcompile.graphmeta import NodeMeta, Role, put
+from rkcompile.graphmeta import NodeMeta, Role
 
 __all__ = ["FcController", "LstmController", "project", "emit_step_size"]
 
@@ -64,8 +64,11 @@ class LstmController(nn.Module):
 
 
 def emit_step_size(compiler, stage, n: int, b: int, shape, name: str, base: NodeMeta) -> fx.Node:
-    """Emit the nodes computing block b's controlled step h * dt into the compiler's graph; return the last."""
-    graph, root = compiler.graph, compiler.root
+    """Emit block b's controlled step h * dt through the compiler's API (`compiler.Compiler`); return its node.
+
+    An LSTM controller's state goes from block to block of stage n through `compiler.controller_states[n]`.
+    """
+    root = compiler.root
     targets = [
         f"{naming.evaluation(n, b, i + 1)}.{layer}.weight"
         for i in range(stage.tableau.stages)
@@ -76,26 +79,20 @@ def emit_step_size(compiler, stage, n: int, b: int, shape, name: str, base: Node
         raise compiler.spec.error(("stages", n, "step", "controller"), "a step-size controller reads the conv or "
                                   "linear weights of F; this module has none", CompileError)
     meta = base.but(role=Role.CONTROLLER)
-    weights = []
-    for target in targets:
-        node = graph.get_attr(target)
-        put(node, meta)
-        weights.append(node)
+    weights = [compiler.get_attr(target, meta) for target in targets]
     inputs = sum(root.get_parameter(t).shape[0] * math.prod(root.get_parameter(t).shape[2:]) for t in targets)
     hidden = max(1, shape.width // stage.step.reduction)
     if stage.step.controller == "fc":
         target = naming.controller(n, b)
         compiler.attach(target, FcController(inputs, hidden, shape.width, shape.image))
-        dt = graph.create_node("call_module", target, tuple(weights), {}, name=f"{name}_controller")
-        put(dt, meta)
+        dt = compiler.call_module(target, tuple(weights), f"{name}_controller", meta)
     else:
-        target, states = naming.controller(n), compiler.__dict__.setdefault("_controller_states", {})
+        target = naming.controller(n)
         if b == 0:
             compiler.attach(target, LstmController(inputs, hidden, shape.width, shape.image))
-        out = graph.create_node("call_module", target, (states.get(n), *weights), {}, name=f"{name}_controller")
-        put(out, meta)
+        state = compiler.controller_states.get(n)
+        out = compiler.call_module(target, (state, *weights), f"{name}_controller", meta)
         dt = compiler.function(operator.getitem, (out, 0), f"{name}_dt", meta)
-        states[n] = compiler.function(operator.getitem, (out, 1), f"{name}_state", meta)
+        compiler.controller_states[n] = compiler.function(operator.getitem, (out, 1), f"{name}_state", meta)
     h = float(stage.h)
     return dt if h == 1 else compiler.function(torch.mul, (dt, h), f"{name}_h_dt", meta)
-

@@ -17,10 +17,8 @@ from dataclasses import dataclass, replace
 from rkcompile.errors import CompileError
 
 __all__ = ["Limits", "DEFAULT", "Estimate", "estimate", "check_bounds", "needs_exact", "check_exact", "check_counts",
-           "check_float", "MAX_SEED"]
+           "check_float"]
 
-#: torch.manual_seed accepts seeds up to 2**64 - 1.
-MAX_SEED = 2**64 - 1
 #: A lower bound within this factor of a limit triggers the exact count on the meta device.
 EXACT_MARGIN = 4
 
@@ -68,10 +66,8 @@ def _over(what: str, found: int, limit: int, field: str, exact: bool) -> str:
 
 
 def check_bounds(spec, limits: Limits | None = None) -> Estimate:
-    """Refuse, with a located CompileError, a spec whose arithmetic lower bounds pass a limit; also value ranges."""
+    """Refuse, with a located CompileError, a spec whose arithmetic lower bounds pass a limit (the seed range is the spec's)."""
     limits = limits or DEFAULT
-    if spec.seed is not None and not 0 <= spec.seed <= MAX_SEED:
-        raise spec.error(("seed",), f"seed must be between 0 and 2**64 - 1, found {_short(spec.seed)}", CompileError)
     for n, stage in enumerate(spec.stages):
         check_float(spec, ("stages", n, "step", "T" if stage.step.T is not None else "h"), stage.h, "the step size h")
     e = estimate(spec)
@@ -131,105 +127,85 @@ def _short(value) -> str:
 
 # ---------------------------------------------------------------- the arithmetic lower bound
 def estimate(spec) -> Estimate:
-    """Lower bounds on parameters, graph nodes and the largest activation, computed from the spec alone."""
-    i = spec.input
-    image = i.is_image
-    width, area = (i.channels, i.height * i.width) if image else (i.features, 1)
+    """Lower bounds on parameters, graph nodes and the largest activation, from the spec's plan (no torch).
+
+    The plan made at validation (`Spec.plan`) holds every part's layers and shapes, F planned once per stage,
+    so this costs the size of the spec, not of the network; the parameter rule per primitive layer is
+    `_op_parameters` (a registered kind's opaque layers count as 0: the exact meta-device count decides).
+    """
+    plan = spec.plan
     params = nodes = 0
-    biggest = width * area
+    biggest = _elements(plan.input)
     params_at = nodes_at = activation_at = ("input",)
     top_params = top_nodes = 0
-    stem = spec.stem
-    if stem is not None:
-        if stem.kind == "conv":
-            p, layers = width * stem.channels * stem.kernel**2, 3
-            width, area = stem.channels, area // (stem.stride**2) or 1
-        else:
-            p, layers, width, peak = _layers(stem.layers, width, None, area)
-            biggest = max(biggest, peak)
-        params, nodes = params + p, nodes + layers
-        if width * area > biggest:
-            biggest, activation_at = width * area, ("stem",)
-    for n, stage in enumerate(spec.stages):
-        new = stage.width or width
-        if stage.entry.kind != "none":
-            area = area // (stage.entry.stride**2) or 1
-        p_f, layers, peak = _function(stage.module, new, area)
-        if stage.entry.kind != "none":
-            params += _function(stage.module, min(width, new), area)[0]  # the entry's own F
-        width = new
-        copies = {"per-evaluation": stage.total_evaluations, "shared": 1}.get(stage.weights.kind, None)
+    if plan.stem is not None:
+        params, nodes = _part(plan.stem)[:2]
+        if _part(plan.stem)[2] > biggest:
+            biggest, activation_at = _part(plan.stem)[2], ("stem",)
+    for n, (stage, planned) in enumerate(zip(spec.stages, plan.stages)):
+        if planned.entry is not None:
+            for part in planned.entry.parts.values():
+                p, layers, peak = _part(part)
+                params, nodes = params + p, nodes + layers
+                if peak > biggest:
+                    biggest, activation_at = peak, ("stages", n, "entry")
+        p_f, layers, peak = _part(planned.function)
+        copies = {"per-evaluation": stage.total_evaluations, "shared": 1}.get(stage.weights.kind)
         if copies is None:
-            copies = stage.weights.pieces
+            copies = getattr(stage.weights, "pieces", 1)
         stage_params = copies * p_f
-        stage_nodes = max(stage.total_evaluations, copies) * layers
+        stage_nodes = max(stage.total_evaluations, copies) * max(layers, 1)
         params += stage_params
         nodes += stage_nodes
         if stage_params > top_params:
-            top_params, params_at = stage_params, _blame(stage, n, copies, p_f)
+            top_params, params_at = stage_params, _blame(stage, n, copies, p_f, planned.shape.width)
         if stage_nodes > top_nodes:
             top_nodes = stage_nodes
             nodes_at = ("stages", n, "evaluations" if stage.evaluations is not None else "steps")
             if copies > stage.total_evaluations:
                 nodes_at = ("stages", n, "weights")
-        if max(peak, width * area) > biggest:
-            biggest, activation_at = max(peak, width * area), ("stages", n)
-    if spec.output is not None:
-        head = width * spec.output.classes
-        params += head
-        if head > top_params:
+        if peak > biggest:
+            biggest, activation_at = peak, ("stages", n)
+    if plan.head is not None:
+        p, layers, peak = _part(plan.head)
+        params, nodes = params + p, nodes + layers
+        if p > top_params:
             params_at = ("output", "classes")
-        if spec.output.classes > biggest:
-            biggest, activation_at = spec.output.classes, ("output", "classes")
+        if peak > biggest:
+            biggest, activation_at = peak, ("output", "classes")
     return Estimate(params, nodes, biggest * 4, params_at, nodes_at, activation_at)
 
 
-def _blame(stage, n: int, copies: int, p_f: int) -> tuple:
-    """The field that makes a stage's parameters large: the number of copies of F, or the size of one F."""
+def _blame(stage, n: int, copies: int, p_f: int, width: int) -> tuple:
+    """The field that makes a stage's parameters large: the copies of F, F's own options, or the stage's width."""
     if copies > p_f:
         if stage.weights.kind == "basis":
             return ("stages", n, "weights", "pieces")
         return ("stages", n, "evaluations" if stage.evaluations is not None else "steps")
-    m = stage.module
-    own = (m.kind == "basic" and m.kernel**2 > (stage.width or 0)) or (
-        m.kind == "mlp" and max(m.hidden) > (stage.width or 0)) or m.kind in ("layers", "bottleneck")
-    if own or stage.width is None:
+    # a ResNet F with 3x3 kernels has about 18 width^2 parameters: far more means F's own options (kernel, hidden)
+    if stage.width is None or p_f > 32 * width * width:
         return ("stages", n, "module")
     return ("stages", n, "channels" if stage.channels is not None else "features")
 
 
-def _function(module, width: int, area: int) -> tuple[int, int, int]:
-    """(parameters, layers, largest activation in elements) of one copy of F at this width (lower bounds)."""
-    kind = module.kind
-    norm = 0 if getattr(module, "norm", "none") in ("none", "layernorm") else 2
-    if kind == "basic":
-        k = module.kernel
-        return 2 * width * width * k * k + 2 * norm * width, 5, width * area
-    if kind == "bottleneck":
-        mid = module.width or max(width // module.expansion, 1)
-        return 2 * width * mid + 9 * mid * mid + norm * (2 * mid + width), 8, max(width, mid) * area
-    if kind == "mlp":
-        widths = [width, *module.hidden, width]
-        p = sum(a * b + (b if module.bias else 0) for a, b in zip(widths, widths[1:]))
-        return p, 2 * len(module.hidden) + 1, max(widths) * area
-    p, layers, _, peak = _layers(module.layers, width, width, area)
-    return p, layers, peak
+def _elements(shape) -> int:
+    """Elements of one sample of a state of this shape."""
+    return shape.width * shape.height * shape.breadth
 
 
-def _layers(layers: list, width: int, target: int | None, area: int) -> tuple[int, int, int, int]:
-    """(parameters, layers, output width, largest activation) of a custom layer list (strides ignored)."""
-    params, peak = 0, width * area
-    for layer in layers:
-        kind = layer.kind
-        if kind == "conv":
-            out = layer.channels or target or width
-            params += width * out * layer.kernel**2 // layer.groups + (out if layer.bias else 0)
-            width = out
-        elif kind == "linear":
-            out = layer.features or target or width
-            params += width * out + (out if layer.bias else 0)
-            width = out
-        elif kind in ("batchnorm", "groupnorm"):
-            params += 2 * width
-        peak = max(peak, width * area)
-    return params, len(layers), width, peak
+def _op_parameters(op) -> int:
+    """Parameters of one planned primitive layer (conv, linear, norms); 0 for parameter-free or opaque layers."""
+    if op.kind == "conv":
+        bias = op.shape.width if op.arg("bias") else 0
+        return op.shape_in.width * op.shape.width * op.arg("kernel") ** 2 // op.arg("groups") + bias
+    if op.kind == "linear":
+        return op.shape_in.width * op.shape.width + (op.shape.width if op.arg("bias") else 0)
+    if op.kind in ("batchnorm", "groupnorm", "layernorm"):
+        return 2 * op.shape.width
+    return 0
+
+
+def _part(part) -> tuple[int, int, int]:
+    """(parameters, layers, largest activation in elements) of one planned part."""
+    peak = max([_elements(part.shape_in), *(_elements(op.shape) for op in part.ops)])
+    return sum(_op_parameters(op) for op in part.ops), len(part.ops), peak

@@ -9,9 +9,9 @@ from pathlib import Path
 import pydantic
 
 from rkcompile.catalog import resolve
-from rkcompile.errors import SpecError, did_you_mean
+from rkcompile.errors import CompileError, SpecError, did_you_mean
 from rkcompile.limits import Limits, check_bounds
-from rkcompile.semantics import check_spec
+from rkcompile.shapes import PlanError
 from rkcompile.source import Source, format_path, parse_value, parse_yaml, read_source
 from rkcompile.spec import Spec, _Model
 
@@ -60,7 +60,6 @@ def _validate(source: Source, overrides, limits: Limits | None) -> Spec:
     except pydantic.ValidationError as e:
         raise _located(e, source) from None
     spec._source = source
-    check_spec(spec)
     check_bounds(spec, limits)
     return spec
 
@@ -127,12 +126,31 @@ def _located(error: pydantic.ValidationError, source: Source) -> SpecError:
     # a misspelt key usually also makes a required one "missing": report the typo, it is the cause
     first = min(specific, key=lambda e: e["type"] == "missing")
     path = _data_path(first["loc"], source.data)
+    planned = first.get("ctx", {}).get("error")
+    if isinstance(planned, PlanError):  # a semantic check: its path is relative to the model that raised it
+        path = _existing(source.data, path + planned.path)
+        cls = CompileError if planned.compile else SpecError
+        extra = f" (and {len(specific) - 1} more error{'s' if len(specific) > 2 else ''})" if len(specific) > 1 else ""
+        line, column = source.locate(path)
+        return cls(planned.message + extra, file=source.file, line=line, column=column, path=format_path(path))
     if first["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(_get(source.data, path), dict):
         path += ("kind",)
     message = _message(first, _get(source.data, path[:-1]), path)
     if len(specific) > 1:
         message += f" (and {len(specific) - 1} more error{'s' if len(specific) > 2 else ''})"
     return source.error(path, message)
+
+
+def _existing(data: object, path: tuple) -> tuple:
+    """The longest prefix of `path` present in the data (`weights: share` has no `kind` key to point at)."""
+    out: tuple = ()
+    for part in path:
+        if isinstance(data, dict) and part in data or isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+            out += (part,)
+        else:
+            break
+    return out
 
 
 def _get(data: object, path: tuple) -> object:

@@ -371,7 +371,5 @@ def choose_lowering(tableau, scale=1, requested: str = "auto") -> LoweringChoice
 
 def stage_lowering(stage) -> LoweringChoice:
     """The lowering a spec stage compiles with (its `lowering` field, scale h * epsilon unless h is learned)."""
-    from rkcompile.exact import parse_coefficient
-
-    scale = (1 if stage.step.learn != "none" else stage.h) * parse_coefficient(stage.step.epsilon)
+    scale = (1 if stage.step.learn != "none" else stage.h) * stage.step.epsilon.value
     return choose_lowering(stage.tableau, scale, stage.lowering)

@@ -1,72 +1,51 @@
-"""The spec language: Pydantic models of a network as stages of residual blocks (see docs/spec.md)."""
+"""The spec language: Pydantic models of a network as stages of residual blocks (see docs/spec.md).
+
+The open vocabularies (residual functions, layers, entries, stems, heads, weight modes, integrator families)
+live in their own modules, each a `Registry` of kinds; the fields here dispatch on `kind` through them, so a
+kind registered later validates like a built-in one. Validation is complete: every `Spec`, however made, has
+its integrators resolved and its network planned (`planning.plan_network`).
+"""
 
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import cached_property
 from typing import Annotated, Literal, Union
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    NonNegativeInt,
-    PositiveInt,
-    PrivateAttr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, Strict, model_validator
 
+from rkcompile.entries import ENTRIES, NoEntry, StageEntry, Stitch, Transition
 from rkcompile.errors import RkcompileError
+from rkcompile.fields import ACTIVATIONS, Coefficient, Kind, PositiveInt
+from rkcompile.fields import Model as _Model
+from rkcompile.functions import FUNCTIONS, ResidualFunction
+from rkcompile.functions.basic import Basic
+from rkcompile.functions.bottleneck import Bottleneck
+from rkcompile.functions.layers import Layers
+from rkcompile.functions.mlp import Mlp
+from rkcompile.heads import HEADS, Classifier, HeadKind
+from rkcompile.layers import LAYERS, Act, Conv, Dropout, Linear, Norm, Pool
+from rkcompile.layers import Layer as _LayerBase
+from rkcompile.shapes import PlanError
+from rkcompile.stems import STEMS, ConvStem, LayersStem, StemKind
+from rkcompile.weights import WEIGHTS, Basis, PerEvaluation, Shared, WeightMode
 
 __all__ = [
     "Spec", "Stage", "Input", "Output", "Step", "Stem",
     "Layer", "Module", "Entry", "Weights", "InlineTableau", "ACTIVATIONS",
+    "Basic", "Bottleneck", "Mlp", "Layers", "NoEntry", "Transition", "Stitch", "PerEvaluation", "Shared", "Basis",
+    "ConvStem", "LayersStem", "Conv", "Linear", "Norm", "Act", "Dropout", "Pool", "Classifier",
 ]
 
-ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "sigmoid", "softplus", "elu", "leaky-relu", "identity", "none")
-Activation = Literal["relu", "tanh", "gelu", "silu", "sigmoid", "softplus", "elu", "leaky-relu", "identity", "none"]
-NormKind = Literal["batchnorm", "groupnorm", "layernorm", "none"]
+Module = Annotated[ResidualFunction, Kind(FUNCTIONS)]
+Layer = Annotated[_LayerBase, Kind(LAYERS)]
+Entry = Annotated[StageEntry, Kind(ENTRIES)]
+Stem = Annotated[StemKind, Kind(STEMS)]
+Weights = Annotated[WeightMode, Kind(WEIGHTS)]
+Output = Annotated[HeadKind, Kind(HEADS, default="classifier")]
+#: 0 <= seed < 2**63 (torch.manual_seed's range), strict: `seed: true` is an error.
+Seed = Annotated[int, Strict(), Field(ge=0, lt=2**63)]
 
 
-def _kind_shorthand(value: object) -> object:
-    """Let `weights: shared` stand for `weights: {kind: shared}` (same for entries, layers, modules)."""
-    return {"kind": value} if isinstance(value, str) else value
-
-
-def _kinds(*models: type) -> object:
-    """The `kind` strings of these models, as a Literal type (the shorthand's JSON Schema)."""
-    return Literal[tuple(k for m in models for k in m.model_fields["kind"].annotation.__args__)]
-
-
-def _with_shorthand(*models: type) -> object:
-    """A discriminated union on `kind` that also accepts a bare kind string, in validation and in the schema."""
-    union = Annotated[Union[models], Field(discriminator="kind")]
-    return Annotated[union, BeforeValidator(_kind_shorthand, json_schema_input_type=Union[_kinds(*models), union])]
-
-
-def _coefficient(value: object) -> object:
-    """Validate a number or exact expression such as "1/6" or "(6+sqrt(6))/15" (kept as written)."""
-    from rkcompile.exact import parse_coefficient
-
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"expected a number or an exact expression such as \"1/6\", found {type(value).__name__}")
-    try:
-        parse_coefficient(value)
-    except RkcompileError as e:
-        raise ValueError(str(e)) from None
-    return value
-
-
-Coefficient = Annotated[Union[int, float, str], BeforeValidator(_coefficient)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-# ---------------------------------------------------------------- network ends
 class Input(_Model):
     """The network input: an image `{channels, height, width}` or a vector `{features}`."""
 
@@ -90,184 +69,6 @@ class Input(_Model):
         return self.features is None
 
 
-class Output(_Model):
-    """Classification head: global average pool (images) then a linear layer to `classes` logits."""
-
-    classes: PositiveInt
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-# ---------------------------------------------------------------- layers
-class Conv(_Model):
-    """A 2-d convolution with 'same' padding; `channels` defaults to the surrounding width."""
-
-    kind: Literal["conv"]
-    channels: PositiveInt | None = None
-    kernel: PositiveInt = 3
-    stride: PositiveInt = 1
-    bias: bool = False
-    groups: PositiveInt = 1
-
-
-class Linear(_Model):
-    """A fully connected layer; `features` defaults to the surrounding width."""
-
-    kind: Literal["linear"]
-    features: PositiveInt | None = None
-    bias: bool = True
-
-
-class Norm(_Model):
-    """A normalisation layer over the current width (`groups` for groupnorm)."""
-
-    kind: Literal["batchnorm", "groupnorm", "layernorm"]
-    groups: PositiveInt = 32
-
-
-class Act(_Model):
-    """A pointwise activation."""
-
-    kind: Activation
-
-
-class Dropout(_Model):
-    """Dropout with probability `p`."""
-
-    kind: Literal["dropout"]
-    p: float = Field(0.5, ge=0.0, lt=1.0)
-
-
-class Pool(_Model):
-    """Max or average pooling (used in stems, e.g. torchvision's 3x3 stride-2 max pool)."""
-
-    kind: Literal["maxpool", "avgpool"]
-    kernel: PositiveInt = 3
-    stride: PositiveInt = 2
-
-
-Layer = _with_shorthand(Conv, Linear, Norm, Act, Dropout, Pool)
-
-
-# ---------------------------------------------------------------- stems
-class ConvStem(_Model):
-    """conv(kernel, stride) → norm → act [→ max pool]: the usual image stem."""
-
-    kind: Literal["conv"]
-    channels: PositiveInt
-    kernel: PositiveInt = 3
-    stride: PositiveInt = 1
-    bias: bool = False
-    norm: NormKind = "batchnorm"
-    act: Activation = "relu"
-    pool: Pool | None = None
-
-
-class LayersStem(_Model):
-    """A custom list of layers."""
-
-    kind: Literal["layers"]
-    layers: list[Layer] = Field(min_length=1)
-
-
-Stem = Annotated[Union[ConvStem, LayersStem], Field(discriminator="kind")]
-
-
-# ---------------------------------------------------------------- residual functions F
-class _ResNetBlock(_Model):
-    """What the ResNet residual functions share: activation form, conv bias, norm and activation kinds."""
-
-    form: Literal["post", "pre"] = "post"
-    bias: bool = False
-    norm: NormKind = "batchnorm"
-    act: Activation = "relu"
-    after: Activation | None = None  # act applied after the residual addition; default relu for post, none for pre
-
-
-class Basic(_ResNetBlock):
-    """ResNet basic block: post-activation conv-norm-act-conv-norm, or pre-activation norm-act-conv-norm-act-conv."""
-
-    kind: Literal["basic"]
-    kernel: PositiveInt = 3
-
-
-class Bottleneck(_ResNetBlock):
-    """ResNet bottleneck: 1x1 reduce to `width` (default channels/expansion), 3x3, 1x1 expand."""
-
-    kind: Literal["bottleneck"]
-    expansion: PositiveInt = 4
-    width: PositiveInt | None = None
-
-
-class Mlp(_Model):
-    """Multilayer perceptron on vectors: linear → act for each hidden width, then linear back to the state."""
-
-    kind: Literal["mlp"]
-    hidden: list[PositiveInt] = Field(min_length=1)
-    act: Activation = "tanh"
-    bias: bool = True
-    after: Activation | None = None
-
-
-class Layers(_Model):
-    """A custom residual function: any list of layers that maps the state back to its own shape."""
-
-    kind: Literal["layers"]
-    layers: list[Layer] = Field(min_length=1)
-    after: Activation | None = None
-
-
-Module = Annotated[Union[Basic, Bottleneck, Mlp, Layers], Field(discriminator="kind")]
-
-
-# ---------------------------------------------------------------- stage entries
-class NoEntry(_Model):
-    """The stage keeps the incoming width and resolution."""
-
-    kind: Literal["none"]
-
-
-class Transition(_Model):
-    """ResNet transition block: one residual block with `stride`; shortcut zero-pad (parameter-free) or 1x1 conv + norm."""
-
-    kind: Literal["transition"]
-    stride: PositiveInt = 2
-    shortcut: Literal["zero-pad", "conv"] = "zero-pad"
-
-
-class Stitch(_Model):
-    """ContinuousNet stitch: out = conv1x1_stride(x) + epsilon * R(x), R the stage's F with `stride`."""
-
-    kind: Literal["stitch"]
-    stride: PositiveInt = 2
-    epsilon: Coefficient = 1
-
-
-Entry = _with_shorthand(NoEntry, Transition, Stitch)
-
-
-# ---------------------------------------------------------------- weights and steps
-class PerEvaluation(_Model):
-    """Every evaluation of F has its own weights (ResNet, HO-ResNet): E x |F| parameters."""
-
-    kind: Literal["per-evaluation"]
-
-
-class Shared(_Model):
-    """One F for every evaluation (a fixed-grid neural ODE): 1 x |F| parameters."""
-
-    kind: Literal["shared"]
-
-
-class Basis(_Model):
-    """ContinuousNet: theta(t) piecewise constant on M pieces of [0, T]; M x |F| parameters."""
-
-    kind: Literal["basis"]
-    pieces: PositiveInt
-
-
-Weights = _with_shorthand(PerEvaluation, Shared, Basis)
-
-
 class Step(_Model):
     """Step size: fixed `h`, or `T` with h = T / steps; `epsilon` scales F; `learn` makes h a parameter.
 
@@ -278,7 +79,7 @@ class Step(_Model):
 
     h: Coefficient | None = None
     T: Coefficient | None = None
-    epsilon: Coefficient = 1
+    epsilon: Coefficient = Field(1, validate_default=True)
     learn: Literal["none", "scalar", "channel"] = "none"
     skip_init: bool = False
     controller: Literal["none", "fc", "lstm"] = "none"
@@ -313,26 +114,31 @@ class InlineTableau(_Model):
     b_embedded: list[Coefficient] | None = None
     source: str = ""
 
+    _tableau: object = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _valid(self) -> InlineTableau:
-        try:
-            self.to_tableau()
+        from rkcompile.tableau import Tableau
+
+        try:  # the coefficients are Exact values: their text and value, parsed once when validated
+            self._tableau = Tableau.from_text(self.name, self.c, self.A, self.b, b_error=self.b_error,
+                                              b_embedded=self.b_embedded, source=self.source)
         except RkcompileError as e:
             raise ValueError(str(e)) from None
         return self
 
     def to_tableau(self):
-        """Build (and so validate) the Tableau this entry describes."""
-        from rkcompile.tableau import Tableau
+        """The Tableau this entry describes (built, and so validated, once at validation)."""
+        return self._tableau
 
-        return Tableau.from_text(
-            self.name, self.c, self.A, self.b, b_error=self.b_error, b_embedded=self.b_embedded, source=self.source
-        )
+
+#: A block of a stage, counted from 0 (checkpoint groups name their first and last block).
+BlockIndex = Annotated[int, Strict(), Field(ge=0)]
 
 
 # ---------------------------------------------------------------- stage and spec
 class Stage(_Model):
-    """A run of residual blocks integrating dy/dt = F(y, t) with one tableau and one weight layout.
+    """A run of residual blocks integrating dy/dt = F(y, t) with one integrator and one weight layout.
 
     `lowering` picks how each step becomes graph nodes: `accumulate` (each stage input summed from the k_j it
     uses, k_j kept until its last use), `registers` (only a basis of what later stages still need), or `auto`
@@ -351,53 +157,84 @@ class Stage(_Model):
     weights: Weights = PerEvaluation(kind="per-evaluation")
     step: Step = Step()
     lowering: Literal["auto", "accumulate", "registers"] = "auto"
-    checkpoint: list[tuple[NonNegativeInt, NonNegativeInt]] | None = None
+    checkpoint: list[tuple[BlockIndex, BlockIndex]] | None = None
 
-    @field_validator("integrator")
-    @classmethod
-    def _known_tableau(cls, value: object) -> object:
-        if isinstance(value, str):
-            from rkcompile.tableaux import get_tableau
-
-            try:
-                get_tableau(value)
-            except RkcompileError as e:
-                raise ValueError(str(e)) from None
-        return value
+    _family: object = PrivateAttr(default=None)
+    _method: object = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _counts(self) -> Stage:
+    def _resolve(self) -> Stage:
         if (self.evaluations is None) == (self.steps is None):
             raise ValueError("give exactly one of 'evaluations' (a budget of F evaluations) or 'steps'")
         if (self.channels is not None) and (self.features is not None):
             raise ValueError("give 'channels' (images) or 'features' (vectors), not both")
+        from rkcompile.integrators import resolve_integrator
+
+        try:
+            self._family, self._method = resolve_integrator(self.integrator)
+        except RkcompileError as e:
+            raise PlanError(str(e), ("integrator",), compile=False) from None
+        self._check_budget()
+        self._check_checkpoint()
         return self
+
+    def _check_budget(self) -> None:
+        for field in ("h", "T"):
+            value = getattr(self.step, field)
+            if value is not None and value.value <= 0:
+                raise PlanError(f"the step size must be positive, found {value}", ("step", field))
+        method = self._method
+        if self.evaluations is not None and self.evaluations % method.stages:
+            from rkcompile.planning import nearest_budgets
+
+            valid = nearest_budgets(self.evaluations, method.stages)
+            raise PlanError(f"a budget of {self.evaluations} evaluations does not divide into blocks of "
+                            f"{method.stages} ({method.name} evaluates F {method.stages} times per step); nearest "
+                            f"valid budgets: {', '.join(map(str, valid))}", ("evaluations",))
+        if self.step.learn != "none" and not self.weights.per_block:
+            raise PlanError(f"a learnable step needs per-evaluation weights (one step size per block); with "
+                            f"'{self.weights.kind}' weights h = T/steps stays fixed", ("step", "learn"))
+
+    def _check_checkpoint(self) -> None:
+        """Checkpoint groups: [first, last] block ranges inside the stage, in order and not overlapping."""
+        end, blocks = -1, self.blocks
+        for g, (first, last) in enumerate(self.checkpoint or ()):
+            where = ("checkpoint", g)
+            if first > last:
+                raise PlanError(f"a group is [first, last] with first <= last, found [{first}, {last}]", where)
+            if last >= blocks:
+                raise PlanError(f"block {last} does not exist: the stage has {blocks} block"
+                                f"{'s' if blocks > 1 else ''} (0 to {blocks - 1})", where)
+            if first <= end:
+                raise PlanError(f"group [{first}, {last}] overlaps or precedes the group before it (which ends "
+                                f"at block {end}); list groups in block order", where)
+            end = last
 
     @property
     def width(self) -> int | None:
         """The stage's channels (images) or features (vectors), if given."""
         return self.channels if self.channels is not None else self.features
 
-    @cached_property
+    @property
     def tableau(self):
-        """The stage's tableau with stages that never reach the output pruned."""
-        from rkcompile.tableaux import get_tableau
+        """The stage's method, resolved at validation (for the rk family: the tableau, unreachable stages pruned)."""
+        return self._method
 
-        t = get_tableau(self.integrator) if isinstance(self.integrator, str) else self.integrator.to_tableau()
-        return t.pruned()
+    @property
+    def family(self):
+        """The integrator family that resolved the stage's method and lowers its steps."""
+        return self._family
 
     @property
     def h(self) -> Fraction | float:
         """The step size h (before any learned scaling)."""
-        from rkcompile.exact import parse_coefficient
-
         if self.step.T is not None:
-            return parse_coefficient(self.step.T) / self.blocks
-        return parse_coefficient(self.step.h) if self.step.h is not None else Fraction(1)
+            return self.step.T.value / self.blocks
+        return self.step.h.value if self.step.h is not None else Fraction(1)
 
     @property
     def blocks(self) -> int:
-        """Number of blocks (integrator steps); assumes a budget that divides, checked by `check_spec`."""
+        """Number of blocks (integrator steps); the budget divides, checked at validation."""
         if self.steps is not None:
             return self.steps
         return self.evaluations // self.tableau.stages
@@ -409,16 +246,29 @@ class Stage(_Model):
 
 
 class Spec(_Model):
-    """A whole network: input, optional stem, stages of residual blocks, optional classification head."""
+    """A whole network: input, optional stem, stages of residual blocks, optional head."""
 
     name: str = Field(min_length=1)
-    seed: int | None = None
+    seed: Seed | None = None
     input: Input
     stem: Stem | None = None
     stages: list[Stage] = Field(min_length=1)
     output: Output | None = None
 
     _source: object = PrivateAttr(default=None)
+    _plan: object = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _planned(self) -> Spec:
+        from rkcompile.planning import plan_network
+
+        self._plan = plan_network(self)
+        return self
+
+    @property
+    def plan(self):
+        """The network planned at validation: every part's layers and shapes (`planning.NetworkPlan`)."""
+        return self._plan
 
     def error(self, path: tuple, message: str, cls=None):
         """A located error (SpecError or subclass `cls`) at `path` in this spec's YAML source."""
@@ -434,4 +284,4 @@ class Spec(_Model):
     @property
     def data(self) -> dict:
         """The spec as plain data (what the YAML said, with any overrides applied)."""
-        return self._source.data if self._source is not None else self.model_dump(exclude_none=True)
+        return self._source.data if self._source is not None else self.model_dump(exclude_unset=True, mode="json")

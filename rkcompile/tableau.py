@@ -283,6 +283,10 @@ def _parse_vector(name: str, what: str, values: object, entry: str | None = None
     entry = entry or what + "_#"  # '#' stands for the 1-based index
     parsed, text = [], []
     for k, v in enumerate(values.tolist() if isinstance(values, np.ndarray) else values):
+        if hasattr(v, "text") and hasattr(v, "value"):  # a spec's coefficient, parsed once at validation
+            parsed.append(v.value)
+            text.append(v.text.strip() if isinstance(v.text, str) else format_coefficient(v.value))
+            continue
         try:
             x = parse(v)
         except TableauError as err:

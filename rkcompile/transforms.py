@@ -22,7 +22,7 @@ from rkcompile.errors import RkcompileError, SpecError, TransformError
 from rkcompile.exact import format_coefficient
 from rkcompile.graphmeta import Role
 from rkcompile.model import graph_size, parameter_count
-from rkcompile.semantics import nearest_budgets
+from rkcompile.planning import nearest_budgets
 from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared
 
 __all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size"]
@@ -333,14 +333,13 @@ def _keep_interval(data: dict, st) -> None:
 
 
 def _tableau(integrator):
-    """The pruned tableau an integrator name or inline-tableau mapping stands for, or a TransformError."""
-    from rkcompile.tableaux import get_tableau
+    """The method an integrator name or inline-tableau mapping stands for (as a stage resolves it), or a TransformError."""
+    from rkcompile.integrators import resolve_integrator
 
     try:
-        if isinstance(integrator, str):
-            return get_tableau(integrator).pruned()
-        if isinstance(integrator, dict):
-            return InlineTableau.model_validate(integrator).to_tableau().pruned()
+        if isinstance(integrator, (str, dict)):
+            return resolve_integrator(integrator if isinstance(integrator, str) else
+                                      InlineTableau.model_validate(integrator))[1]
     except RkcompileError as e:
         raise TransformError(f"remanifest: {_one_line(e)}") from None
     except ValueError as e:  # pydantic's ValidationError of an inline tableau

@@ -107,3 +107,26 @@ def test_summary_and_interleaving():
     order = []
     speed.interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 2)
     assert order == ["a", "b", "b", "a"]
+
+
+@pytest.mark.slow
+def test_compile_benchmark_smoke(tmp_path):
+    import compile as compile_benchmark
+
+    assert compile_benchmark.main(["--smoke", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "compile.json").read_text())
+    rows = {r["variant"]: r for r in results["rows"]}
+    assert set(rows) == {"eager", "full", "regional"}
+    assert all(r["max_abs_diff"] < 1e-5 and r["cold_s"] > 0 and r["step_ms"] > 0 for r in rows.values())
+    assert rows["regional"]["compiled_regions"] == 3  # continuousnet-1-1-1: one block per stage width
+    assert (tmp_path / "compile.png").stat().st_size > 0 and "| regional |" in (tmp_path / "compile.md").read_text()
+
+
+@pytest.mark.slow
+def test_analysis_benchmark_smoke(tmp_path):
+    import analysis as analysis_benchmark
+
+    assert analysis_benchmark.main(["--smoke", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "analysis.json").read_text())
+    assert results["analysis"]["graph_nodes"] == 218 and results["analysis"]["ratio"] > 0
+    assert [r["spec"] for r in results["draw"]] == ["continuousnet-2-2-2.yaml", "continuousnet-8-8-8.yaml"]

@@ -118,3 +118,20 @@ def test_inline_heun_example():
     tableau = next(parse_spec(t) for t in SPECS if spec_id(t) == "inline-heun").stages[0].tableau
     assert (tableau.order, tableau.embedded_order) == (2, 1)
     assert tableau.b_error == (Fraction(-1, 2), Fraction(1, 2))
+
+
+def test_extension_example_registers_a_kind_that_builds():
+    from rkcompile.functions import FUNCTIONS
+
+    code = next(text for lang, mark, text in BLOCKS if lang == "python" and mark == " extension")
+    spec_text = next(text for lang, mark, text in BLOCKS if lang == "yaml" and mark == " extension")
+    try:
+        exec(compile(code, "docs/spec.md", "exec", dont_inherit=True), {"__name__": "docs_extension"})
+        model = build(parse_spec(spec_text))
+        f = sum(p.numel() for n, p in model.named_parameters() if n.startswith("stage0."))
+        assert f == 8 * (16 * 16 * 25 + 16 + 16) == 51_456
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+        with pytest.raises(SpecError, match="stages\\[0\\].module.kernel: the kernel must be odd"):
+            parse_spec(spec_text.replace("kernel: 5", "kernel: 4"), file="example.yaml")
+    finally:
+        FUNCTIONS.unregister("gated")

@@ -276,3 +276,19 @@ def test_a_shipped_spec_by_name(tmp_path, capsys):
     assert rkcompile.load(tmp_path / "model.pt").spec.name == "spirals-rk4"
     assert train.main(["--spec", "spirals-rk5", "--dataset", "spirals"]) == 1
     assert "no shipped spec of that name (did you mean 'spirals-rk4'?)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_regional_compile_trains(specs, tmp_path):
+    out = tmp_path / "regional"
+    result = _run("--spec", str(specs / "digits.yaml"), "--dataset", "digits", "--epochs", "1", "--threads", "1",
+                  "--compile", "regional", "--out", str(out), "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr
+    log = json.loads((out / "log.json").read_text())
+    assert math.isfinite(log["final"]["train_loss"]) and log["final"]["test_acc"] > 0.1
+
+
+def test_unknown_compile_mode_is_a_usage_error(specs):
+    result = _run("--spec", str(specs / "digits.yaml"), "--dataset", "digits", "--compile", "partial")
+    assert result.returncode == 2
+    assert "argument --compile: invalid choice: 'partial' (choose from 'full', 'regional')" in result.stderr

@@ -29,6 +29,7 @@ class Evaluation:
     layers: list[str] = field(default_factory=list)
     scales: list[str] = field(default_factory=list)  # parameters multiplied into k_i: "h" (learned), "skip"
     owner: str | None = None  # the unit owning F's weights: the block (per evaluation) or the stage
+    nodes: list[str] = field(default_factory=list)  # the graph nodes of its layers, in order
 
 
 @dataclass
@@ -47,6 +48,8 @@ class BlockView:
     epsilon: Fraction | float | None = None  # entry (stitch): scale of R(x)
     after: str | None = None  # activation applied after the residual sum
     nodes: int = 0
+    node_names: list[str] = field(default_factory=list, repr=False)  # every graph node of the block, in order
+    f_nodes: set[str] = field(default_factory=set, repr=False)
 
     @property
     def t_n(self) -> Fraction | float | None:
@@ -78,6 +81,7 @@ def read_blocks(module: fx.GraphModule) -> list[BlockView]:
         if view is None:
             view = blocks[rk.unit] = _new_view(rk)
         view.nodes += 1
+        view.node_names.append(node.name)
         _add(view, node, rk)
     for view in blocks.values():
         view.evaluations.sort(key=lambda e: e.index)
@@ -123,6 +127,7 @@ def _add(view: BlockView, node: fx.Node, rk: NodeMeta) -> None:
         _add_entry(view, node, rk)
     elif role is Role.EVAL:
         _evaluation(view, rk).layers.append(layer)
+        _evaluation(view, rk).nodes.append(node.name)
     elif role is Role.STAGE_INPUT:
         view.into.append((rk.source, rk.evaluation, rk.coefficient))
     elif role is Role.OUTPUT:

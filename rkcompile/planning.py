@@ -1,0 +1,84 @@
+"""`check` is planning: the network planned stage by stage with the builders the compiler uses, symbolically.
+
+The plan holds every part's layers and shapes; the compiler materialises the same plan, so the shape rule
+exists once (in `shapes.Planner`) and a spec that plans is a spec whose forward runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rkcompile.entries import EntryContext, EntryPlan, plan_residual
+from rkcompile.shapes import PartPlan, PlanError, Planner, Shape
+
+__all__ = ["NetworkPlan", "StagePlan", "plan_network", "input_shape", "nearest_budgets"]
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A stage's entry (None: none), the shape its blocks integrate, and one F planned on that shape."""
+
+    entry: EntryPlan | None
+    shape: Shape
+    function: PartPlan
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """The whole network: input shape, stem, stages and head, each part with its layers and shapes."""
+
+    input: Shape
+    stem: PartPlan | None
+    stages: tuple[StagePlan, ...]
+    head: PartPlan | None
+
+    @property
+    def output(self) -> Shape:
+        """The shape the network returns (without batch)."""
+        if self.head is not None:
+            return self.head.shape
+        return self.stages[-1].shape
+
+
+def input_shape(spec) -> Shape:
+    """The state shape of the spec's input."""
+    i = spec.input
+    return Shape(True, i.channels, i.height, i.width) if i.is_image else Shape(False, i.features)
+
+
+def plan_network(spec) -> NetworkPlan:
+    """Plan every part; the first part that does not fit raises a PlanError located in the spec."""
+    shape = start = input_shape(spec)
+    stem = None
+    if spec.stem is not None:
+        f = Planner(shape, ("stem",), numbered=spec.stem.numbered)
+        spec.stem.plan(f)
+        stem, shape = f.result(), f.shape
+    stages = []
+    for n, stage in enumerate(spec.stages):
+        stages.append(plan_stage(stage, shape, ("stages", n)))
+        shape = stages[-1].shape
+    head = None
+    if spec.output is not None:
+        f = Planner(shape, ("output",), numbered=False)
+        spec.output.plan(f)
+        head = f.result()
+    return NetworkPlan(start, stem, tuple(stages), head)
+
+
+def plan_stage(stage, shape: Shape, path: tuple) -> StagePlan:
+    """Plan a stage's entry and its F on the shape the entry leaves."""
+    if stage.channels is not None and not shape.image:
+        raise PlanError("'channels' is for image states; this state is a vector: use 'features'", path + ("channels",))
+    if stage.features is not None and shape.image:
+        raise PlanError("'features' is for vector states; this state is an image: use 'channels'", path + ("features",))
+    ctx = EntryContext(shape, stage.width or shape.width, stage.module, path)
+    entry = stage.entry.plan(ctx)
+    shape = entry.shape if entry is not None else shape
+    return StagePlan(entry, shape, plan_residual(stage.module, shape, shape.width, 1, path + ("module",)))
+
+
+def nearest_budgets(evaluations: int, stages: int) -> list[int]:
+    """The multiples of `stages` just below and above `evaluations` (positive ones only)."""
+    low = evaluations // stages * stages
+    return [v for v in (low, low + stages) if v > 0]

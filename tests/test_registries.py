@@ -1,0 +1,184 @@
+"""The registries: generic behaviour, and every registered kind of every vocabulary built, checked and counted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from rkcompile import CompileError, SpecError, build, parse_spec
+from rkcompile.entries import ENTRIES
+from rkcompile.functions import FUNCTIONS
+from rkcompile.heads import HEADS
+from rkcompile.integrators import FAMILIES
+from rkcompile.layers import LAYERS
+from rkcompile.registry import Registry, RegistryError
+from rkcompile.stems import STEMS
+from rkcompile.tableau import Tableau
+from rkcompile.tableaux import _REGISTRY as TABLEAUX
+from rkcompile.tableaux import get_tableau, list_tableaux, register_tableau
+from rkcompile.weights import WEIGHTS
+
+IMAGE = {"channels": 4, "height": 6, "width": 6}
+VECTOR = {"features": 4}
+
+
+def example(registry: Registry, name: str) -> dict:
+    """A registered kind's example configuration (its `example` options, none when it needs none)."""
+    return {"kind": name, **getattr(registry.get(name), "example", {})}
+
+
+def spec_text(module: dict, image: bool, **stage) -> str:
+    """A one-stage spec with this residual function."""
+    stage = {"module": module, "evaluations": 4, "integrator": "euler", **stage}
+    return yaml.safe_dump({"name": "t", "seed": 0, "input": IMAGE if image else VECTOR, "stages": [stage],
+                           "output": {"classes": 3}})
+
+
+def parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- the generic registry
+def test_registry_quotes_the_bad_name_suggests_and_lists():
+    r = Registry("colour")
+    r.register("red", 1)
+    r.register("green")(2)  # decorator form
+    assert r.get("green") == 2 and r.names() == ["red", "green"] and "red" in r and len(r) == 2
+    with pytest.raises(RegistryError) as info:
+        r.get("gren")
+    assert str(info.value) == "unknown colour 'gren' (did you mean 'green'?); expected one of red, green"
+    assert [] not in r and {"a": 1} not in r  # unhashable names are unknown, not a TypeError
+    with pytest.raises(RegistryError, match="a colour named 'red' is already registered"):
+        r.register("red", 3)
+    with pytest.raises(RegistryError, match="a colour name must be a non-empty string, found ''"):
+        r.register("", 3)
+
+
+# ---------------------------------------------------------------- residual functions
+def _state(name: str) -> bool:
+    kind = FUNCTIONS.get(name)
+    return (kind.state or kind.example_state) == "image"
+
+
+@pytest.mark.parametrize("name", FUNCTIONS.names())
+@pytest.mark.parametrize("weights", ["per-evaluation", "shared", {"kind": "basis", "pieces": 2}],
+                         ids=["per-evaluation", "shared", "basis"])
+def test_every_function_kind_builds_with_parameters_identical_across_schemes(name, weights):
+    image = _state(name)
+    counts = {}
+    for integrator in ("euler", "midpoint", "rk4"):
+        model = build(parse_spec(spec_text(example(FUNCTIONS, name), image, integrator=integrator, weights=weights)))
+        x = torch.randn(2, *((4, 6, 6) if image else (4,)), dtype=torch.float64)
+        assert model.double()(x).shape == (2, 3)
+        counts[integrator] = parameters(model)
+    assert len(set(counts.values())) == 1, counts
+    # and the count is the F's size times the number of F the weight mode owns, plus the head
+    shared = build(parse_spec(spec_text(example(FUNCTIONS, name), image, weights="shared")))
+    f = parameters(shared.get_submodule("stage0.f"))
+    head = parameters(shared.get_submodule("head"))
+    owned = {"per-evaluation": 4, "shared": 1}.get(weights, 2) if isinstance(weights, str) else 2
+    assert counts["euler"] == owned * f + head and f > 0
+
+
+@pytest.mark.parametrize("name", FUNCTIONS.names())
+def test_every_function_kind_on_the_wrong_state_is_a_located_error(name):
+    state = FUNCTIONS.get(name).state
+    if state is None:
+        pytest.skip("this kind takes any state")
+    with pytest.raises(CompileError) as info:
+        parse_spec(spec_text(example(FUNCTIONS, name), state != "image"), file="t.yaml")
+    assert str(info.value).startswith("t.yaml:"), str(info.value)
+    assert f"stages[0].module.kind: module '{name}' " in str(info.value)
+
+
+def test_unknown_function_kind_lists_the_registry():
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec_text({"kind": "mlpp", "hidden": [3]}, False), file="t.yaml")
+    message = str(info.value)
+    assert "stages[0].module.kind: unknown kind 'mlpp' (did you mean 'mlp'?); expected one of " in message
+    assert message.endswith(", ".join(FUNCTIONS.names()))
+
+
+# ---------------------------------------------------------------- layers, entries, stems, heads, weights
+@pytest.mark.parametrize("name", LAYERS.names())
+def test_every_layer_kind_builds_in_a_stem(name):
+    image = name != "linear"  # every other layer kind takes images
+    spec = parse_spec(yaml.safe_dump({"name": "t", "input": IMAGE if image else VECTOR,
+                                     "stem": {"kind": "layers", "layers": [example(LAYERS, name)]},
+                                     "stages": [{"module": {"kind": "layers", "layers": ["relu"]}, "steps": 1}]}))
+    out = build(spec)(torch.randn(2, *((4, 6, 6) if image else (4,))))
+    shape = spec.plan.output
+    assert tuple(out.shape[1:]) == ((shape.width, shape.height, shape.breadth) if shape.image else (shape.width,))
+
+
+@pytest.mark.parametrize("name", ENTRIES.names())
+def test_every_entry_kind_builds_and_its_plan_is_the_real_shape(name):
+    spec = parse_spec(yaml.safe_dump({"name": "t", "input": IMAGE, "stages": [
+        {"module": "basic", "steps": 1},
+        {"channels": 4 if name == "none" else 8, "entry": example(ENTRIES, name), "module": "basic", "steps": 1}]}))
+    out = build(spec)(torch.randn(2, 4, 6, 6))
+    shape = spec.plan.stages[1].shape
+    assert tuple(out.shape) == (2, shape.width, shape.height, shape.breadth)
+
+
+@pytest.mark.parametrize("name", STEMS.names())
+def test_every_stem_kind_builds(name):
+    spec = parse_spec(yaml.safe_dump({"name": "t", "input": IMAGE, "stem": example(STEMS, name),
+                                     "stages": [{"module": "basic", "steps": 1}], "output": {"classes": 3}}))
+    assert build(spec)(torch.randn(2, 4, 6, 6)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+def test_every_head_kind_builds(name):
+    spec = parse_spec(yaml.safe_dump({"name": "t", "input": IMAGE, "stages": [{"module": "basic", "steps": 1}],
+                                     "output": example(HEADS, name)}))
+    out = build(spec)(torch.randn(2, 4, 6, 6))
+    assert tuple(out.shape[1:]) == (spec.plan.output.width,)
+
+
+@pytest.mark.parametrize("name", WEIGHTS.names())
+def test_every_weight_mode_owns_what_it_says(name):
+    config = example(WEIGHTS, name)
+    spec = parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, weights=config, integrator="rk4",
+                               evaluations=8))
+    model = build(spec)
+    targets = spec.stages[0].weights.functions(0, spec.stages[0].blocks, 4)
+    for target in targets:
+        model.get_submodule(target)  # every F it owns is in the model
+    assert model(torch.randn(2, 4)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("registry", [FUNCTIONS, ENTRIES, STEMS, WEIGHTS, HEADS, LAYERS], ids=lambda r: r.what)
+def test_the_schema_lists_every_registered_kind(registry):
+    import json
+
+    from rkcompile.spec import Spec
+
+    schema = json.dumps(Spec.model_json_schema())
+    for name in registry.names():
+        assert f'"const": "{name}"' in schema or f'"{name}"' in schema, name
+
+
+# ---------------------------------------------------------------- integrator families and tableaux
+def test_the_rk_family_resolves_names_and_inline_tableaux():
+    assert FAMILIES.names()[0] == "rk"
+    spec = parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator="rk4"))
+    assert spec.stages[0].tableau is get_tableau("rk4").pruned() or spec.stages[0].tableau == get_tableau("rk4")
+    assert spec.stages[0].family is FAMILIES.get("rk")
+
+
+def test_register_tableau_happy_path_builds_and_checks():
+    name = "test-heun-like"
+    tableau = Tableau.from_text(name, ["0", "2/3"], [[], ["2/3"]], ["1/4", "3/4"], source="Ralston (1962)")
+    try:
+        assert register_tableau(tableau) is tableau
+        assert get_tableau(name.upper()) is tableau and name in list_tableaux()
+        assert tableau.order == 2
+        spec = parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator=name, evaluations=6))
+        assert spec.stages[0].blocks == 3 and spec.stages[0].tableau.name == name
+        assert build(spec)(torch.randn(2, 4)).shape == (2, 3)
+    finally:
+        TABLEAUX.pop(name)
+    with pytest.raises(SpecError, match="unknown tableau 'test-heun-like'"):
+        parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator=name))
