@@ -47,6 +47,7 @@ _WHERE = {
     "fold_step_sizes": "rkcompile.transforms",
     "interpolate": "rkcompile.transforms",
     "refine": "rkcompile.transforms",
+    "project": "rkcompile.projection",
     "remanifest": "rkcompile.transforms",
 }
 

@@ -1,4 +1,4 @@
-"""The `remanifest`, `refine`, `interpolate` and `fold` commands: transform a saved model into a new file."""
+"""The `remanifest`, `refine`, `interpolate`, `fold` and `project` commands: transform a saved model into a new file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 
 from rkcompile.errors import TransformError
 
-__all__ = ["remanifest", "refine", "interpolate", "fold", "COMMANDS"]
+__all__ = ["remanifest", "refine", "interpolate", "fold", "project", "COMMANDS"]
 
 _MODEL = click.argument("model", type=click.Path(dir_okay=False))
 _OUTPUT = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -62,7 +62,22 @@ def fold(model: str, output: str) -> None:
     _transform(model, output, fold_step_sizes)
 
 
-COMMANDS = (remanifest, refine, interpolate, fold)
+@click.command()
+@_MODEL
+@_STAGE
+@click.option("--functions", help="The new basis family: constant, linear or legendre (default: the stage's own).")
+@click.option("--pieces", type=int, help="The new number of pieces (constant) or nodes (linear).")
+@click.option("--degree", type=int, help="The new polynomial degree (legendre).")
+@_OUTPUT
+def project(model: str, stage: int | None, functions: str | None, pieces: int | None, degree: int | None,
+            output: str) -> None:
+    """L2-project MODEL's basis weights theta(t) onto another basis or size."""
+    from rkcompile.projection import project as run
+
+    _transform(model, output, lambda m: run(m, functions=functions, pieces=pieces, degree=degree, stage=stage))
+
+
+COMMANDS = (remanifest, refine, interpolate, fold, project)
 
 
 def _transform(source: str, output: str, apply) -> None:

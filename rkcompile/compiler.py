@@ -98,9 +98,8 @@ class Compiler:
         module = fx.GraphModule(self.root, g, class_name=_class_name(spec.name))
         # GraphModule keeps only what the graph calls; a basis piece that no step samples (more pieces than
         # steps reach) is still part of theta(t): keep it, so parameters depend on the pieces alone
-        for target in self.functions:
-            if not _has(module, target):
-                module.add_submodule(target, self.root.get_submodule(target))
+        for target in self.functions:  # (re)attached whole: a mixed evaluation reads only some tensors of F
+            module.add_submodule(target, self.root.get_submodule(target))
         module.spec = spec
         groups = groups_of(spec)
         return outline_checkpoints(module, groups) if groups else module
@@ -171,11 +170,17 @@ class Compiler:
             scale = self.step_scale(stage, n, b, shape, name, base) if learned else None
 
             def evaluate(z: fx.Node, i: int, b: int = b, base: NodeMeta = base) -> fx.Node:
-                index = stage.weights.select(b, i, blocks, tableau)
-                target, part = targets[index], parts[index]
+                terms = stage.weights.mix(b, i, blocks, tableau)
+                target, part = targets[terms[0][0]], parts[terms[0][0]]
                 meta = base.but(evaluation=i + 1, weights=target, piece=naming.parse(target).piece,
                                 time=(b + tableau.c[i]) * stage.h)
-                return self.call_part(z, part, target, naming.node_name(naming.evaluation(n, b, i + 1)), meta)
+                name = naming.node_name(naming.evaluation(n, b, i + 1))
+                if stage.weights.mixes:  # theta(t) = sum_beta phi_beta(t) theta_beta, even with one term
+                    from rkcompile.mixing import call_mixed
+
+                    mix = tuple((targets[j], w) for j, w in terms)
+                    return call_mixed(self, z, [parts[j] for j, _ in terms], mix, name, meta.but(mix=mix))
+                return self.call_part(z, part, target, name, meta)
 
             x = lower(self.graph, x, step, evaluate, name, base.but(role=Role.OUTPUT), scale)
             if after is not None:

@@ -63,6 +63,7 @@ class NodeMeta:
     # axpys do not show one by one
     into: tuple | None = None
     out: tuple | None = None
+    mix: tuple[tuple[str, Fraction | float], ...] | None = None  # a continuous basis: (weights path, phi_beta(t))
 
     @property
     def unit(self) -> str | None:

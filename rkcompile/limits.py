@@ -152,9 +152,11 @@ def estimate(spec) -> Estimate:
         p_f, layers, peak = _part(planned.function)
         copies = {"per-evaluation": stage.total_evaluations, "shared": 1}.get(stage.weights.kind)
         if copies is None:
-            copies = getattr(stage.weights, "pieces", 1)
+            copies = getattr(stage.weights, "size", None) or getattr(stage.weights, "pieces", None) or 1
         stage_params = copies * p_f
         stage_nodes = max(stage.total_evaluations, copies) * max(layers, 1)
+        if getattr(stage.weights, "mixes", False):  # a continuous basis: get_attr + mul/add per tensor and term
+            stage_nodes *= 1 + 4 * (2 if stage.weights.basis == "linear" else copies)
         params += stage_params
         nodes += stage_nodes
         if stage_params > top_params:

@@ -25,7 +25,8 @@ from rkcompile.model import graph_size, parameter_count
 from rkcompile.planning import nearest_budgets
 from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared
 
-__all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size"]
+__all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size",
+           "basis_data", "combine_pieces"]
 
 # new state_dict key -> (old key, factor the old value is multiplied by)
 Rename = Callable[[str], tuple[str, float]]
@@ -48,7 +49,9 @@ def refine(model: fx.GraphModule, factor: int = 2, pieces: bool = True, steps: b
     """Multiply basis pieces and/or steps by `factor` (ContinuousNet's refinement training, Queiruga et al. 2020).
 
     Pieces: piece p becomes pieces p*factor ... p*factor + factor - 1, each an exact copy (weights, biases, norm
-    parameters and running statistics), so theta(t) and the function are unchanged. Steps: the same ODE with a
+    parameters and running statistics), so theta(t) and the function are unchanged. A linear (FEM) basis of M
+    nodes gets (M-1)*factor + 1 nodes, each new node theta at its position (midpoint insertion for factor 2); a
+    legendre basis of degree d gets degree (d+1)*factor - 1 with zero new coefficients: both exact too. Steps: the same ODE with a
     `factor` times smaller step, so the output moves by the integrator's discretization error only (shrinking
     at the scheme's order). Shared stages have no pieces: only their steps change.
     """
@@ -80,7 +83,10 @@ def fold_step_sizes(model: fx.GraphModule):
 
 def transform(model: fx.GraphModule, name: str, **kwargs) -> tuple[fx.GraphModule, dict[str, str]]:
     """Apply a transformation by name; also return {new state_dict key: old key its value was copied from}."""
-    functions = {"remanifest": _remanifest, "refine": _refine, "interpolate": _interpolate, "fold": _fold}
+    from rkcompile.projection import _project
+
+    functions = {"remanifest": _remanifest, "refine": _refine, "interpolate": _interpolate, "fold": _fold,
+                 "project": _project}
     if name not in functions:
         raise TransformError(f"unknown transformation '{name}'; expected one of {', '.join(functions)}")
     return functions[name](model, **kwargs)
@@ -144,9 +150,13 @@ def _refine(model, factor=2, pieces=True, steps=True, stage=None):
     changes, renames = {}, {}
     for n in _select(spec, stage, "refine", reason):
         st, data = spec.stages[n], _stage_data(spec, n)
-        if pieces and isinstance(st.weights, Basis):
+        if pieces and isinstance(st.weights, Basis) and st.weights.basis == "constant":
             data["weights"] = {"kind": "basis", "pieces": st.weights.pieces * factor}
             renames[n] = _split_pieces(n, factor)
+        elif pieces and isinstance(st.weights, Basis):  # FEM midpoint insertion, degree elevation: exact
+            w, family = st.weights, st.weights.family
+            data["weights"] = basis_data(w.basis, family.refined(w.size, factor))
+            renames[n] = combine_pieces(n, family.refinement(w.size, factor))
         if steps:
             _keep_interval(data, st)
             data.pop("evaluations", None)
@@ -226,6 +236,28 @@ def _split_pieces(n: int, factor: int) -> Rename:
     return rename
 
 
+def basis_data(functions: str, size: int) -> dict:
+    """The spec data of a basis of `size` functions of a family."""
+    if functions == "legendre":
+        return {"kind": "basis", "functions": functions, "degree": size - 1}
+    if functions == "constant":
+        return {"kind": "basis", "pieces": size}
+    return {"kind": "basis", "functions": functions, "pieces": size}
+
+
+def combine_pieces(n: int, matrix) -> Rename:
+    """New piece q takes sum_p matrix[q][p] * old piece p (a list of (old key, weight) for `_rebuild`)."""
+
+    def rename(key: str):
+        p = naming.parse(key)
+        if p.kind != "piece" or p.stage != n:
+            return key, 1
+        terms = [(f"{naming.piece(n, j)}.{p.rest}", float(w)) for j, w in enumerate(matrix[p.piece]) if w != 0]
+        return terms or [(f"{naming.piece(n, 0)}.{p.rest}", 0.0)], 1
+
+    return rename
+
+
 def _duplicate_blocks(n: int, entry: bool) -> Rename:
     """New block b takes old block b // 2; after an entry, old blocks 0, 0, 0, 1, 1, 2, 2, ... (Chang et al. 2018)."""
 
@@ -255,6 +287,9 @@ def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rena
         source, factor = rename(key) if rename else (key, 1)
         if key in fixed:
             state[key] = fixed[key].detach().clone()
+        elif isinstance(source, list):  # a linear combination of old tensors (refined or projected bases)
+            state[key] = _combination(what, key, source, old, target)
+            source = source[0][0]
         elif source in old and old[source].shape == target.shape:
             state[key] = old[source].clone() if factor == 1 else old[source] * factor
         else:  # the model was changed by hand after it was built: its weights no longer match its spec
@@ -265,6 +300,20 @@ def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rena
     new.load_state_dict(state, strict=True, assign=True)
     new.train(model.training)
     return new, sources
+
+
+def _combination(what: str, key: str, terms: list, old: dict, target: torch.Tensor) -> torch.Tensor:
+    """sum_j w_j old[k_j]; an integer tensor (BatchNorm's batch count) comes from the term of largest weight."""
+    for source, _ in terms:
+        if source not in old or old[source].shape != target.shape:
+            raise TransformError(f"{what}: the input model has no weights '{source}' of shape "
+                                 f"{tuple(target.shape)} for '{key}'; was it modified after it was built?")
+    if not old[terms[0][0]].is_floating_point():
+        return old[max(terms, key=lambda t: abs(t[1]))[0]].clone()
+    out = old[terms[0][0]] * terms[0][1]
+    for source, w in terms[1:]:
+        out = out + old[source] * w
+    return out
 
 
 def _step_values(model: fx.GraphModule) -> dict[tuple[int, int], torch.Tensor]:

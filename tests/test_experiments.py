@@ -105,6 +105,19 @@ def test_manifestation_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_bases_smoke(tmp_path):
+    data = _smoke("bases", tmp_path)
+    assert {"width", "m", "epochs", "reference_steps", "steps", "runs", "summary", "seconds"} <= set(data)
+    assert [r["basis"] for r in data["runs"]] == ["constant", "linear"]
+    assert len({r["parameters"] for r in data["runs"]}) == 1  # M pieces and M nodes: the same parameters
+    for run in data["runs"]:
+        assert set(run["eval"]) == {"euler", "midpoint", "rk4"}
+        for rows in run["eval"].values():
+            assert [r["steps"] for r in rows] == data["steps"] and _finite([r["logit_error"] for r in rows])
+    assert len(data["summary"]) == 6
+
+
+@pytest.mark.slow
 def test_multilevel_smoke(tmp_path):
     data = _smoke("multilevel", tmp_path)
     assert {"epochs", "runs", "summary", "time_saved", "time_saved_theory", "accuracy_difference",

@@ -56,4 +56,4 @@ def test_the_schema_rejects_structural_mistakes(name, found):
 def test_schema_to_an_unwritable_path_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["schema", "-o", str(tmp_path / "missing" / "s.json")])
     assert result.exit_code == 1
-    assert result.output == f"Error: cannot write {tmp_path / 'missing' / 's.json'}: No such file or directory\n"
+    assert result.output == f"error: cannot write {tmp_path / 'missing' / 's.json'}: [Errno 2] No such file or directory\n"

@@ -357,7 +357,7 @@ def test_controller_needs_weights():
     ("specs/pendulum-odenet.yaml", lambda m: refine(m, steps=False), "refine: no stage to transform: stage 0 has "
      "shared weights: there are no pieces to split (refine its steps instead)"),
     ("specs/pendulum-odenet.yaml", lambda m: transform(m, "stretch"), "unknown transformation 'stretch'; expected "
-     "one of remanifest, refine, interpolate, fold"),
+     "one of remanifest, refine, interpolate, fold, project"),
 ])
 def test_impossible_transformations_say_why(spec, apply, message):
     model = build(spec)

@@ -161,7 +161,10 @@ def _evaluation(view: BlockView, rk: NodeMeta) -> Evaluation:
         if e.index == rk.evaluation:
             return e
     weights = rk.weights or "?"
-    e = Evaluation(rk.evaluation, naming.local(weights) if rk.weights else weights,
+    label = naming.local(weights) if rk.weights else weights
+    if rk.mix and (len(rk.mix) > 1 or rk.mix[0][1] != 1):  # a continuous basis: the F it mixes, with phi_beta(t)
+        label = " + ".join(f"{float(w):.4g}·{naming.local(path)}" for path, w in rk.mix)
+    e = Evaluation(rk.evaluation, label,
                    rk.time if rk.time is not None else 0, 0, owner=naming.owner(weights) if rk.weights else None)
     view.evaluations.append(e)
     return e

@@ -121,6 +121,8 @@ def stage_rows(stage: int, steps: list[BlockView], entry: BlockView | None, spec
         s = spec.stages[stage]
         name = f"{s.tableau.name} (order {s.tableau.order})"
         weights = s.weights.kind + (f" ({s.weights.pieces} pieces)" if s.weights.kind == "basis" else "")
+        if getattr(s.weights, "mixes", False):  # a continuous basis: its family and size
+            weights = s.weights.label()
     except (AttributeError, IndexError, TypeError):
         weights = ", ".join(sorted({e.owner for b in steps for e in b.evaluations if e.owner}))[:40]
     rows = [(naming.stage(stage), escape(name))]
