@@ -124,14 +124,27 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...], **options) -> None
 def stage_table(spec) -> str:
     """Per-stage summary: integrator, weights, blocks, evaluations, step size."""
     from rkcompile.exact import format_coefficient
+    from rkcompile.registers import stage_lowering
 
-    rows = []
+    rows, lowerings, groups = [], [], []
     for n, s in enumerate(spec.stages):
         t = s.tableau
         rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.label(), f"{t.name} (order {t.order})",
                      s.weights.label(),
                      s.blocks, s.total_evaluations, format_coefficient(s.h)])
-    return table(rows, ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"])
+        choice = stage_lowering(s)
+        lowerings.append(f"{choice.lowering} ({choice.registers} live"
+                         + (f", {choice.extra_axpys:+d} axpys/step)" if choice.extra_axpys else ")"))
+        groups.append(", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s.checkpoint) if s.checkpoint else "none")
+    header = ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"]
+    # the columns appear where they say something: a stage lowered with minimal registers, or checkpointed blocks
+    if any(not text.startswith("accumulate") for text in lowerings):
+        header.append("lowering")
+        rows = [[*row, text] for row, text in zip(rows, lowerings, strict=True)]
+    if any(text != "none" for text in groups):
+        header.append("checkpoint")
+        rows = [[*row, text] for row, text in zip(rows, groups, strict=True)]
+    return table(rows, header)
 
 
 def _indent(text: str) -> str:
@@ -199,6 +212,10 @@ def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], 
     model = load_model(Path(source), overrides, limits)
     report = run(model, batch=batch, measure=measure, limits=limits)
     click.echo(report.table())
+    from rkcompile.lowering_registers import lowering_note
+
+    for line in lowering_note(model, batch):
+        click.echo(line)
     if timeline:
         from rkcompile.analysis.timeline import timeline as memory_timeline
         from rkcompile.timeline_plot import timeline_plot
@@ -229,9 +246,10 @@ def _register() -> None:
     from rkcompile.cli_draw import draw
     from rkcompile.cli_export import COMMANDS as PACKAGE_COMMANDS
     from rkcompile.cli_integrators import integrators
+    from rkcompile.cli_plan import plan
     from rkcompile.cli_transform import COMMANDS
 
-    for command in (draw, integrators, *COMMANDS, *PACKAGE_COMMANDS):
+    for command in (draw, integrators, plan, *COMMANDS, *PACKAGE_COMMANDS):
         cli.add_command(command)
 
 

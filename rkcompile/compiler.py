@@ -15,6 +15,7 @@ import torch
 from torch import fx, nn
 
 from rkcompile import naming
+from rkcompile.checkpointing import groups_of, outline_checkpoints
 from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
 from rkcompile.graphmeta import NodeMeta, Role, put
@@ -23,6 +24,7 @@ from rkcompile.integrators import block_c, layout, lowering
 from rkcompile.limits import Limits, check_counts, estimate, needs_exact
 from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan
+from rkcompile.lowering_registers import lower_step_registers, stage_lowering
 from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
 from rkcompile.planning import StagePlan
 from rkcompile.shapes import PartPlan, Shape
@@ -101,7 +103,8 @@ class Compiler:
         for target in self.functions:  # (re)attached whole: a mixed evaluation reads only some tensors of F
             module.add_submodule(target, self.root.get_submodule(target))
         module.spec = spec
-        return module
+        groups = groups_of(spec)
+        return outline_checkpoints(module, groups) if groups else module
 
     # ------------------------------------------------------------ the API for entries and controllers
     def attach(self, target: str, module: nn.Module) -> None:
@@ -163,6 +166,7 @@ class Compiler:
         parts = [self._new_f(stage, plan, target) for target in targets]
         after_name = stage.module.after_activation()
         after = activation(after_name)
+        lower = self.lowering(stage, lower)
         for b in range(blocks):
             base = NodeMeta(Role.EVAL, stage=n, block=b)
             name = naming.node_name(naming.block(n, b))
@@ -185,6 +189,12 @@ class Compiler:
             if after is not None:
                 x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", base.but(role=Role.AFTER))
         return x
+
+    def lowering(self, stage: Stage, default):
+        """The step emitter: `default` (the family's), or the minimal-register one where the stage's `lowering` picks it."""
+        if stage.family.name == "rk" and stage_lowering(stage).lowering == "registers":
+            return lower_step_registers
+        return default
 
     def _new_f(self, stage: Stage, plan: StagePlan, target: str) -> Part:
         self.functions.append(target)

@@ -33,6 +33,8 @@ class Role(str, Enum):
     PARAMETER = "parameter"  # a get_attr of a block's own tensor (its h)
     CONTROLLER = "controller"  # a step-size controller's nodes (Yang et al. 2020)
     HISTORY = "history"  # a multistep step adds a carried term: α_j y_{n−j} or β_j h f_{n−j}
+    REGISTER = "register"  # an axpy of the minimal-register lowering (`rkcompile.lowering_registers`)
+    CHECKPOINT = "checkpoint"  # a checkpointed group of blocks, outlined (`rkcompile.checkpointing`)
 
 
 class Part(str, Enum):
@@ -58,6 +60,10 @@ class NodeMeta:
     time: Fraction | float | None = None  # t_n + c_i h of an evaluation
     weights: str | None = None  # module path of the F an evaluation runs (its weights' owner path)
     layer: str | None = None  # the layer's short name (conv1, bn1, ...)
+    # the output node of a minimal-register step: the tableau's edges (j, i, a_ij h) and (i, b_i h), which its
+    # axpys do not show one by one
+    into: tuple | None = None
+    out: tuple | None = None
     mix: tuple[tuple[str, Fraction | float], ...] | None = None  # a continuous basis: (weights path, phi_beta(t))
     history: str | None = None  # the carried term a history node adds ("y_{n−1}", "f_{n−2}", "y_n")
     learned: str | None = None  # the learnable per-step coefficient multiplying it ("k", "gamma")

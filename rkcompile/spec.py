@@ -148,9 +148,19 @@ Integrator = Annotated[Union[Annotated[str, Tag("str")], Annotated[InlineTableau
                        Discriminator(_integrator_form)]
 
 
+#: A block of a stage, counted from 0 (checkpoint groups name their first and last block).
+BlockIndex = Annotated[int, Strict(), Field(ge=0)]
+
+
 # ---------------------------------------------------------------- stage and spec
 class Stage(_Model):
-    """A run of residual blocks integrating dy/dt = F(y, t) with one integrator and one weight layout."""
+    """A run of residual blocks integrating dy/dt = F(y, t) with one integrator and one weight layout.
+
+    `lowering` picks how each step becomes graph nodes: `accumulate` (each stage input summed from the k_j it
+    uses, k_j kept until its last use), `registers` (only a basis of what later stages still need), or `auto`
+    (registers where they keep fewer activations alive). `checkpoint` lists groups of consecutive blocks
+    [first, last] recomputed in backward instead of saved (as `rkcompile plan` writes them).
+    """
 
     name: str | None = None
     channels: PositiveInt | None = None
@@ -162,6 +172,8 @@ class Stage(_Model):
     steps: PositiveInt | None = None
     weights: Weights = PerEvaluation(kind="per-evaluation")
     step: Step = Step()
+    lowering: Literal["auto", "accumulate", "registers"] = "auto"
+    checkpoint: list[tuple[BlockIndex, BlockIndex]] | None = None
 
     _family: object = PrivateAttr(default=None)
     _method: object = PrivateAttr(default=None)
@@ -179,6 +191,7 @@ class Stage(_Model):
         except RkcompileError as e:
             raise PlanError(str(e), ("integrator",), compile=False) from None
         self._check_budget()
+        self._check_checkpoint()
         return self
 
     def _check_budget(self) -> None:
@@ -205,6 +218,21 @@ class Stage(_Model):
         if self.step.learn != "none" and not self.weights.per_block:
             raise PlanError(f"a learnable step needs per-evaluation weights (one step size per block); with "
                             f"'{self.weights.kind}' weights h = T/steps stays fixed", ("step", "learn"))
+
+    def _check_checkpoint(self) -> None:
+        """Checkpoint groups: [first, last] block ranges inside the stage, in order and not overlapping."""
+        end, blocks = -1, self.blocks
+        for g, (first, last) in enumerate(self.checkpoint or ()):
+            where = ("checkpoint", g)
+            if first > last:
+                raise PlanError(f"a group is [first, last] with first <= last, found [{first}, {last}]", where)
+            if last >= blocks:
+                raise PlanError(f"block {last} does not exist: the stage has {blocks} block"
+                                f"{'s' if blocks > 1 else ''} (0 to {blocks - 1})", where)
+            if first <= end:
+                raise PlanError(f"group [{first}, {last}] overlaps or precedes the group before it (which ends "
+                                f"at block {end}); list groups in block order", where)
+            end = last
 
     @property
     def width(self) -> int | None:

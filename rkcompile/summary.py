@@ -34,6 +34,9 @@ def owned_parameters(model: fx.GraphModule) -> dict[str, list]:
 
 def units(model: fx.GraphModule) -> list[Unit]:
     """The model's units in graph order; a stage's shared or basis weights get one row `stage{n}` after its blocks."""
+    from rkcompile.checkpointing import plain_model
+
+    model = plain_model(model)  # checkpointed groups are one node each: read the blocks from the plain graph
     owned = owned_parameters(model)
     evaluations: dict[str, set[int]] = {}
     for node in model.graph.nodes:

@@ -9,16 +9,20 @@ accumulated as the forward runs, plus the forward live set. Both come from one r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import fx
 
 from rkcompile import graphmeta, naming
+from rkcompile.analysis.checkpoint import checkpoint_costs
 from rkcompile.analysis.measure import measure as measure_model
+from rkcompile.analysis.measure import measure_step
 from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
 from rkcompile.analysis.units import node_unit, stage_of, units_in_order
+from rkcompile.checkpointing import groups_of
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
 from rkcompile.limits import DEFAULT, Limits, estimate
@@ -57,7 +61,8 @@ def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, d
 
 
 def euler_manifestation(spec: Spec, limits: Limits | None = None) -> fx.GraphModule:
-    """The same spec integrated by Euler with equal evaluations per stage (so equal parameters in every mode).
+    """The same spec integrated by Euler with equal evaluations per stage (so equal parameters in every mode),
+    nothing checkpointed: the plain baseline.
 
     A stage given by `evaluations` keeps its budget; a stage given by `steps` gets steps x (evaluations per
     step) Euler steps, so a 4-step RK4 stage compares with 16 Euler steps, not 4.
@@ -67,7 +72,11 @@ def euler_manifestation(spec: Spec, limits: Limits | None = None) -> fx.GraphMod
         changes[f"stages.{i}.integrator"] = "euler"
         if stage.steps is not None:
             changes[f"stages.{i}.steps"] = stage.total_evaluations
-    return build(spec, overrides=changes, limits=limits)
+    return build(spec, overrides={**changes, **_no_checkpoints(spec)}, limits=limits)
+
+
+def _no_checkpoints(spec: Spec) -> dict:
+    return {f"stages.{i}.checkpoint": None for i in range(len(spec.stages))}
 
 
 def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.float32) -> fx.GraphModule:
@@ -78,6 +87,9 @@ def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.fl
 
 
 def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool, limits: Limits) -> Report:
+    groups = groups_of(model.spec)
+    if groups:
+        return _checkpointed(model, groups, batch, dtype, measure, limits)
     predict(model, batch, dtype)
     if measure:
         _check_measure(max((n.meta["cost"]["training_bytes"] for n in model.graph.nodes if "cost" in n.meta),
@@ -128,3 +140,39 @@ def _unit_row(label: str, nodes: list[fx.Node], params: list[int], measured: dic
         flops=sum(c["flops"] for c in costs),
         **extra,
     )
+
+
+def _checkpointed(model: fx.GraphModule, groups: list, batch: int, dtype: torch.dtype, measure: bool,
+                  limits: Limits) -> Report:
+    """The report of a network with checkpointed groups: the same network's costs without them, with what is
+    saved and the training peaks of `checkpoint_costs`; measured (whole training step) in the total row."""
+    plain = build(model.spec, overrides=_no_checkpoints(model.spec))
+    report = _report(plain, batch, dtype, False, limits)
+    costs = checkpoint_costs(plain, groups)
+    nodes: dict[str, list[str]] = {}
+    for n in plain.graph.nodes:
+        if node_unit(n) is not None and n.name in costs.training:
+            nodes.setdefault(node_unit(n), []).append(n.name)
+
+    def adjust(row: BlockReport) -> BlockReport:
+        names = nodes.get(row.label, [])
+        return replace(row, inference_peak=max((costs.inference[m] for m in names), default=0),
+                       saved_bytes=sum(costs.saved[m] for m in names),
+                       training_peak=max((costs.training[m] for m in names), default=0),
+                       recompute_flops=sum(costs.recompute_flops.get(m, 0) for m in names))
+
+    units = tuple(adjust(u) for u in report.units)
+    stages = tuple(combine(s.label, s.stage, [u for u in units if stage_of(u.label) == s.stage],
+                           s.parameters - sum(u.parameters for u in report.units if stage_of(u.label) == s.stage),
+                           s.parameter_bytes - sum(u.parameter_bytes for u in report.units
+                                                   if stage_of(u.label) == s.stage))
+                   for s in report.stages)
+    t = report.total
+    total = combine("total", None, list(units), t.parameters - sum(u.parameters for u in units),
+                    t.parameter_bytes - sum(u.parameter_bytes for u in units))
+    if measure:
+        _check_measure(costs.training_peak, batch, limits)
+        m = measure_step(model, batch, dtype)
+        total = replace(total, measured_inference_peak=m["inference_peak"], measured_saved_bytes=m["saved_bytes"],
+                        measured_training_peak=m["training_peak"])
+    return replace(report, units=units, stages=stages, total=total)

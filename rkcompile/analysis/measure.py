@@ -18,8 +18,9 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from rkcompile.analysis.propagate import meta_input
+from rkcompile.checkpointing import recomputing
 
-__all__ = ["StorageTracker", "MeasureInterpreter", "measure"]
+__all__ = ["StorageTracker", "MeasureInterpreter", "StepTracker", "measure", "measure_step"]
 
 
 def _storage(t: torch.Tensor) -> tuple[int, int]:
@@ -128,3 +129,57 @@ def measure(model: fx.GraphModule, batch: int, dtype: torch.dtype = torch.float3
             out = training.run(x)
     out.float().sum().backward()
     return {"inference_peak": inference.peaks, "training_peak": training.peaks, "saved": training.saved}
+
+
+class StepTracker(StorageTracker):
+    """Track every activation storage alive through a whole training step, backward's recomputations
+    included: in backward only the ops of checkpointed groups running again are tracked (with the copies
+    checkpointing keeps of what they save), so gradients are left out, as in the prediction. Storages saved
+    for backward outside any group stay alive until backward, whoever else lets go of them."""
+
+    def __init__(self, ignore: set[int]) -> None:
+        super().__init__(ignore)
+        self.forward = True
+
+    def current(self) -> int:
+        """Bytes of tracked storages alive now (what autograd holds is alive)."""
+        return sum(b for b, _ in self.live.values())
+
+    def release(self, key: int) -> None:
+        """Ignore the caller letting go of the network input while autograd still holds it."""
+        if self.forward and key in self.saved:
+            return
+        super().release(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.forward or recomputing():
+            for t in pytree.tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.track(t)
+            self.peak = max(self.peak, self.current())
+        return out
+
+
+def measure_step(model: fx.GraphModule, batch: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+    """Measure a copy of `model`'s whole training step (checkpointed groups recomputed in backward included):
+    {"inference_peak", "saved_bytes" (held at the end of the forward pass), "training_peak"} in bytes."""
+    spec, model = model.spec, copy.deepcopy(model).to(dtype)
+    ignore = {_storage(t)[0] for t in [*model.parameters(), *model.buffers()]}
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(meta_input(spec, batch, dtype).shape, generator=gen, dtype=dtype)
+    model.eval()
+    with torch.no_grad(), StepTracker(ignore) as tracker:
+        inference = MeasureInterpreter(model, tracker)
+        inference.run(x)
+    model.train()
+    with StepTracker(ignore) as tracker:
+        training = MeasureInterpreter(model, tracker)
+        with torch.autograd.graph.saved_tensors_hooks(training.pack, lambda t: t):
+            out = training.run(x)
+        forward_peak = max(training.peaks.values())
+        saved = tracker.current() - _storage(out)[1]
+        tracker.forward, tracker.peak = False, tracker.current()
+        out.float().sum().backward()
+    return {"inference_peak": max(inference.peaks.values()), "saved_bytes": saved,
+            "training_peak": max(forward_peak, tracker.peak)}

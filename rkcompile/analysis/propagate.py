@@ -53,7 +53,8 @@ class CostInterpreter(fx.Interpreter):
     Also writes the standard `node.meta["tensor_meta"]` (torch.fx's `TensorMetadata`, as `ShapeProp` does).
     The record holds `shape`, `dtype`, `bytes` (of storage the node newly creates; 0 for views),
     `storages` ({storage: bytes} the output refers to), `flops` (FlopCounterMode), and `saved`
-    ({storage: bytes} first saved for backward while the node ran) with its total `saved_bytes`.
+    ({storage: bytes} first saved for backward while the node ran) with its total `saved_bytes`, and `saves`
+    (every storage the node saves, saved before or not: what it would save once earlier nodes are recomputed).
     """
 
     def __init__(self, module: fx.GraphModule, dtype: torch.dtype = torch.float32) -> None:
@@ -137,7 +138,8 @@ class CostInterpreter(fx.Interpreter):
         saved = {key: nbytes for key, nbytes in raw["packed"].items() if key not in self.saved}
         self.saved.update(saved)
         n.meta["cost"] = {"shape": raw["shape"], "dtype": raw["dtype"], "bytes": new, "storages": raw["storages"],
-                          "flops": raw["flops"], "saved": saved, "saved_bytes": sum(saved.values())}
+                          "flops": raw["flops"], "saved": saved, "saved_bytes": sum(saved.values()),
+                          "saves": dict(raw["packed"])}
 
     def _input_signature(self, nodes: list[fx.Node]) -> tuple | None:
         values = [self.env[a] for a in _inputs(nodes)]

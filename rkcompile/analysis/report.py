@@ -35,6 +35,7 @@ class BlockReport:
     measured_inference_peak: int | None = None
     measured_saved_bytes: int | None = None
     measured_training_peak: int | None = None
+    recompute_flops: int = 0  # FLOPs run again in backward (checkpointed groups)
 
 
 def combine(label: str, stage: int | None, rows: list[BlockReport], parameters: int = 0,
@@ -56,6 +57,7 @@ def combine(label: str, stage: int | None, rows: list[BlockReport], parameters: 
         saved_bytes=sum(r.saved_bytes for r in rows),
         training_peak=max((r.training_peak for r in rows), default=0),
         flops=sum(r.flops for r in rows),
+        recompute_flops=sum(r.recompute_flops for r in rows),
         measured_inference_peak=peak("measured_inference_peak"),
         measured_saved_bytes=total("measured_saved_bytes"),
         measured_training_peak=peak("measured_training_peak"),

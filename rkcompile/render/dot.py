@@ -13,6 +13,7 @@ from html import escape
 import graphviz
 
 from rkcompile import naming
+from rkcompile.checkpointing import plain_model
 from rkcompile.exact import format_coefficient
 from rkcompile.render import matrix, tables
 from rkcompile.render.metrics import Measures, Numbers
@@ -53,7 +54,7 @@ def dot_source(model, measures: Measures, level: str = "network", color_by: str 
     opts = _Options(unit_shapes(model, measures.batch) if shapes else None, tableau_view, ids)
     spec = getattr(model, "spec", None)
     name = getattr(spec, "name", None) or type(model).__name__
-    blocks = read_blocks(model)
+    blocks = read_blocks(plain_model(model))  # checkpointed groups are one node each: read the plain graph
     g = graphviz.Digraph(name=name, graph_attr={
         "rankdir": rankdir, "newrank": "true", "fontname": _FONT, "nodesep": "0.25", "ranksep": "0.3",
         "label": f"<<B>{escape(name)}</B>  ({level} level, batch {measures.batch}, {measures.dtype})>",
@@ -241,7 +242,17 @@ def _title(run: list[BlockView], spec) -> str:
     name = _integrator(spec, first.stage) + (f" (start-up: {first.startup})" if first.startup else "")
     blocks = f"block {first.block}" if n == 1 else f"blocks {first.block}–{run[-1].block}"
     times = f"  <B>×{n}</B>" if n > 1 else ""
-    return f"<B>stage{first.stage} · {blocks}</B>{times}  {escape(name)}"
+    again = "  (recomputed in backward)" if _recomputed(spec, first.stage, first.block) else ""
+    return f"<B>stage{first.stage} · {blocks}</B>{times}  {escape(name)}{again}"
+
+
+def _recomputed(spec, stage: int | None, block) -> bool:
+    """True when the block lies in one of its stage's checkpoint groups."""
+    try:
+        groups = spec.stages[stage].checkpoint or ()
+    except (AttributeError, IndexError, TypeError):
+        return False
+    return any(a <= block <= b for a, b in groups)
 
 
 def _integrator(spec, stage: int | None) -> str:

@@ -145,6 +145,9 @@ def _add(view: BlockView, node: fx.Node, rk: NodeMeta) -> None:
             view.skip = rk.coefficient
         elif rk.history != "learned":
             view.history.append((rk.history, rk.coefficient, rk.learned))
+    elif role is Role.REGISTER and rk.into is not None:  # the minimal-register lowering's output node
+        view.into.extend(rk.into)
+        view.out.extend(rk.out)
     elif role is Role.AFTER:
         view.after = _function_name(node)
     elif role is Role.SCALE:
