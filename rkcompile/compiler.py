@@ -139,7 +139,8 @@ class Compiler:
         learned = stage.step.learn != "none"
         step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
         targets = stage.weights.functions(n, blocks, tableau.stages)
-        parts = [self._new_f(stage, plan, target) for target, _ in targets]
+        functions = plan.functions or (plan.function,)  # an interleaved cycle: F number j is member j mod its length
+        parts = [self._new_f(stage, functions[j % len(functions)], target) for j, (target, _) in enumerate(targets)]
         after_name = stage.module.after_activation()
         after = activation(after_name)
         for b in range(blocks):
@@ -158,9 +159,9 @@ class Compiler:
                 x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", dict(base, role="after"))
         return x
 
-    def _new_f(self, stage: Stage, plan: StagePlan, target: str) -> Part:
+    def _new_f(self, stage: Stage, plan: PartPlan, target: str) -> Part:
         self.functions.append(target)
-        part = build_part(plan.function)
+        part = build_part(plan)
         if stage.step.skip_init:  # s * F with s = 0 at init (ContinuousNet's skip-init), one s per F
             part = Part([*part.calls, LayerCall("skip", Scale(0.0))])
         self.attach(target, part)

@@ -8,7 +8,7 @@ compiler's `EntryEmitter` (`e.part(role, x)`, `e.function(fn, args, suffix)`, `e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import Field
@@ -57,7 +57,7 @@ def plan_residual(module: ResidualFunction, shape: Shape, width: int, stride: in
     """Plan F from `shape` to `width` at `stride`; it must return exactly that shape, or a located error."""
     f = Planner(shape, path)
     plan_function(module, f, width, stride)
-    expected = Shape(shape.image, width, shape.height, shape.breadth).strided(stride)
+    expected = replace(shape, width=width).strided(stride)
     if f.shape != expected:
         strided = f" with stride {stride}" if stride > 1 else ""
         raise f.fail((), f"module '{module.kind}'{strided} maps the state {shape.show()} to {f.shape.show()}; a "

@@ -21,7 +21,7 @@ __all__ = ["Model", "Exact", "Coefficient", "PositiveInt", "Activation", "NormKi
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "sigmoid", "softplus", "elu", "leaky-relu", "identity", "none")
 Activation = Literal["relu", "tanh", "gelu", "silu", "sigmoid", "softplus", "elu", "leaky-relu", "identity", "none"]
-NormKind = Literal["batchnorm", "groupnorm", "layernorm", "none"]
+NormKind = Literal["batchnorm", "groupnorm", "layernorm", "rmsnorm", "none"]
 
 #: A strict positive integer: `true` and `"4"` are errors, not 1 and 4.
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
