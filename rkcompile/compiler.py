@@ -178,7 +178,7 @@ class Compiler:
 
             h = emit_step_size(self, stage, n, b, shape, name, base)
         else:
-            size = (shape.width, 1, 1) if shape.image else (shape.width,)
+            size = (shape.width, 1, 1) if shape.image else (shape.width, 1) if shape.sequence == "signal" else (shape.width,)
             value = torch.full(() if stage.step.learn == "scalar" else size, float(stage.h))
             owner = self.root.get_submodule(target)
             if stage.step.frozen:

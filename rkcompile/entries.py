@@ -97,8 +97,10 @@ class NoEntry(StageEntry):
 
 
 def _image_entry(entry: StageEntry, ctx: EntryContext) -> None:
-    if not ctx.shape.image:
-        raise ctx.fail(("entry",), f"entry '{entry.kind}' needs image states")
+    if ctx.shape.state not in ("image", "signal"):
+        hint = ": use 'project'" if ctx.shape.state == "tokens" else ""
+        raise ctx.fail(("entry",), f"entry '{entry.kind}' needs image or signal states; this state is "
+                       f"{ctx.shape.phrase()}{hint}")
 
 
 @register_entry
@@ -122,12 +124,13 @@ class Transition(StageEntry):
             short.conv(width, 1, self.stride)
             short.norm("batchnorm")
         else:  # option A: subsample (a view) and zero channels
+            suffix = "-1d" if shape.sequence == "signal" else ""
             if self.stride > 1:
-                short.add("function", shape.strided(self.stride), "subsample", function="subsample",
+                short.add("function", shape.strided(self.stride), "subsample", function="subsample" + suffix,
                           stride=self.stride)
             if width > shape.width:
-                short.add("function", Shape(True, width, short.shape.height, short.shape.breadth), "pad",
-                          function="pad-channels", channels=width - shape.width)
+                short.add("function", replace(short.shape, width=width), "pad",
+                          function="pad-channels" + suffix, channels=width - shape.width)
         return EntryPlan({"f": f, "shortcut": short.result()}, f.shape)
 
     def emit(self, e, x):

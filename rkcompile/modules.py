@@ -133,5 +133,13 @@ _FUNCTIONS = {
     "subsample-1d": lambda op: (operator.getitem, ((slice(None), slice(None), slice(None, None, op.arg("stride"))),)),
     "pad-channels-1d": lambda op: (nn.functional.pad, ((0, 0, 0, op.arg("channels")),)),
     "mean": lambda op: (torch.mean, (op.arg("dim"),)),
+    "to-tokens": lambda op: (_sequences().to_tokens, ()),
+    "pool-tokens": lambda op: (_sequences().pool_tokens, (op.arg("stride"),)),
     "select": lambda op: (operator.getitem, ((slice(None), op.arg("index")),)),
 }
+
+
+def _sequences():
+    from rkcompile import sequences
+
+    return sequences

@@ -48,8 +48,10 @@ def input_shape(spec) -> Shape:
         return Shape(True, i.channels, i.height, i.width)
     if i.state == "signal":
         return Shape.signal(i.channels, i.length)
-    if i.state == "tokens":  # integer token ids: one "feature", the id, until an embedding stem
-        return Shape.tokens(i.length, i.features or 1)
+    if i.integer:  # token ids: the width is the vocabulary, until an embedding stem
+        return Shape(False, i.vocabulary, i.length, 1, "ids")
+    if i.state == "tokens":
+        return Shape.tokens(i.length, i.features)
     return Shape(False, i.features)
 
 
@@ -77,10 +79,10 @@ def plan_stage(stage, shape: Shape, path: tuple) -> StagePlan:
     """Plan a stage's entry and its F (each member of an interleaved cycle) on the shape the entry leaves."""
     channels = shape.state in ("image", "signal")
     if stage.channels is not None and not channels:
-        raise PlanError(f"'channels' is for image and signal states; this state is {_a(shape)}: use 'features'",
+        raise PlanError(f"'channels' is for image and signal states; this state is {shape.phrase()}: use 'features'",
                         path + ("channels",))
     if stage.features is not None and channels:
-        raise PlanError(f"'features' is for vector and tokens states; this state is {_a(shape)}: use 'channels'",
+        raise PlanError(f"'features' is for vector and tokens states; this state is {shape.phrase()}: use 'channels'",
                         path + ("features",))
     ctx = EntryContext(shape, stage.width or shape.width, stage.module, path)
     entry = stage.entry.plan(ctx)
@@ -91,9 +93,6 @@ def plan_stage(stage, shape: Shape, path: tuple) -> StagePlan:
                       for j, m in enumerate(members))
     return StagePlan(entry, shape, functions[0], functions)
 
-
-def _a(shape: Shape) -> str:
-    return {"image": "an image", "vector": "a vector", "signal": "a signal"}.get(shape.state, "tokens")
 
 
 def nearest_budgets(evaluations: int, stages: int) -> list[int]:

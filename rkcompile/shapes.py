@@ -29,8 +29,9 @@ class PlanError(ValueError):
         self.compile = compile
 
 
-#: The kinds of state: images N x C x H x W, vectors N x F, signals N x C x L, token sequences N x L x F.
-STATES = ("image", "vector", "signal", "tokens")
+#: The kinds of state: images N x C x H x W, vectors N x F, signals N x C x L, token sequences N x L x F, and
+#: token ids N x L (int64; only an embedding stem takes them, the width is the vocabulary).
+STATES = ("image", "vector", "signal", "tokens", "ids")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Shape:
     width: int
     height: int = 1
     breadth: int = 1
-    sequence: str | None = None
+    sequence: str | None = None  # "signal", "tokens" or "ids"
 
     @property
     def state(self) -> str:
@@ -77,12 +78,18 @@ class Shape:
             return replace(self, height=(self.height + pad) // stride + 1)
         return replace(self, height=(self.height + pad) // stride + 1, breadth=(self.breadth + pad) // stride + 1)
 
+    def phrase(self) -> str:
+        """'an image', 'a vector', or the sequence shown: what error messages say the state is."""
+        return {"image": "an image", "vector": "a vector"}.get(self.state, self.show())
+
     def show(self) -> str:
         """'16x8x8' for an image, '(8,)' for a vector, 'signal 4x40' (channels x length), 'tokens 16x64' (length x features)."""
         if self.sequence == "signal":
             return f"signal {self.width}x{self.height}"
         if self.sequence == "tokens":
             return f"tokens {self.height}x{self.width}"
+        if self.sequence == "ids":
+            return f"ids {self.height} of {self.width}"
         return f"{self.width}x{self.height}x{self.breadth}" if self.image else f"({self.width},)"
 
 
@@ -148,12 +155,12 @@ class Planner:
         """Layers that need an image (or, for conv and pools, a 1-d signal) raise a located error elsewhere."""
         if not self.shape.image and not (self.shape.sequence == "signal" and kind in _SIGNAL_LAYERS):
             signal = " or signal" if kind in _SIGNAL_LAYERS else ""
-            raise self.fail(where, f"layer '{kind}' needs image{signal} states; this state is {_a(self.shape)}")
+            raise self.fail(where, f"layer '{kind}' needs image{signal} states; this state is {self.shape.phrase()}")
 
     def need(self, states: tuple[str, ...], what: str, where: tuple = ()) -> None:
         """A located error unless the state is one of `states` ('image', 'vector', 'signal', 'tokens')."""
         if self.shape.state not in states:
-            raise self.fail(where, f"{what} needs {' or '.join(states)} states; this state is {_a(self.shape)}")
+            raise self.fail(where, f"{what} needs {' or '.join(states)} states; this state is {self.shape.phrase()}")
 
     def conv(self, channels: int, kernel: int = 3, stride: int = 1, bias: bool = False, groups: int = 1,
              where: tuple = (), name: str | None = None) -> None:
@@ -168,7 +175,7 @@ class Planner:
     def linear(self, features: int, bias: bool = True, where: tuple = (), name: str | None = None) -> None:
         """A fully connected layer on a vector state, or on each token of a sequence."""
         if self.shape.state not in ("vector", "tokens"):
-            raise self.fail(where, f"layer 'linear' needs vector or tokens states; this state is {_a(self.shape)}")
+            raise self.fail(where, f"layer 'linear' needs vector or tokens states; this state is {self.shape.phrase()}")
         self.add("linear", replace(self.shape, width=features), name, bias=bias)
 
     def norm(self, kind: str, groups: int | None = None, where: tuple = (), name: str | None = None,
@@ -180,7 +187,7 @@ class Planner:
         if kind == "batchnorm" and self.shape.sequence == "tokens":
             raise self.fail(where, "batchnorm normalises channels, not tokens; use layernorm or rmsnorm on tokens")
         if kind == "rmsnorm" and self.shape.state not in ("vector", "tokens"):
-            raise self.fail(where, f"rmsnorm needs vector or tokens states; this state is {_a(self.shape)}")
+            raise self.fail(where, f"rmsnorm needs vector or tokens states; this state is {self.shape.phrase()}")
         if kind == "groupnorm":
             if groups is None:
                 groups = math.gcd(32, self.shape.width)
@@ -217,7 +224,3 @@ class Planner:
 
 
 _SIGNAL_LAYERS = ("conv", "maxpool", "avgpool")
-
-
-def _a(shape: Shape) -> str:
-    return {"image": "an image", "vector": "a vector"}.get(shape.state, f"{shape.state} {shape.show().split()[-1]}")

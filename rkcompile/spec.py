@@ -26,6 +26,7 @@ from rkcompile.heads import HEADS, Classifier, HeadKind
 from rkcompile.layers import LAYERS, Act, Conv, Dropout, Linear, Norm, Pool
 from rkcompile.layers import Layer as _LayerBase
 from rkcompile.shapes import PlanError
+from rkcompile import sequences  # noqa: F401  (registers the sequence stems, heads and entries)
 from rkcompile.stems import STEMS, ConvStem, LayersStem, StemKind
 from rkcompile.weights import WEIGHTS, Basis, PerEvaluation, Shared, WeightMode
 
