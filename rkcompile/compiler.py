@@ -16,6 +16,7 @@ from torch import fx, nn
 from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
 from rkcompile.load import load_spec, parse_overrides
+from rkcompile.inlining import inline, trace
 from rkcompile.lowering import StepPlan
 from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
 from rkcompile.planning import StagePlan
@@ -97,12 +98,20 @@ class Compiler:
     def call_part(self, x: fx.Node, part: Part, target: str | None, name: str, meta: dict) -> fx.Node:
         """Emit one node per layer of `part` (registered at `target`), named `{name}_{layer}`."""
         for call in part.calls:
+            if call.inline:
+                traced = trace(call.module)
+                if traced is not None:
+                    x = inline(self.graph, x, traced, f"{target}.{call.name}", f"{name}_{call.name}",
+                               dict(meta, layer=call.label or call.name))
+                    continue
             if call.module is not None:
                 x = self.graph.create_node("call_module", f"{target}.{call.name}", (x,), {}, name=f"{name}_{call.name}")
             else:
                 x = self.graph.create_node("call_function", call.function, (x, *call.args), {},
                                            name=f"{name}_{call.name}")
             x.meta["rk"] = dict(meta, layer=call.label or call.name)
+            if call.inline:  # asked to inline, but untraceable: one node whose temporaries analyses cannot see
+                x.meta["rk"]["opaque"] = True
         return x
 
     def emit_part(self, x: fx.Node, plan: PartPlan, target: str, name: str, meta: dict) -> fx.Node:

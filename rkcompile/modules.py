@@ -33,6 +33,7 @@ class LayerCall:
     function: object | None = None
     args: tuple = ()
     label: str | None = None  # the drawing's name for the layer, when not `name`
+    inline: bool = False  # the compiler inlines the module's traced forward (`inlining`) instead of calling it
 
 
 class Part(nn.Module):
@@ -81,7 +82,8 @@ def _call(op: Op) -> LayerCall:
         function, args = _FUNCTIONS[op.arg("function")](op)
         return LayerCall(op.name, function=function, args=args, label=op.label)
     if op.kind == "module":
-        return LayerCall(op.name, module=op.arg("factory")(op.shape_in, op.shape), label=op.label)
+        return LayerCall(op.name, module=op.arg("factory")(op.shape_in, op.shape), label=op.label,
+                         inline=dict(op.args).get("inline", False))
     return LayerCall(op.name, module=_MODULES[op.kind](op), label=op.label)
 
 

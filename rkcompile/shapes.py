@@ -210,9 +210,10 @@ class Planner:
         self.need_image(kind, where)
         self.add(kind, self.shape.windowed(kernel, stride), name, kernel=kernel, stride=stride)
 
-    def module(self, name: str, factory, shape: Shape, label: str | None = None) -> None:
-        """Any nn.Module: `factory(shape_in, shape_out)` builds it at compile time; `shape` is what it returns."""
-        self.add("module", shape, name, label, factory=factory)
+    def module(self, name: str, factory, shape: Shape, label: str | None = None, inline: bool = False) -> None:
+        """Any nn.Module: `factory(shape_in, shape_out)` builds it at compile time; `shape` is what it returns.
+        `inline`: the compiler copies its traced forward into the graph, one node per operation (`inlining`)."""
+        self.add("module", shape, name, label, factory=factory, inline=inline)
 
     def function(self, name: str, function: str, shape: Shape, label: str | None = None, **args) -> None:
         """A parameter-free layer from `modules`' table of functions (`function` names it) returning `shape`."""

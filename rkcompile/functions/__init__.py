@@ -58,8 +58,13 @@ class ResidualFunction(Model):
         return () if self.state is None else (self.state,) if isinstance(self.state, str) else tuple(self.state)
 
 
-def register_module(model: type[ResidualFunction]) -> type[ResidualFunction]:
-    """Register a residual-function kind under its `kind` literal (usable as a class decorator)."""
+def register_module(model, factory=None, args=None) -> type[ResidualFunction]:
+    """Register a residual-function kind: a ResidualFunction subclass under its `kind` literal (usable as a class
+    decorator), or `register_module(kind, factory, args=None)` for any nn.Module factory (`functions.user`)."""
+    if isinstance(model, str):
+        from rkcompile.functions.user import register_user_module
+
+        return register_user_module(model, factory, args)
     if not (isinstance(model, type) and issubclass(model, ResidualFunction)):
         raise TypeError(f"register_module expects a ResidualFunction subclass, found {model!r}")
     return FUNCTIONS.register_kind(model)

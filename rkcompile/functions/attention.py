@@ -40,6 +40,8 @@ _register_flops()
 class Attend(nn.Module):
     """The parameter-free core of multi-head attention: q, k, v (fused, N x L x 3F) → N x L x F."""
 
+    rk_leaf = True  # one graph node even inside an inlined module: its dropout depends on `training`
+
     def __init__(self, heads: int, causal: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         self.heads, self.causal, self.dropout = heads, causal, dropout

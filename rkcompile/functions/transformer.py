@@ -27,13 +27,13 @@ __all__ = ["Transformer", "ParallelCore"]
 class ParallelCore(nn.Module):
     """[q, k, v, h] → [attention(q, k, v), act(h)]: the parameter-free middle of the parallel block."""
 
-    def __init__(self, width: int, heads: int, causal: bool, dropout: float, act: str) -> None:
+    def __init__(self, width: int, hidden: int, heads: int, causal: bool, dropout: float, act: str) -> None:
         super().__init__()
-        self.width, self.attend, self.act = width, Attend(heads, causal, dropout), activation(act)
+        self.sizes, self.attend, self.act = [3 * width, hidden], Attend(heads, causal, dropout), activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend on the first 3 x width features, activate the others, concatenate."""
-        qkv, h = x.split([3 * self.width, x.shape[-1] - 3 * self.width], dim=-1)
+        qkv, h = x.split(self.sizes, dim=-1)
         return torch.cat([self.attend(qkv), h if self.act is None else self.act(h)], dim=-1)
 
 
@@ -58,9 +58,9 @@ class Transformer(TokenFunction):
         hidden = self.hidden or self.ratio * width
         f.norm(self.norm, eps=self.eps, name="ln")
         f.linear(3 * width + hidden, self.bias, name="fc_in")
-        f.module("core", lambda shape_in, shape: ParallelCore(width, self.heads, self.causal, self.attention_dropout,
-                                                               self.act),
-                 replace(f.shape, width=width + hidden), label=f"attend({self.heads} heads) + {self.act}")
+        f.module("core", lambda shape_in, shape: ParallelCore(width, hidden, self.heads, self.causal,
+                                                               self.attention_dropout, self.act),
+                 replace(f.shape, width=width + hidden), label="core", inline=True)
         f.linear(width, self.bias, name="fc_out")
         if self.dropout:
             f.dropout(self.dropout, name="dropout")
