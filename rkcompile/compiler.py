@@ -15,8 +15,8 @@ from torch import fx, nn
 
 from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
-from rkcompile.load import load_spec, parse_overrides
 from rkcompile.inlining import inline, trace
+from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan
 from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
 from rkcompile.planning import StagePlan

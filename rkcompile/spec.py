@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, PrivateAttr, Strict, field_validator, model_validator
 
+from rkcompile import sequences  # noqa: F401  (registers the sequence stems, heads and entries)
 from rkcompile.entries import ENTRIES, NoEntry, StageEntry, Stitch, Transition
 from rkcompile.errors import RkcompileError
 from rkcompile.fields import ACTIVATIONS, Coefficient, Kind, PositiveInt
@@ -26,7 +27,6 @@ from rkcompile.heads import HEADS, Classifier, HeadKind
 from rkcompile.layers import LAYERS, Act, Conv, Dropout, Linear, Norm, Pool
 from rkcompile.layers import Layer as _LayerBase
 from rkcompile.shapes import PlanError
-from rkcompile import sequences  # noqa: F401  (registers the sequence stems, heads and entries)
 from rkcompile.stems import STEMS, ConvStem, LayersStem, StemKind
 from rkcompile.weights import WEIGHTS, Basis, PerEvaluation, Shared, WeightMode
 
