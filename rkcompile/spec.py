@@ -171,7 +171,8 @@ class Stage(_Model):
     channels: PositiveInt | None = None
     features: PositiveInt | None = None
     entry: Entry = NoEntry(kind="none")
-    module: Module
+    module: Module = Field(json_schema_extra=lambda schema: schema.setdefault("anyOf", []).append(
+        {"type": "array", "minItems": 2, "description": "an interleaved cycle of residual functions"}))
     integrator: Union[str, InlineTableau] = "euler"
     evaluations: PositiveInt | None = None
     steps: PositiveInt | None = None
