@@ -284,3 +284,13 @@ def test_meta_input_of_integer_tokens_is_int64():
     model = build("specs/transformer-rk4-sequence.yaml")
     x = meta_input(model.spec, 3, torch.float32, device="cpu")
     assert x.dtype == torch.long and x.shape == (3, 32) and int(x.max()) < 16
+
+
+def test_shipped_token_specs_have_their_counted_parameters():
+    f = sizes(32, 64)
+    stem = 1 * 32 * 2 * 2 + 32 + 32 + 17 * 32  # patch conv, class token, 17 positions
+    assert parameters(build("specs/vit-tiny-digits.yaml")) == stem + 4 * (f["attention"] + f["ffn"]) + 64 + 330 \
+        == 35_306
+    stem, head = 16 * 64 + 32 * 64, 2 * 64 + 64 * 16 + 16
+    assert parameters(build("specs/transformer-rk4-sequence.yaml")) == stem + 8 * sizes(64, 256)["transformer"] + \
+        head == 402_576
