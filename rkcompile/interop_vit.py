@@ -45,7 +45,7 @@ def vit_spec_data(tv: nn.Module, name: str = "vit") -> dict:
     dropout = {"dropout": tv.dropout} if tv.dropout else {}
     attention_dropout = {"attention_dropout": tv.attention_dropout} if tv.attention_dropout else {}
     return {
-        "name": name.replace("_", "-"),
+        "name": name,
         "input": {"channels": 3, "height": tv.image_size, "width": tv.image_size},
         "stem": {"kind": "patch", "patch": tv.patch_size, "features": tv.hidden_dim, **dropout},
         "stages": [{
@@ -64,7 +64,7 @@ def from_torchvision_vit(tv_model_or_name: nn.Module | str, spec=None) -> fx.Gra
     if isinstance(tv_model_or_name, str):
         import torchvision
 
-        name = tv_model_or_name
+        name = f"{tv_model_or_name.replace('_', '-')}-imagenet"
         tv = getattr(torchvision.models, name)(weights=None)  # random init: weights are never downloaded
     else:
         tv = tv_model_or_name

@@ -49,6 +49,7 @@ def test_registry_quotes_the_bad_name_suggests_and_lists():
     r.register("red", 1)
     r.register("green")(2)  # decorator form
     assert r.get("green") == 2 and r.names() == ["red", "green"] and "red" in r and len(r) == 2
+    assert ["red"] not in r and {"red": 1} not in r  # unhashable values are no names, not a TypeError
     with pytest.raises(RegistryError) as info:
         r.get("gren")
     assert str(info.value) == "unknown colour 'gren' (did you mean 'green'?); expected one of red, green"

@@ -294,3 +294,13 @@ def test_shipped_token_specs_have_their_counted_parameters():
     stem, head = 16 * 64 + 32 * 64, 2 * 64 + 64 * 16 + 16
     assert parameters(build("specs/transformer-rk4-sequence.yaml")) == stem + 8 * sizes(64, 256)["transformer"] + \
         head == 402_576
+
+
+@pytest.mark.slow
+def test_torch_compile_of_an_interleaved_transformer_matches_eager():
+    model = build(spec([MODULES["attention"], MODULES["ffn"]], evaluations=4, integrator="midpoint"))
+    compiled = torch.compile(model)
+    y = torch.randn(2, L, D)
+    torch.testing.assert_close(compiled(y), model(y), rtol=1e-5, atol=1e-5)
+    compiled(y).sum().backward()
+    assert model.get_submodule("stage0.block0.eval1.qkv").weight.grad is not None
