@@ -2,7 +2,7 @@
 # The project's two commands (see README):  ./dev.sh demo   — set up, then check, build and draw specs/
 #                                           ./dev.sh test   — set up, then run the whole test suite
 # Set-up is idempotent: a project-local .venv with the pinned torch build, the package in editable mode,
-# and graphviz's `dot` binary (Debian package) when it is missing.
+# graphviz's `dot` binary and headless chromium with its driver (Debian packages) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=.venv/bin/python
@@ -12,6 +12,11 @@ setup() {
     echo "[setup] installing graphviz (dot)" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq graphviz >/dev/null
+  fi
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    echo "[setup] installing chromium and chromium-driver (the HTML view's browser test)" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
   if [ ! -x "$PY" ] || [ pyproject.toml -nt .venv/.installed ]; then
     echo "[setup] creating .venv (torch 2.14.1, torchvision 0.29.1, rkcompile[dev,bench])" >&2

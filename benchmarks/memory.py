@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rkcompile.analysis import Report, analyze
 from rkcompile.analysis.report import human_bytes
+from rkcompile.files import write_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {"euler": "1x", "midpoint": "1x", "rk4": "1.5x", "verner89": "7x"}  # HO-ResNet Table 2 memory ratios
@@ -89,11 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     for report in predicted.values():
         print(report.table(), "\n")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.md").write_text(markdown)
+    write_file(args.out / "memory.md", markdown)
     data = {"batch": args.batch, "measure_batch": mbatch if measured else None, "paper_ratio": PAPER,
             "seconds": seconds, "predicted": {k: v.to_dict() for k, v in predicted.items()},
             "measured": {k: v.to_dict() for k, v in measured.items()}}
-    (args.out / "memory.json").write_text(json.dumps(data, indent=1) + "\n")
+    write_file(args.out / "memory.json", json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import rkcompile
+from rkcompile.files import write_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handwritten import ContinuousNet, HOResNet, ODENet, copy_weights, count_parameters  # noqa: E402
@@ -122,7 +123,8 @@ def networks(cfg: Config) -> list[tuple[str, dict, torch.Tensor]]:
                          "input.height": cfg.ho_size, "input.width": cfg.ho_size})
     n = cfg.cn_units
     cn = rkcompile.build(ROOT / "specs" / "continuousnet-8-8-8.yaml", largest_overrides(n))
-    ode = rkcompile.build(ODE_SPEC.format(size=cfg.ode_size, channels=cfg.ode_channels, steps=cfg.ode_steps))
+    ode = rkcompile.build(rkcompile.parse_spec(ODE_SPEC.format(size=cfg.ode_size, channels=cfg.ode_channels,
+                                                              steps=cfg.ode_steps)))
     solver = {"torchdiffeq odeint(rk4)": ODENet(cfg.ode_channels, cfg.ode_steps, solver="torchdiffeq")} \
         if HAS_TORCHDIFFEQ else {}
     out = [(f"ho-resnet58-rk4 ({cfg.ho_evaluations} evaluations)", ho, HOResNet(cfg.ho_evaluations), cfg.ho_size, {}),
@@ -292,8 +294,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or (None if args.quick else ROOT / "benchmarks" / "results")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "speed.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        (out / "speed.md").write_text(text, encoding="utf-8")
+        write_file(out / "speed.json", json.dumps(results, indent=2) + "\n")
+        write_file(out / "speed.md", text)
     return results
 
 

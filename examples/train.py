@@ -4,10 +4,14 @@
     python examples/train.py --spec my-digits.yaml --dataset digits --set stages.0.integrator=rk4 --out runs/rk4
     python examples/train.py --spec specs/continuousnet-2-2-2.yaml --dataset cifar10 --data-root ~/data \\
         --epochs 160 --lr-schedule cosine --schedule 60:refine --schedule 110:refine --out runs/cnet
+    python examples/train.py --resume runs/cnet/checkpoint.pt --dataset cifar10 --data-root ~/data \\
+        --epochs 160 --lr-schedule cosine --schedule 60:refine --schedule 110:refine --out runs/cnet
     torchrun --nproc_per_node 2 examples/train.py --spec ... --dataset digits     # DistributedDataParallel (gloo on CPU)
 
 With --out DIR it writes DIR/log.csv (one row per epoch), DIR/log.json (arguments, history, transformation events)
-and DIR/model.pt, an rkcompile artifact that `rkcompile.load` reads back. Bad input is one line on stderr and a
+DIR/model.pt, an rkcompile artifact that `rkcompile.load` reads back, and DIR/checkpoint.pt, the same artifact
+plus the optimizer, schedule and random-generator state that --resume continues from (the same arguments and
+--epochs continue the same run). Progress bars (tqdm: batches, loss, samples/s, ETA) appear on a terminal only. Bad input is one line on stderr and a
 non-zero exit status, checked before any training: exit 2 for usage errors, 1 for everything else.
 """
 
@@ -31,6 +35,7 @@ import rkcompile
 from rkcompile.training import Schedule, cosine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checkpoint  # noqa: E402  (examples/checkpoint.py, beside this file)
 import datasets as data  # noqa: E402  (examples/datasets.py, beside this file)
 
 EVENTS = ("refine", "interpolate", "remanifest", "fold")
@@ -48,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = _Parser(description="Train an rkcompile spec with a plain PyTorch loop.")
-    p.add_argument("--spec", required=True, help="The YAML spec to compile.")
+    p.add_argument("--spec", help="The YAML spec to compile (a path, or a shipped spec's name).")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="Override one spec field.")
     p.add_argument("--dataset", required=True, choices=data.DATASETS, help="The dataset to train on.")
     p.add_argument("--data-root", help="Directory holding cifar-10-batches-py/ (CIFAR-10 only; never downloaded).")
@@ -65,10 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Transform the model at the start of EPOCH (0-based): refine, interpolate, remanifest, fold.")
     p.add_argument("--seed", type=int, help="Seed of the data order and, when given, of the model (default: spec's).")
     p.add_argument("--out", help="Write log.csv, log.json and model.pt here.")
-    p.add_argument("--compile", action="store_true", help="Run the model through torch.compile.")
+    p.add_argument("--compile", nargs="?", const="full", choices=("full", "regional"),
+                   help="torch.compile the model: full (the default) or regional (each distinct block once).")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
     p.add_argument("--threads", type=int, help="torch.set_num_threads for this process.")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="Continue from DIR/checkpoint.pt of an earlier --out (its spec wins over --spec).")
     p.add_argument("--no-progress", action="store_true", help="No progress bars (epoch summaries only).")
+    p.add_argument("--quiet", action="store_true", help="No progress bars and no epoch summaries.")
     p.add_argument("--debug", action="store_true", help="Show tracebacks.")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size"):
@@ -76,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1, found {getattr(args, name)}")
     if not args.lr > 0 or not math.isfinite(args.lr):
         p.error(f"--lr must be a positive number, found {args.lr}")
+    if args.spec is None and args.resume is None:
+        p.error("give --spec (or --resume CHECKPOINT)")
     return args
 
 
@@ -106,10 +116,13 @@ def parse_schedule(items: list[str], epochs: int) -> dict[int, list]:
 # ---------------------------------------------------------------- model and data
 def build_model(args) -> torch.fx.GraphModule:
     """Compile the spec with the --set overrides (and --seed, when given, as the spec's seed)."""
+    from rkcompile.catalog import resolve
+
     overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    if not Path(args.spec).is_file():
+    spec = resolve(args.spec)  # a shipped spec's name → its file (an unknown name: SpecError naming the nearest)
+    if not Path(spec).is_file():
         raise UserError(f"--spec: no such file: {args.spec}")
-    return rkcompile.build(args.spec, overrides)
+    return rkcompile.build(spec, overrides)
 
 
 def input_adapter(spec, ds: data.Dataset):
@@ -179,27 +192,27 @@ def all_sum(values: list[float], world: int, device) -> list[float]:
 
 
 def wrap(model, args, world: int, device):
-    """The module the loop calls: the model, in DDP when distributed, through torch.compile when asked."""
-    run = model
+    """The module the loop calls: the model, in DDP when distributed, through (regional) torch.compile when asked."""
+    run = rkcompile.compile(model, mode="regional") if args.compile == "regional" else model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        run = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if args.compile:
+        run = DistributedDataParallel(run, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile == "full":
         run = torch.compile(run)
     return run
 
 
 # ---------------------------------------------------------------- the loop
 def progress(iterable, total: int, desc: str, enabled: bool):
-    """A progress bar: tqdm when installed, else a one-line counter on a terminal, else nothing."""
-    if not enabled:
+    """A progress bar on a terminal (tqdm: batches, ETA; run_epoch adds loss and samples/s), else nothing."""
+    if not enabled or not sys.stderr.isatty():
         return iterable
     try:
         from tqdm import tqdm
     except ImportError:
-        return _counter(iterable, total, desc) if sys.stderr.isatty() else iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+        return _counter(iterable, total, desc)
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
 def _counter(iterable, total: int, desc: str):
@@ -214,7 +227,9 @@ def _counter(iterable, total: int, desc: str):
 def run_epoch(run, loader, adapter, task, optimizer, device, world, bar) -> tuple[float, float]:
     """One pass over `loader` (training when `optimizer` is given); return (mean loss, accuracy or RMSE)."""
     total_loss = score = count = 0.0
-    for x, y in bar(loader):
+    start = time.perf_counter()
+    batches = bar(loader)
+    for x, y in batches:
         x, y = x.to(device), y.to(device)
         x = adapter(x) if adapter is not None else x
         with torch.set_grad_enabled(optimizer is not None):
@@ -231,6 +246,9 @@ def run_epoch(run, loader, adapter, task, optimizer, device, world, bar) -> tupl
         else:
             score += F.mse_loss(out, y, reduction="sum").item() / y[0].numel()
         count += n
+        if hasattr(batches, "set_postfix"):  # a tqdm bar: the running loss and the throughput beside its ETA
+            batches.set_postfix(loss=f"{total_loss / count:.4g}",
+                                samples_s=f"{count / max(time.perf_counter() - start, 1e-9):.0f}", refresh=False)
     total_loss, score, count = all_sum([total_loss, score, count], world, device)
     if not math.isfinite(total_loss):  # checked on the sums, so every process stops together
         raise UserError(f"training diverged (mean loss {total_loss / count}); try a smaller --lr")
@@ -256,7 +274,10 @@ def train(args) -> dict:
         torch.set_num_threads(args.threads)
     rank, world, device = setup_distributed(args)
     ds = data.load(args.dataset, args.data_root, seed=0, dt=args.dt)
-    model = build_model(args)
+    model, resumed = checkpoint.load(args.resume) if args.resume else (build_model(args), None)
+    first = resumed["epoch"] if resumed else 0
+    if first >= args.epochs:
+        raise UserError(f"--resume: {args.resume} has already run {first} epochs; give --epochs above {first}")
     adapter = input_adapter(model.spec, ds)
     check_output(model, adapter, ds)
     span = float(sum(stage.h * stage.blocks for stage in model.spec.stages))
@@ -264,7 +285,7 @@ def train(args) -> dict:
         print(f"warning: the spec integrates over {span:g} but the pendulum data are {args.dt:g} apart (--dt)",
               file=sys.stderr)
     at = parse_schedule(args.schedule, args.epochs)
-    _dry_run(model, at)
+    _dry_run(model, {e: events for e, events in at.items() if e >= first})  # earlier events are in the checkpoint
     seed = args.seed if args.seed is not None else (model.spec.seed or 0)
     torch.manual_seed(seed)
     model.to(device)
@@ -279,6 +300,10 @@ def train(args) -> dict:
     test_loader = DataLoader(test, batch_size=max(args.batch_size, 256))
     scheduler = cosine(0.0) if args.lr_schedule == "cosine" else None
     schedule = Schedule(model, make_optimizer(args), at=at, epochs=args.epochs, lr_scheduler=scheduler)
+    if resumed:
+        schedule.load_state_dict(resumed["schedule"])
+        torch.set_rng_state(resumed["rng"]["torch"])
+        train_loader.generator.set_state(resumed["rng"]["data"])
     run = wrap(model, args, world, device)
 
     out = Path(args.out) if args.out and rank == 0 else None
@@ -286,10 +311,11 @@ def train(args) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     metric = "acc" if ds.task == "classification" else "rmse"
     summary = {"spec": model.spec.name, "dataset": ds.name, "task": ds.task, "world_size": world,
-               "device": str(device), "arguments": vars(args), "history": [], "events": []}
-    show = rank == 0 and not args.no_progress
+               "device": str(device), "arguments": vars(args), "history": resumed["history"] if resumed else [],
+               "events": [{"epoch": e, "event": name} for e, name in schedule.history]}
+    show = rank == 0 and not (args.no_progress or args.quiet)
     start = time.perf_counter()
-    for epoch in range(args.epochs):
+    for epoch in range(first, args.epochs):
         current, optimizer = schedule.begin_epoch(epoch)
         if current is not model:
             model = current.to(device)
@@ -313,11 +339,14 @@ def train(args) -> dict:
                "parameters": _parameters(model)}
         summary["history"].append(row)
         summary["events"] = [{"epoch": e, "event": name} for e, name in schedule.history]
-        if rank == 0:
+        if rank == 0 and not args.quiet:
             _report(row, args.epochs, metric)
         if out is not None:
             _write_logs(out, summary)
             rkcompile.save(model, out / "model.pt")
+            checkpoint.save(out / "checkpoint.pt", model, {
+                "epoch": epoch + 1, "schedule": schedule.state_dict(), "history": summary["history"],
+                "rng": {"torch": torch.get_rng_state(), "data": train_loader.generator.get_state()}})
     summary["seconds"] = time.perf_counter() - start
     summary["final"] = summary["history"][-1]
     if out is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import math
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from rkcompile.files import write_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +128,7 @@ def parameters(model: torch.nn.Module) -> int:
 
 def write_json(path: Path, data: dict) -> None:
     """Write results as indented JSON (NaN/inf are refused: they are stored as null by the callers)."""
-    Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    write_file(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def pyplot():
@@ -156,5 +159,7 @@ class Clock:
 def save_figure(fig, path: Path) -> None:
     """Lay out, write (90 dpi) and close a figure."""
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=90)
     pyplot().close(fig)
+    write_file(path, buffer.getvalue())

@@ -65,7 +65,8 @@ output: {{classes: 10}}
 
 def network(scheme: str, pieces: int, width: int, seed: int):
     """Two basis stages (width, 2*width channels), `pieces` pieces integrated with `pieces` steps of `scheme`."""
-    return rkcompile.build(SPEC.format(seed=seed, width=width, width2=2 * width, scheme=scheme, pieces=pieces))
+    return rkcompile.build(rkcompile.parse_spec(SPEC.format(seed=seed, width=width, width2=2 * width, scheme=scheme,
+                                                           pieces=pieces)))
 
 
 def adam(lr: float):

@@ -1,11 +1,11 @@
 """Regenerate the gallery: every spec in specs/ drawn at network level (batch 1), with its memory table.
 
-    .venv/bin/python gallery/make.py           # write gallery/<spec>.svg, gallery/<spec>.dot, gallery/README.md
+    .venv/bin/python gallery/make.py           # write gallery/<spec>.svg, .dot, README.md and the HTML views
     .venv/bin/python gallery/make.py --check   # exit 1, listing stale files, if regenerating would change them
 
 The check compares the DOT sources and README.md (text rkcompile writes byte for byte); the SVGs are
-laid out by graphviz's `dot`, whose output differs between graphviz versions, so for them the check only
-requires that they exist. Nothing written depends on the date, the machine or absolute paths.
+laid out by graphviz's `dot`, whose output differs between graphviz versions, so for them (and for the
+interactive HTML views of the specs in VIEWS, which embed such SVGs) the check only requires that they exist. Nothing written depends on the date, the machine or absolute paths.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ ROOT = GALLERY.parent
 SPECS = ROOT / "specs"
 BATCH = 1
 LEVEL = "network"
+#: Specs that also get an interactive view, gallery/<spec>.html (one per family keeps the gallery small).
+VIEWS = ("continuousnet-2-2-2", "continuousnet-8-8-8", "ho-resnet58-rk4", "ho-resnet58-verner89", "resnet50-imagenet")
 
 
 def sources(specs: Path = SPECS) -> tuple[dict[str, str], dict[str, str]]:
@@ -53,6 +55,9 @@ def readme(entries: list) -> str:
              "block (identical consecutive blocks drawn once, marked ×N), each evaluation k_i with its weights and",
              "time t_n + c_i·h, edges labelled a_ij·h and b_i·h, the skip connection in bold, blocks coloured by",
              "inference peak. Regenerate with `.venv/bin/python gallery/make.py`; `--check` lists stale files.", "",
+             "Interactive views (one self-contained HTML file each: zoom, expand stage → block → evaluation → layer,",
+             "details, search, colour scale): " + ", ".join(f"[{v}]({v}.html)" for v in VIEWS) + ".", "",
+             "![the interactive view of continuousnet-8-8-8](view-continuousnet-8-8-8.png)", "",
              "| spec | integrator(s) | parameters | evaluations |", "|---|---|---:|---:|"]
     sections = []
     for path, model, measures in entries:
@@ -97,14 +102,19 @@ def stale(gallery: Path = GALLERY, specs: Path = SPECS) -> list[str]:
            if not (gallery / name).is_file() or (gallery / name).read_text(encoding="utf-8") != text]
     stems = {Path(name).stem for name in files if name.endswith(".dot")}
     out += [f"{stem}.svg" for stem in sorted(stems) if not (gallery / f"{stem}.svg").is_file()]
+    out += [f"{stem}.html" for stem in VIEWS if stem in stems and not (gallery / f"{stem}.html").is_file()]
     out += [p.name for p in sorted(gallery.glob("*.svg")) + sorted(gallery.glob("*.dot")) if p.stem not in stems]
+    out += [p.name for p in sorted(gallery.glob("*.html")) if p.stem not in VIEWS]
     return [f"gallery/{name}" for name in sorted(set(out))] + [f"{name} (cannot be drawn: {why})"
                                                                  for name, why in failed.items()]
 
 
 def write(gallery: Path = GALLERY, specs: Path = SPECS) -> tuple[list[str], dict[str, str]]:
     """Regenerate every file of the gallery; return the names written and the specs that could not be drawn."""
+    from rkcompile.compiler import build
+    from rkcompile.files import write_file
     from rkcompile.render import render_bytes
+    from rkcompile.render.html import html_view
 
     files, failed = sources(specs)
     stems = {Path(name).stem for name in files if name.endswith(".dot")}
@@ -112,9 +122,16 @@ def write(gallery: Path = GALLERY, specs: Path = SPECS) -> tuple[list[str], dict
         if old.stem not in stems:  # the drawing of a spec that no longer exists
             old.unlink()
     for name, text in files.items():
-        (gallery / name).write_text(text, encoding="utf-8")
+        write_file(gallery / name, text)
         if name.endswith(".dot"):
-            (gallery / f"{Path(name).stem}.svg").write_bytes(render_bytes(text, "svg"))
+            write_file(gallery / f"{Path(name).stem}.svg", render_bytes(text, "svg"))
+    for old in sorted(gallery.glob("*.html")):
+        if old.stem not in VIEWS:
+            old.unlink()
+    for stem in VIEWS:
+        if stem in stems:
+            html = html_view(build(specs / f"{stem}.yaml"), batch=BATCH, level=LEVEL)
+            write_file(gallery / f"{stem}.html", html)
     return sorted(files), failed
 
 

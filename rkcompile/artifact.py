@@ -8,8 +8,6 @@ Not detected: bytes flipped inside tensor data of an otherwise valid file (torch
 
 from __future__ import annotations
 
-import os
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,17 +18,30 @@ from torch import fx, nn
 
 from rkcompile.compiler import build
 from rkcompile.errors import ArtifactError, RkcompileError
-from rkcompile.load import load_spec
+from rkcompile.files import FileError, open_regular, write_file
+from rkcompile.limits import Limits
+from rkcompile.load import parse_spec
 from rkcompile.spec import Spec
 
-__all__ = ["FORMAT", "VERSION", "save", "load", "state_dict_mismatch"]
+#: save() checks that the spec loads back, not that it is small: the model already exists
+UNLIMITED = Limits(max_params=2**62, max_nodes=2**62, max_activation_bytes=2**62, max_measure_bytes=2**62)
+
+__all__ = ["FORMAT", "VERSION", "MAX_BYTES", "save", "load", "state_dict_mismatch"]
 
 FORMAT = "rkcompile-model"
 VERSION = 1
 
 
-def save(model: nn.Module, path: str | Path) -> Path:
-    """Write `model` (built by rkcompile) to one file; an existing file is replaced only once the write succeeded."""
+#: Largest artifact read: far above a 2e9-parameter float32 model (8 GB); raise with `load(..., max_bytes=)`.
+MAX_BYTES = 16 * 2**30
+
+
+def save(model: nn.Module, path: str | Path, *, inputs=()) -> Path:
+    """Write `model` (built by rkcompile) to one file, checking first that it will load; never clobbers on failure.
+
+    The spec text is re-validated and its meta-device network compared, name by name and shape by shape, with
+    the state_dict before anything is written; `inputs` are files the write must never replace.
+    """
     path = Path(path)
     spec = getattr(model, "spec", None)
     if not isinstance(spec, Spec):
@@ -39,39 +50,47 @@ def save(model: nn.Module, path: str | Path) -> Path:
         text = yaml.safe_dump(spec.data, sort_keys=False)
     except yaml.YAMLError as e:
         raise ArtifactError(f"{path}: cannot save: the spec is not plain YAML data ({_one_line(e)})") from None
-    payload = {"format": FORMAT, "version": VERSION, "spec": text, "state_dict": model.state_dict()}
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    state = model.state_dict()
     try:
-        # O_EXCL: never write through a file or link someone else put there; 0o666 lets the umask decide
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with open(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        raise ArtifactError(f"{path}: cannot save: {_one_line(e)}") from None
+        saved_spec = parse_spec(text, file=f"{path}[spec]", limits=UNLIMITED)
+        skeleton = build(saved_spec, limits=UNLIMITED, device="meta")
+    except RkcompileError as e:
+        raise ArtifactError(f"{path}: cannot save: the spec would not load back: {_one_line(e)}") from None
+    problem = state_dict_mismatch(skeleton, state)
+    if problem:
+        raise ArtifactError(f"{path}: cannot save: the weights do not fit the saved spec: {problem}")
+    payload = {"format": FORMAT, "version": VERSION, "spec": text, "state_dict": state}
+    try:
+        write_file(path, lambda f: torch.save(payload, f), inputs=inputs)
+    except FileError as e:
+        raise ArtifactError(f"{path}: cannot save: {e.reason}") from None
     return path
 
 
-def load(path: str | Path, map_location: object = "cpu") -> fx.GraphModule:
-    """Rebuild a saved model from its spec and load its weights strictly; every failure is an ArtifactError."""
+def load(path: str | Path, map_location: object = "cpu", *, limits: Limits | None = None,
+         max_bytes: int = MAX_BYTES) -> fx.GraphModule:
+    """Rebuild a saved model from its spec and load its weights strictly; every failure is an ArtifactError.
+
+    Order: the file is read (regular, bounded), its spec text validated and limited, the state_dict's names
+    and shapes compared with the spec's network built on the meta device, and only then is the real network
+    built and the weights loaded.
+    """
     path = Path(path)
-    payload = _read(path, map_location)
+    payload = _read(path, map_location, max_bytes)
     _check_header(path, payload)
     text = payload.get("spec")
     if not isinstance(text, str):
         raise ArtifactError(f"{path}: the 'spec' entry is {_describe(text)}, expected the spec's YAML text")
     try:
-        # a trailing newline makes load_spec read the string as YAML text, never as a path to open
-        model = build(load_spec(text if text.endswith("\n") else text + "\n", file=f"{path}[spec]"))
+        spec = parse_spec(text, file=f"{path}[spec]", limits=limits)
+        skeleton = build(spec, limits=limits, device="meta")
     except RkcompileError as e:
         raise ArtifactError(f"{path}: the saved spec no longer validates: {_one_line(e)}") from None
     state = payload.get("state_dict")
-    problem = state_dict_mismatch(model, state)
+    problem = state_dict_mismatch(skeleton, state)
     if problem:
-        raise ArtifactError(f"{path}: the state_dict does not fit the spec '{model.spec.name}': {problem}")
+        raise ArtifactError(f"{path}: the state_dict does not fit the spec '{spec.name}': {problem}")
+    model = build(spec, limits=limits)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as e:  # pragma: no cover - state_dict_mismatch catches these first
@@ -100,16 +119,16 @@ def state_dict_mismatch(model: nn.Module, state_dict: object) -> str | None:
 
 
 # ---------------------------------------------------------------- helpers
-def _read(path: Path, map_location: object) -> object:
-    """torch.load with weights_only=True, each way it can fail turned into one ArtifactError line."""
-    if not path.exists():
-        raise ArtifactError(f"{path}: no such file")
-    if path.is_dir():
-        raise ArtifactError(f"{path}: is a directory, expected a saved model file")
+def _read(path: Path, map_location: object, max_bytes: int) -> object:
+    """torch.load with weights_only=True of a regular file, each way it can fail turned into one ArtifactError."""
     try:
-        with warnings.catch_warnings():
+        f = open_regular(path, limit=max_bytes, what="saved model file")
+    except FileError as e:
+        raise ArtifactError(f"{path}: {e.reason}") from None
+    try:
+        with f, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" notes about foreign files
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types here: UnpicklingError, RuntimeError, EOFError, KeyError, ...
         message = str(e)
         if "Weights only load failed" in message:

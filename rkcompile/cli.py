@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 
 import click
 
+from rkcompile import __version__
+from rkcompile.cli_options import BATCH, limit_options, limits_from
 from rkcompile.errors import RkcompileError
+from rkcompile.texttable import text_table
 
 __all__ = ["main", "cli"]
 
 
 class _Group(click.Group):
-    """A click group that prints library errors on one line (exit 1) instead of a traceback."""
+    """A click group that prints library errors on one line (exit 1) and anything unexpected as one line (exit 3)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Accept --debug after the subcommand too (`rkcompile check --debug x.yaml`)."""
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[1:end]:
+            args = ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,30 +35,50 @@ class _Group(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {e}", err=True)
             ctx.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:  # a bug: still one line, and the traceback on request
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            detail = " ".join(str(e).split())[:300]
+            click.echo(f"internal error: {type(e).__name__}{': ' + detail if detail else ''} (run with --debug)",
+                       err=True)
+            ctx.exit(3)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
-@click.version_option(package_name="rkcompile")
+@click.version_option(__version__, prog_name="rkcompile")
 def cli(debug: bool) -> None:
     """Compile YAML specs of residual networks (as Runge-Kutta integrators) to torch.fx, and draw them."""
 
 
 def table(rows: list[list[object]], header: list[str]) -> str:
     """Render rows as a plain left-aligned text table."""
-    cells = [header] + [[str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+    return text_table(rows, header)
 
 
 @cli.command()
-@click.argument("name", required=False)
-def tableaux(name: str | None) -> None:
-    """List the built-in tableaux, or show one (c, A, b as exact fractions) by NAME."""
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="OUT.png|svg",
+              help="Plot the linear stability region of each NAME, side by side.")
+def tableaux(names: tuple[str, ...], plot: str | None) -> None:
+    """List the built-in tableaux, or show each NAME (c, A, b as exact fractions, stability, error coefficient)."""
+    from rkcompile.stability import real_extent, runge_kutta
     from rkcompile.tableaux import get_tableau, list_tableaux
 
-    if name:
-        click.echo(get_tableau(name).describe())
+    if plot and not names:
+        raise click.UsageError("--plot needs at least one NAME, e.g. rkcompile tableaux euler rk4 --plot out.png")
+    if names:
+        methods = [runge_kutta(get_tableau(n)) for n in names]
+        for n, m in zip(names, methods, strict=True):
+            click.echo(get_tableau(n).describe())
+            click.echo(f"stability: R(z) = {m.text()}; real axis [-{real_extent(m):.6f}, 0]; "
+                       f"principal error coefficient {m.error_coefficient:.4e} (order {m.order})")
+        if plot:
+            from rkcompile.stability_plot import stability_plot
+
+            click.echo(f"wrote {stability_plot(methods, plot)}")
         return
     rows = []
     for n in list_tableaux():
@@ -60,14 +91,23 @@ def tableaux(name: str | None) -> None:
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
-def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
-    """Validate each SPEC and print a per-stage summary; exit 1 if any is invalid."""
+@limit_options
+def check(specs: tuple[str, ...], overrides: tuple[str, ...], **options) -> None:
+    """Validate each SPEC and print a per-stage summary; exit 1 if any is invalid.
+
+    "ok" means the spec builds within the limits: the arithmetic bound always, and the exact count on the
+    meta device (no memory) when the bound comes close to a limit.
+    """
+    from rkcompile.limits import check_exact, estimate, needs_exact
     from rkcompile.load import load_spec
 
+    limits = limits_from(options)
     failed = 0
     for path in specs:
         try:
-            spec = load_spec(path, overrides)
+            spec = load_spec(path, overrides, limits=limits)
+            if needs_exact(estimate(spec), limits):
+                check_exact(spec, limits)
         except RkcompileError as e:
             if click.get_current_context().find_root().params.get("debug"):
                 traceback.print_exc()
@@ -103,73 +143,107 @@ def _indent(text: str) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the model (spec + weights) to this .pt file.")
 @click.option("--code", type=click.Path(dir_okay=False), help="Write the generated forward() code to this file.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
-def build(spec: str, output: str | None, code: str | None, overrides: tuple[str, ...]) -> None:
+@limit_options
+def build(spec: str, output: str | None, code: str | None, overrides: tuple[str, ...], **options) -> None:
     """Compile SPEC to a torch.fx GraphModule and print its blocks, evaluations and parameters."""
+    from rkcompile.files import FileError, check_target, same_file
+
+    if output and code and same_file(output, code):
+        raise FileError(code, "-o and --code name the same file")
+    for target in (output, code):
+        if target:
+            check_target(target, inputs=[spec])  # refused before any work: the input is never replaced
+
     from rkcompile.compiler import build as compile_spec
+    from rkcompile.model import parameter_count
     from rkcompile.summary import units
 
-    model = compile_spec(spec, list(overrides))
+    model = compile_spec(spec, list(overrides), limits=limits_from(options))
     rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
-    total = sum(p.numel() for p in model.parameters())
+    total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
     click.echo(f"{model.spec.name}: {len(model.graph.nodes)} graph nodes")
     click.echo(table(rows, ["unit", "integrator", "evaluations", "parameters"]))
     if code:
         header = f"# forward() of the torch.fx GraphModule compiled by rkcompile from {spec}\nimport torch\n"
-        _write_text(code, header + model.code)
+        from rkcompile.files import write_file
+
+        write_file(code, header + model.code, inputs=[spec])
         click.echo(f"wrote {code}")
     if output:
         from rkcompile.artifact import save
 
-        save(model, output)
+        save(model, output, inputs=[spec])
         click.echo(f"wrote {output}")
-
-
-def _write_text(path: str, text: str) -> None:
-    """Write a file the user named, turning OS errors into one-line errors."""
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        raise click.ClickException(f"cannot write {path}: {e.strerror}") from None
 
 
 @cli.command()
 @click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size of the memory figures.")
+@click.option("--batch", default=1, show_default=True, type=BATCH, help="Batch size of the memory figures.")
 @click.option("--measure", is_flag=True, help="Also run one real forward and backward on CPU and measure.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
-def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...]) -> None:
-    """Print parameters, inference peak, saved-for-backward, training peak and FLOPs per unit, with ratios to Euler."""
+@click.option("--timeline", type=click.Path(dir_okay=False), metavar="OUT.png|svg",
+              help="Also plot live bytes per graph node, forward and backward, with unit boundaries.")
+@limit_options
+def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], timeline: str | None,
+            **options) -> None:
+    """Print parameters, memory and FLOPs per unit, with ratios to Euler at equal evaluations per stage."""
     from pathlib import Path
 
     from rkcompile.analysis import analyze as run
     from rkcompile.cli_draw import load_model
 
-    report = run(load_model(Path(source), overrides), batch=batch, measure=measure)
+    if timeline and Path(timeline).suffix.lower() not in (".png", ".svg"):
+        raise RkcompileError(f"cannot plot the timeline to {timeline}: expected a .png or .svg file")
+    limits = limits_from(options)
+    model = load_model(Path(source), overrides, limits)
+    report = run(model, batch=batch, measure=measure, limits=limits)
     click.echo(report.table())
+    if timeline:
+        from rkcompile.analysis.timeline import timeline as memory_timeline
+        from rkcompile.timeline_plot import timeline_plot
+
+        line = memory_timeline(model, batch=batch, measure=measure)
+        click.echo(f"wrote {timeline_plot(line, timeline)} (timeline peaks: inference "
+                   f"{line.inference_peak:,} B, training {line.training_peak:,} B)")
 
 
 @cli.command()
-def schema() -> None:
-    """Print the JSON Schema of the spec language (for editor validation)."""
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the schema to this file instead of printing it.")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of the spec language (for editor validation; see the specs' yaml-language-server line)."""
     from rkcompile.spec import Spec
 
-    click.echo(json.dumps(Spec.model_json_schema(), indent=2))
+    text = json.dumps(Spec.model_json_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from rkcompile.files import write_file
+
+    write_file(output, text)
+    click.echo(f"wrote {output}")
 
 
 def _register() -> None:
     """Add the commands that live in their own modules (drawing, transformations)."""
     from rkcompile.cli_draw import draw
+    from rkcompile.cli_export import COMMANDS as PACKAGE_COMMANDS
     from rkcompile.cli_transform import COMMANDS
 
-    for command in (draw, *COMMANDS):
+    for command in (draw, *COMMANDS, *PACKAGE_COMMANDS):
         cli.add_command(command)
 
 
 _register()
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM: unwind like an interrupt, so the file writer removes its temporary file, then exit 143."""
+    click.echo("error: terminated (SIGTERM); no output file was replaced", err=True)
+    raise SystemExit(128 + signal.SIGTERM)
+
+
 def main() -> None:
     """Entry point of the console script."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="rkcompile")

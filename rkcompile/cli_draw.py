@@ -6,27 +6,45 @@ from pathlib import Path
 
 import click
 
-from rkcompile.render import FORMATS, LEVELS, RenderError
+from rkcompile.cli_options import BATCH, limit_options, limits_from
 
-__all__ = ["draw", "resolve_output"]
+__all__ = ["draw", "resolve_output", "load_model", "LEVELS", "FORMATS", "RANKDIRS", "COLOR_BY", "TABLEAU_VIEWS"]
+
+# rkcompile.render's choices (a test checks they agree): importing render here would import torch
+# for every command, `check` and `schema` included
+LEVELS = ("network", "stage", "block")
+FORMATS = ("dot", "html", "pdf", "png", "svg")
+RANKDIRS = ("TB", "LR")
+COLOR_BY = ("inference", "saved", "training", "flops")
+TABLEAU_VIEWS = ("auto", "dag", "matrix")
 
 
 @click.command()
 @click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(), help="Drawing to write: .svg, .png, .pdf or .dot (.dot needs no graphviz).")
+@click.option("-o", "--output", type=click.Path(), help="Drawing to write: .svg, .png, .pdf, .dot (needs no graphviz) or .html (interactive, self-contained).")
 @click.option("--level", type=click.Choice(LEVELS), default="network", show_default=True,
               help="network: identical consecutive blocks drawn once as ×N; stage: one box per stage; block: every block.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the memory figures.")
+@click.option("--batch", type=BATCH, default=1, show_default=True, help="Batch size of the memory figures.")
 @click.option("--format", "fmt", metavar="F", help=f"Output format when the suffix does not say it: {', '.join(FORMATS)}.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one spec field, e.g. stages.0.integrator=rk4.")
 @click.option("--memory-plot", type=click.Path(), metavar="OUT.png", help="Also plot memory per stage under each scheme (PNG).")
 @click.option("--schemes", default="euler,midpoint,rk4,verner89", show_default=True,
               help="Comma-separated schemes for --memory-plot.")
+@click.option("--shapes", is_flag=True, help="Label edges with tensor shapes (batch first).")
+@click.option("--rankdir", type=click.Choice(RANKDIRS), default="TB", show_default=True,
+              help="TB: top to bottom; LR: left to right.")
+@click.option("--color-by", type=click.Choice(COLOR_BY), default="inference", show_default=True,
+              help="What the fill colour shows: inference peak, saved for backward, training peak or FLOPs.")
+@click.option("--tableau-view", type=click.Choice(TABLEAU_VIEWS), default="auto", show_default=True,
+              help="Steps as a DAG of k_i, as a Butcher-matrix heat-map, or auto (the matrix for dense tableaux).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file that -o did not name exactly (a directory or a suffix-less -o).")
+@limit_options
 def draw(source: str, output: str | None, level: str, batch: int, fmt: str | None, overrides: tuple[str, ...],
-         memory_plot: str | None, schemes: str, force: bool) -> None:
+         memory_plot: str | None, schemes: str, shapes: bool, rankdir: str, color_by: str, tableau_view: str,
+         force: bool, **options) -> None:
     """Draw SPEC (or a saved MODEL.pt): one box per block, RK coefficients on the edges, memory beside each block."""
-    from rkcompile.render import check_writable, output_format
+    from rkcompile.files import check_target
+    from rkcompile.render import RenderError, check_writable, output_format
     from rkcompile.render import draw as draw_model
 
     src = Path(source)
@@ -37,20 +55,24 @@ def draw(source: str, output: str | None, level: str, batch: int, fmt: str | Non
     if out is not None:
         fmt = output_format(out, fmt)
         check_writable(out)
+        check_target(out, inputs=[src])
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise RenderError(f"--memory-plot writes a PNG: name it {plot.with_suffix('.png')}")
         if out is not None and _same(plot, out):
             raise RenderError(f"-o and --memory-plot both name {out}")
         check_writable(plot)
-    model = load_model(src, overrides)
+        check_target(plot, inputs=[src])
+    model = load_model(src, overrides, limits_from(options))
     if out is not None:
-        draw_model(model, out, level=level, batch=batch, format=fmt)
+        draw_model(model, out, level=level, batch=batch, format=fmt, inputs=[src], shapes=shapes, rankdir=rankdir,
+                   color_by=color_by, tableau_view=tableau_view)
         click.echo(f"wrote {out} ({level} level, batch {batch})")
     if plot is not None:
         from rkcompile.memory_plot import memory_plot as plot_memory
 
-        plot_memory(model.spec, plot, schemes=[s.strip() for s in schemes.split(",") if s.strip()], batch=batch)
+        plot_memory(model.spec, plot, schemes=[s.strip() for s in schemes.split(",") if s.strip()], batch=batch,
+                    inputs=[src])
         click.echo(f"wrote {plot} (memory per stage: {schemes})")
 
 
@@ -60,6 +82,8 @@ def resolve_output(path: Path, fmt: str | None, source: Path, force: bool) -> Pa
     A directory gets `<spec stem>.<format>`, a suffix-less PATH gets `.<format>`. The input file is never
     a valid output, with or without --force.
     """
+    from rkcompile.render import RenderError
+
     derived = path
     if path.is_dir():
         derived = path / f"{source.stem}.{(fmt or 'svg').lower().lstrip('.')}"
@@ -73,24 +97,15 @@ def resolve_output(path: Path, fmt: str | None, source: Path, force: bool) -> Pa
 
 
 def _same(a: Path, b: Path) -> bool:
-    """True when two paths name the same file (through links and relative parts)."""
-    try:
-        if a.exists() and b.exists():
-            return a.samefile(b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
+    """True when two paths name the same file (through links, hard links and relative parts)."""
+    from rkcompile.files import same_file
+
+    return same_file(a, b)
 
 
-def load_model(source: Path, overrides: tuple[str, ...]):
+def load_model(source: Path, overrides: tuple[str, ...], limits=None):
     """Compile a spec, or load a saved model; --set re-compiles the saved model's spec with the changes."""
-    from rkcompile.compiler import build
     from rkcompile.load import parse_overrides
+    from rkcompile.model import as_model
 
-    changes = parse_overrides(overrides) if overrides else None
-    if source.suffix == ".pt":
-        from rkcompile.artifact import load
-
-        model = load(source)
-        return build(model.spec, overrides=changes) if changes else model
-    return build(source, overrides=changes)
+    return as_model(source, parse_overrides(overrides) if overrides else None, limits=limits)

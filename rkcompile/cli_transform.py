@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from rkcompile.errors import TransformError
@@ -70,20 +68,15 @@ COMMANDS = (remanifest, refine, interpolate, fold)
 def _transform(source: str, output: str, apply) -> None:
     """Load, transform, report sizes before and after, save; the input file is only ever read."""
     from rkcompile.artifact import load, save
+    from rkcompile.files import check_target, same_file
     from rkcompile.transforms import graph_size, parameter_count
 
-    if _same_file(source, output):
+    if same_file(source, output):
         raise TransformError(f"{output}: is the input model; write the result to another file")
+    check_target(output, inputs=[source])
     before = load(source)
     after = apply(before)
     for label, model in (("before", before), ("after", after)):
         click.echo(f"{label + ':':8}{parameter_count(model):>12,} parameters  {graph_size(model):>6,} graph nodes")
-    save(after, output)
+    save(after, output, inputs=[source])
     click.echo(f"wrote {output}")
-
-
-def _same_file(a: str, b: str) -> bool:
-    pa, pb = Path(a), Path(b)
-    if pa.exists() and pb.exists():
-        return pa.samefile(pb)
-    return pa.resolve() == pb.resolve()

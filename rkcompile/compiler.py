@@ -7,15 +7,20 @@ targets read `stage0.block3.eval2.conv1`; graph nodes read `stage0_block3_k2_con
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
 import torch
 from torch import fx, nn
 
+from rkcompile import naming
 from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
+from rkcompile.graphmeta import NodeMeta, Role, put
+from rkcompile.graphmeta import Part as EntryPart
 from rkcompile.inlining import inline, trace
+from rkcompile.limits import Limits, check_counts, estimate, needs_exact
 from rkcompile.load import load_spec, parse_overrides
 from rkcompile.lowering import StepPlan
 from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
@@ -26,14 +31,28 @@ from rkcompile.spec import Spec, Stage
 __all__ = ["build", "compile_spec", "Compiler"]
 
 
-def build(spec_or_path: Spec | str | Path, overrides=None, **fields) -> fx.GraphModule:
-    """Compile a spec (object, path or YAML text) to a GraphModule; `stages__0__integrator="rk4"` overrides a field.
+def build(spec_or_path: Spec | str | Path, overrides=None, *, limits: Limits | None = None, device=None,
+          **fields) -> fx.GraphModule:
+    """Compile a validated Spec or the spec file at a path to a GraphModule; `stages__0__integrator="rk4"` overrides.
 
     `overrides` is a mapping {dotted path: value} or a list of "path=value" strings (as `--set` takes them).
+    YAML text is parsed first with `parse_spec`. `limits` raises the resource limits (`rkcompile.limits`);
+    `device="meta"` builds without allocating memory (for counting).
     """
     changes = parse_overrides(overrides or {})
     changes.update({k.replace("__", "."): v for k, v in fields.items()})
-    return compile_spec(load_spec(spec_or_path, changes or None))
+    spec = load_spec(spec_or_path, changes or None, limits=limits)
+    if device is None and needs_exact(estimate(spec), limits):
+        _checked(spec, torch.device("meta"), limits)  # close to a limit: count exactly on the meta device first
+    return _checked(spec, device, limits)
+
+
+def _checked(spec: Spec, device, limits: Limits | None) -> fx.GraphModule:
+    """Compile on `device` (the default device if None) and compare the exact counts with the limits."""
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        module = compile_spec(spec)
+    check_counts(spec, sum(p.numel() for p in module.parameters()), len(module.graph.nodes), limits)
+    return module
 
 
 def compile_spec(spec: Spec) -> fx.GraphModule:
@@ -66,13 +85,13 @@ class Compiler:
         """Lower the whole spec: input, stem, stages, head; lint the graph and wrap it in a GraphModule."""
         spec, g, plan = self.spec, self.graph, self.spec.plan
         x = g.placeholder("x")
-        x.meta["rk"] = {"role": "input"}
+        put(x, NodeMeta(Role.INPUT))
         if plan.stem is not None:
-            x = self.emit_part(x, plan.stem, "stem", "stem", {"role": "stem", "stage": None})
+            x = self.emit_part(x, plan.stem, naming.STEM, naming.node_name(naming.STEM), NodeMeta(Role.STEM))
         for n, (stage, stage_plan) in enumerate(zip(spec.stages, plan.stages)):
             x = self.stage(x, stage, stage_plan, n)
         if plan.head is not None:
-            x = self.emit_part(x, plan.head, "head", "head", {"role": "head", "stage": None})
+            x = self.emit_part(x, plan.head, naming.HEAD, naming.node_name(naming.HEAD), NodeMeta(Role.HEAD))
         g.output(x)
         g.lint()
         module = fx.GraphModule(self.root, g, class_name=_class_name(spec.name))
@@ -95,48 +114,47 @@ class Compiler:
             parent = getattr(parent, name)
         parent.add_module(last, module)
 
-    def call_part(self, x: fx.Node, part: Part, target: str | None, name: str, meta: dict) -> fx.Node:
+    def call_part(self, x: fx.Node, part: Part, target: str | None, name: str, meta: NodeMeta) -> fx.Node:
         """Emit one node per layer of `part` (registered at `target`), named `{name}_{layer}`."""
         for call in part.calls:
             if call.inline:
                 traced = trace(call.module)
                 if traced is not None:
                     x = inline(self.graph, x, traced, f"{target}.{call.name}", f"{name}_{call.name}",
-                               dict(meta, layer=call.label or call.name))
+                               meta.but(layer=call.label or call.name))
                     continue
             if call.module is not None:
                 x = self.graph.create_node("call_module", f"{target}.{call.name}", (x,), {}, name=f"{name}_{call.name}")
             else:
                 x = self.graph.create_node("call_function", call.function, (x, *call.args), {},
                                            name=f"{name}_{call.name}")
-            x.meta["rk"] = dict(meta, layer=call.label or call.name)
-            if call.inline:  # asked to inline, but untraceable: one node whose temporaries analyses cannot see
-                x.meta["rk"]["opaque"] = True
+            # asked to inline but untraceable: one node whose temporaries analyses cannot see
+            put(x, meta.but(layer=call.label or call.name, opaque=call.inline))
         return x
 
-    def emit_part(self, x: fx.Node, plan: PartPlan, target: str, name: str, meta: dict) -> fx.Node:
+    def emit_part(self, x: fx.Node, plan: PartPlan, target: str, name: str, meta: NodeMeta) -> fx.Node:
         """Build a planned part's layers, attach them at `target` (if it has any) and emit its nodes."""
         part = build_part(plan)
         if any(call.module is not None for call in part.calls):
             self.attach(target, part)
         return self.call_part(x, part, target, name, meta)
 
-    def call_module(self, target: str, args: tuple, name: str, meta: dict) -> fx.Node:
+    def call_module(self, target: str, args: tuple, name: str, meta: NodeMeta) -> fx.Node:
         """Emit a call of the submodule at `target`."""
         node = self.graph.create_node("call_module", target, args, {}, name=name)
-        node.meta["rk"] = meta
+        put(node, meta)
         return node
 
-    def get_attr(self, target: str, meta: dict) -> fx.Node:
+    def get_attr(self, target: str, meta: NodeMeta) -> fx.Node:
         """Emit a read of the parameter or buffer at `target`."""
         node = self.graph.get_attr(target)
-        node.meta["rk"] = meta
+        put(node, meta)
         return node
 
-    def function(self, fn, args: tuple, name: str, meta: dict, kwargs: dict | None = None) -> fx.Node:
+    def function(self, fn, args: tuple, name: str, meta: NodeMeta, kwargs: dict | None = None) -> fx.Node:
         """Emit a call_function node with rk metadata."""
         node = self.graph.create_node("call_function", fn, args, kwargs or {}, name=name)
-        node.meta["rk"] = meta
+        put(node, meta)
         return node
 
     # ------------------------------------------------------------ stages
@@ -149,23 +167,24 @@ class Compiler:
         step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
         targets = stage.weights.functions(n, blocks, tableau.stages)
         functions = plan.functions or (plan.function,)  # an interleaved cycle: F number j is member j mod its length
-        parts = [self._new_f(stage, functions[j % len(functions)], target) for j, (target, _) in enumerate(targets)]
+        parts = [self._new_f(stage, functions[j % len(functions)], target) for j, target in enumerate(targets)]
         after_name = stage.module.after_activation()
         after = activation(after_name)
         for b in range(blocks):
-            base = {"role": "eval", "stage": n, "block": b}
-            name = f"stage{n}_block{b}"
+            base = NodeMeta(Role.EVAL, stage=n, block=b)
+            name = naming.node_name(naming.block(n, b))
             scale = self.step_scale(stage, n, b, shape, name, base) if learned else None
 
-            def evaluate(z: fx.Node, i: int, b: int = b, name: str = name, base: dict = base) -> fx.Node:
+            def evaluate(z: fx.Node, i: int, b: int = b, base: NodeMeta = base) -> fx.Node:
                 index = stage.weights.select(b, i, blocks, tableau)
-                (target, label), part = targets[index], parts[index]
-                meta = dict(base, eval=i + 1, weights=label, time=(b + tableau.c[i]) * stage.h)
-                return self.call_part(z, part, target, f"{name}_k{i + 1}", meta)
+                target, part = targets[index], parts[index]
+                meta = base.but(evaluation=i + 1, weights=target, piece=naming.parse(target).piece,
+                                time=(b + tableau.c[i]) * stage.h)
+                return self.call_part(z, part, target, naming.node_name(naming.evaluation(n, b, i + 1)), meta)
 
-            x = stage.family.lower(self.graph, x, step, evaluate, name, dict(base, role="output"), scale)
+            x = stage.family.lower(self.graph, x, step, evaluate, name, base.but(role=Role.OUTPUT), scale)
             if after is not None:
-                x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", dict(base, role="after"))
+                x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", base.but(role=Role.AFTER))
         return x
 
     def _new_f(self, stage: Stage, plan: PartPlan, target: str) -> Part:
@@ -176,10 +195,10 @@ class Compiler:
         self.attach(target, part)
         return part
 
-    def step_scale(self, stage: Stage, n: int, b: int, shape: Shape, name: str, base: dict):
+    def step_scale(self, stage: Stage, n: int, b: int, shape: Shape, name: str, base: NodeMeta):
         """The block's learned step size times each k: a parameter h (HO-ResNet's adaptive h, TSC_indp), a frozen
         h (a buffer, as `fold_step_sizes` leaves it), or h * a controller's dt (TSC_2fc, TSC_LSTM; Yang et al. 2020)."""
-        target = f"stage{n}.block{b}"
+        target = naming.block(n, b)
         if not _has(self.root, target):
             self.attach(target, nn.Module())
         if stage.step.controller != "none":
@@ -194,10 +213,11 @@ class Compiler:
                 owner.register_buffer("h", value)
             else:
                 owner.register_parameter("h", nn.Parameter(value))
-            h = self.get_attr(f"{target}.h", dict(base, role="parameter"))
+            h = self.get_attr(f"{target}.h", base.but(role=Role.PARAMETER))
 
         def scale(k: fx.Node, i: int) -> fx.Node:
-            return self.function(torch.mul, (k, h), f"{name}_k{i + 1}_h", dict(base, role="scale", eval=i + 1))
+            return self.function(torch.mul, (k, h), naming.node_name(naming.evaluation(n, b, i + 1), "h"),
+                                 base.but(role=Role.SCALE, evaluation=i + 1))
 
         return scale
 
@@ -206,27 +226,28 @@ class EntryEmitter:
     """What an entry kind's `emit` wires with: its planned parts by role, functions, and F's `after` activation."""
 
     def __init__(self, compiler: Compiler, stage: Stage, plan: EntryPlan, n: int) -> None:
-        self.compiler, self.stage, self.plan = compiler, stage, plan
-        self.name, self.target = f"stage{n}_entry", f"stage{n}.entry"
-        self.meta = {"role": "entry", "stage": n, "block": "entry"}
+        self.compiler, self.stage, self.plan, self.n = compiler, stage, plan, n
+        self.name = naming.node_name(naming.entry(n))
+        self.meta = NodeMeta(Role.ENTRY, stage=n, entry=True)
 
     def part(self, role: str, x: fx.Node) -> fx.Node:
-        """Emit the planned part `role` at `stage{n}.entry.{role}`; a part of functions only is named after the entry."""
-        plan = self.plan.parts[role]
+        """Emit the planned part `role` ("f" or "shortcut") at `stage{n}.entry.{role}`; a part of functions only
+        is attached nowhere and named after the entry (`stage0_entry_subsample`)."""
+        plan, meta = self.plan.parts[role], self.meta.but(part=EntryPart(role))
         if all(op.kind == "function" for op in plan.ops):
-            return self.compiler.emit_part(x, plan, self.target, self.name, self.meta)
-        return self.compiler.emit_part(x, plan, f"{self.target}.{role}", f"{self.name}_{role}", self.meta)
+            return self.compiler.emit_part(x, plan, naming.entry(self.n), self.name, meta)
+        target = naming.entry(self.n, role)
+        return self.compiler.emit_part(x, plan, target, naming.node_name(target), meta)
 
-    def function(self, fn, args: tuple, suffix: str, kwargs: dict | None = None, role: str | None = None) -> fx.Node:
-        """Emit `fn(*args, **kwargs)` named `stage{n}_entry_{suffix}`."""
-        meta = self.meta if role is None else dict(self.meta, role=role)
-        return self.compiler.function(fn, args, f"{self.name}_{suffix}", meta, kwargs)
+    def function(self, fn, args: tuple, suffix: str, kwargs: dict | None = None, role: Role = Role.OUTPUT) -> fx.Node:
+        """Emit `fn(*args, **kwargs)` named `stage{n}_entry_{suffix}` (the entry's residual sum by default)."""
+        return self.compiler.function(fn, args, f"{self.name}_{suffix}", self.meta.but(role=role), kwargs)
 
     def after(self, y: fx.Node) -> fx.Node:
         """The stage's F activation after a residual addition, if any."""
         name = self.stage.module.after_activation()
         fn = activation(name)
-        return y if fn is None else self.function(fn, (y,), name.replace("-", "_"))
+        return y if fn is None else self.function(fn, (y,), name.replace("-", "_"), role=Role.AFTER)
 
 
 def _has(root: nn.Module, target: str) -> bool:

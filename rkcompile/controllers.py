@@ -19,7 +19,9 @@ import operator
 import torch
 from torch import fx, nn
 
+from rkcompile import naming
 from rkcompile.errors import CompileError
+from rkcompile.graphmeta import NodeMeta, Role
 
 __all__ = ["FcController", "LstmController", "project", "emit_step_size"]
 
@@ -61,31 +63,31 @@ class LstmController(nn.Module):
         return torch.sigmoid(self.fc_out(h[0])).reshape(self.shape), (h, c)
 
 
-def emit_step_size(compiler, stage, n: int, b: int, shape, name: str, base: dict) -> fx.Node:
+def emit_step_size(compiler, stage, n: int, b: int, shape, name: str, base: NodeMeta) -> fx.Node:
     """Emit block b's controlled step h * dt through the compiler's API (`compiler.Compiler`); return its node.
 
     An LSTM controller's state goes from block to block of stage n through `compiler.controller_states[n]`.
     """
     root = compiler.root
     targets = [
-        f"stage{n}.block{b}.eval{i + 1}.{layer}.weight"
+        f"{naming.evaluation(n, b, i + 1)}.{layer}.weight"
         for i in range(stage.tableau.stages)
-        for layer, module in root.get_submodule(f"stage{n}.block{b}.eval{i + 1}").named_children()
+        for layer, module in root.get_submodule(naming.evaluation(n, b, i + 1)).named_children()
         if isinstance(module, (nn.Conv2d, nn.Linear))
     ]
     if not targets:
         raise compiler.spec.error(("stages", n, "step", "controller"), "a step-size controller reads the conv or "
                                   "linear weights of F; this module has none", CompileError)
-    meta = dict(base, role="controller")
+    meta = base.but(role=Role.CONTROLLER)
     weights = [compiler.get_attr(target, meta) for target in targets]
     inputs = sum(root.get_parameter(t).shape[0] * math.prod(root.get_parameter(t).shape[2:]) for t in targets)
     hidden = max(1, shape.width // stage.step.reduction)
     if stage.step.controller == "fc":
-        target = f"stage{n}.block{b}.controller"
+        target = naming.controller(n, b)
         compiler.attach(target, FcController(inputs, hidden, shape.width, shape.image))
         dt = compiler.call_module(target, tuple(weights), f"{name}_controller", meta)
     else:
-        target = f"stage{n}.controller"
+        target = naming.controller(n)
         if b == 0:
             compiler.attach(target, LstmController(inputs, hidden, shape.width, shape.image))
         state = compiler.controller_states.get(n)

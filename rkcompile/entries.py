@@ -138,7 +138,7 @@ class Transition(StageEntry):
         import torch
 
         k = e.part("f", x)
-        return e.after(e.function(torch.add, (e.part("shortcut", x), k), "add", role="output"))
+        return e.after(e.function(torch.add, (e.part("shortcut", x), k), "add"))
 
 
 @register_entry
@@ -164,4 +164,4 @@ class Stitch(StageEntry):
         k = e.part("f", x)
         eps = self.epsilon.value
         kwargs = {} if eps == 1 else {"alpha": float(eps)}
-        return e.function(torch.add, (e.part("shortcut", x), k), "add", kwargs, role="output")
+        return e.function(torch.add, (e.part("shortcut", x), k), "add", kwargs)

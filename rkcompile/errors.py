@@ -12,6 +12,7 @@ __all__ = [
     "CompileError",
     "ArtifactError",
     "TransformError",
+    "ExportError",
     "did_you_mean",
 ]
 
@@ -62,6 +63,10 @@ class ArtifactError(RkcompileError):
 
 class TransformError(RkcompileError):
     """A model transformation (remanifest, refine, interpolate, fold) does not apply to this model."""
+
+
+class ExportError(RkcompileError):
+    """A model cannot be exported (unknown format, missing ONNX packages, or the exporter failed)."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

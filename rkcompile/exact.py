@@ -20,6 +20,9 @@ MAX_TEXT_LENGTH = 200
 MAX_DEPTH = 32
 #: Largest magnitude accepted, far above any published coefficient; keeps every float conversion finite.
 MAX_MAGNITUDE = 1e100
+#: float32's smallest normal and largest finite numbers: a network computes with the coefficient in float32.
+FLOAT32_TINY = 1.1754943508222875e-38
+FLOAT32_MAX = 3.4028234663852886e38
 #: Largest decimal exponent in a number literal; stops "1e999999999" from building a huge integer.
 _MAX_EXPONENT = 400
 
@@ -69,6 +72,9 @@ def _check_magnitude(original: object, result: Coefficient) -> None:
         raise TableauError(f"coefficient {original!r} evaluates to {result!r}, which is not finite")
     if abs(result) > MAX_MAGNITUDE:
         raise TableauError(f"coefficient {original!r:.60} is too large (magnitude above {MAX_MAGNITUDE:g})")
+    if result != 0 and not FLOAT32_TINY <= abs(result) <= FLOAT32_MAX:
+        raise TableauError(f"coefficient {original!r:.60} is {'not finite' if abs(result) > 1 else 'zero or subnormal'}"
+                           f" in float32 (nonzero magnitudes must lie in {FLOAT32_TINY:.4g} ... {FLOAT32_MAX:.4g})")
 
 
 def _sqrt(x: Coefficient) -> Coefficient:
@@ -77,7 +83,7 @@ def _sqrt(x: Coefficient) -> Coefficient:
         n, d = math.isqrt(x.numerator), math.isqrt(x.denominator)
         if n * n == x.numerator and d * d == x.denominator:
             return Fraction(n, d)
-    return math.sqrt(float(x))
+    return math.sqrt(float(x))  # operands are bounded (see _Parser.bounded), so this is finite
 
 
 class _Parser:
@@ -158,13 +164,29 @@ class _Parser:
         """One binary operation; Fraction with Fraction stays exact, anything with a float is a float."""
         try:
             if op == "+":
-                return lhs + rhs
-            if op == "-":
-                return lhs - rhs
-            return lhs * rhs if op == "*" else lhs / rhs
+                value = lhs + rhs
+            elif op == "-":
+                value = lhs - rhs
+            else:
+                value = lhs * rhs if op == "*" else lhs / rhs
         except OverflowError:
             # Mixing a huge exact value with a float converts it to float, which can overflow.
             raise self.fail("number too large", at) from None
+        except ZeroDivisionError:  # a tiny exact divisor that float conversion turns into 0.0
+            raise self.fail("number too small", at) from None
+        return self.bounded(value, at)
+
+    def bounded(self, value: Coefficient, at: int) -> Coefficient:
+        """Keep every intermediate value within [1/MAX_MAGNITUDE, MAX_MAGNITUDE] in magnitude (or zero).
+
+        This bounds the size of the exact integers (so the work) and keeps every float conversion finite and
+        normal, whatever the text: "sqrt(1e399)" or "sqrt(2)/1e-400" are one-line errors, not overflows.
+        """
+        if value != 0 and not (1 / MAX_MAGNITUDE <= abs(value) <= MAX_MAGNITUDE):
+            raise self.fail(f"number too {'large' if abs(value) > 1 else 'small'}", at)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail("number is not finite", at)
+        return value
 
     def unary(self) -> Coefficient:
         """Signed factor: a number, sqrt(...) or a parenthesised expression."""
@@ -205,9 +227,10 @@ class _Parser:
         arg_at = self.pos
         arg = self.expr()
         self.expect(")")
+        self.bounded(arg, arg_at)
         if arg < 0:
             raise self.fail(f"square root of a negative number ({format_coefficient(arg)})", arg_at)
-        return _sqrt(arg)
+        return self.bounded(_sqrt(arg), arg_at)
 
     def number(self) -> Fraction:
         """Decimal literal with optional fraction and exponent, taken exactly."""
@@ -237,5 +260,7 @@ class _Parser:
             if int(src[exp_start:self.pos]) > _MAX_EXPONENT:
                 raise self.fail(f"exponent larger than {_MAX_EXPONENT}", exp_at)
         literal = src[start:self.pos]
+        if digits > MAX_TEXT_LENGTH:  # pragma: no cover - the text length bounds this first
+            raise self.fail("too many digits", start)
         # Fraction wants a digit before the point ("0.5", not ".5").
-        return Fraction("0" + literal if literal.startswith(".") else literal)
+        return Fraction("0" + literal if literal.startswith(".") else literal)  # the exponent bounds its size

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import fx, nn
 
+from rkcompile.graphmeta import put
+
 __all__ = ["trace", "inline"]
 
 
@@ -35,9 +37,9 @@ def trace(module: nn.Module) -> fx.Graph | None:
     return graph
 
 
-def inline(graph: fx.Graph, x: fx.Node, traced: fx.Graph, target: str, name: str, meta: dict) -> fx.Node:
+def inline(graph: fx.Graph, x: fx.Node, traced: fx.Graph, target: str, name: str, meta) -> fx.Node:
     """Copy `traced` into `graph` after `x`: submodule and attribute targets are prefixed with `target` (where the
-    module is attached), node names with `name`; every node gets `meta` with its layer `{label}.{node}`."""
+    module is attached), node names with `name`; every node gets the NodeMeta `meta` with layer `{layer}.{node}`."""
     env: dict[fx.Node, fx.Node] = {}
     for node in traced.nodes:
         if node.op == "placeholder":
@@ -49,6 +51,6 @@ def inline(graph: fx.Graph, x: fx.Node, traced: fx.Graph, target: str, name: str
         kwargs = fx.map_arg(node.kwargs, env.__getitem__)
         op_target = f"{target}.{node.target}" if node.op in ("call_module", "get_attr") else node.target
         new = graph.create_node(node.op, op_target, args, kwargs, name=f"{name}_{node.name}")
-        new.meta["rk"] = dict(meta, layer=f"{meta.get('layer')}.{node.name}")
+        put(new, meta.but(layer=f"{meta.layer}.{node.name}"))
         env[node] = new
     raise AssertionError("a traced graph ends with its output")

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from torch import fx, nn
 
+from rkcompile import naming
 from rkcompile.artifact import state_dict_mismatch
 from rkcompile.compiler import build
 from rkcompile.errors import ArtifactError, did_you_mean
@@ -113,9 +114,9 @@ def _rename(key: str, spec: Spec) -> str:
     """The rkcompile name of one torchvision state_dict key."""
     head, _, rest = key.partition(".")
     if head in ("conv1", "bn1"):
-        return f"stem.{head[:-1] if head == 'conv1' else 'bn'}.{rest}"
+        return f"{naming.STEM}.{head[:-1] if head == 'conv1' else 'bn'}.{rest}"
     if head == "fc":
-        return f"head.fc.{rest}"
+        return f"{naming.HEAD}.fc.{rest}"
     m = _BLOCK_KEY.fullmatch(key)
     if m is None:
         raise ArtifactError(f"torchvision key '{key}' has no rkcompile counterpart (not a ResNet state_dict?)")
@@ -127,13 +128,13 @@ def _rename(key: str, spec: Spec) -> str:
     rest = re.sub(r"^downsample\.0\.", "shortcut.conv.", re.sub(r"^downsample\.1\.", "shortcut.bn.", rest))
     if isinstance(stage.entry, Transition):
         if k == 0:
-            return f"stage{n}.entry.{rest if rest.startswith('shortcut.') else 'f.' + rest}"
+            return f"{naming.entry(n)}.{rest if rest.startswith('shortcut.') else 'f.' + rest}"
         k -= 1
     if not isinstance(stage.weights, PerEvaluation):
         raise ArtifactError(f"stage {n} of spec '{spec.name}' has '{stage.weights.kind}' weights; torchvision "
                             "weights map only onto per-evaluation stages (one set of weights per block)")
     s = stage.tableau.stages
-    return f"stage{n}.block{k // s}.eval{k % s + 1}.{rest}"
+    return f"{naming.evaluation(n, k // s, k % s + 1)}.{rest}"
 
 
 def _known(name: str) -> str:

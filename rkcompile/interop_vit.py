@@ -70,7 +70,9 @@ def from_torchvision_vit(tv_model_or_name: nn.Module | str, spec=None) -> fx.Gra
         tv = tv_model_or_name
     import yaml
 
-    model = build(spec if spec is not None else yaml.safe_dump(vit_spec_data(tv, name), sort_keys=False))
+    from rkcompile.load import parse_spec
+
+    model = build(spec if spec is not None else parse_spec(yaml.safe_dump(vit_spec_data(tv, name), sort_keys=False)))
     model.load_state_dict(vit_state_dict_to_rkcompile(tv.state_dict(), model), strict=True)
     return model.train(tv.training)
 

@@ -7,31 +7,50 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pydantic
-import yaml
 
+from rkcompile.catalog import resolve
 from rkcompile.errors import CompileError, SpecError, did_you_mean
+from rkcompile.limits import Limits, check_bounds
 from rkcompile.shapes import PlanError
-from rkcompile.source import Source, format_path, read_source
+from rkcompile.source import Source, format_path, parse_value, parse_yaml, read_source
 from rkcompile.spec import Spec, _Model
 
-__all__ = ["load_spec", "parse_overrides"]
+__all__ = ["load_spec", "parse_spec", "parse_overrides"]
 
 
 def load_spec(
-    path_or_text: str | Path | Spec,
+    path: str | Path | Spec,
     overrides: Mapping[str, object] | Iterable[str] | None = None,
     *,
     file: str | None = None,
+    limits: Limits | None = None,
 ) -> Spec:
-    """Load and validate a spec from a path or YAML text; `overrides` maps dotted paths to new values."""
-    if isinstance(path_or_text, Spec):
+    """Load and validate the spec file at `path` (a str is always a path; YAML text goes to `parse_spec`)."""
+    if isinstance(path, Spec):
         if not overrides:
-            return path_or_text
-        source = copy.deepcopy(path_or_text._source) if path_or_text._source else Source(
-            data=path_or_text.data, file=file or "<spec>", text=""
-        )
+            check_bounds(path, limits)
+            return path
+        source = copy.deepcopy(path._source) if path._source else Source(data=path.data, file=file or "<spec>", text="")
     else:
-        source = read_source(path_or_text, file=file)
+        source = read_source(resolve(path), file=file)  # a shipped spec's name → its file
+    return _validate(source, overrides, limits)
+
+
+def parse_spec(
+    text: str,
+    overrides: Mapping[str, object] | Iterable[str] | None = None,
+    *,
+    file: str = "<spec>",
+    limits: Limits | None = None,
+) -> Spec:
+    """Validate a spec given as YAML text; `file` names it in error messages."""
+    if not isinstance(text, str):
+        raise SpecError(f"expected YAML text, found {type(text).__name__}", file=file)
+    return _validate(parse_yaml(text, file), overrides, limits)
+
+
+def _validate(source: Source, overrides, limits: Limits | None) -> Spec:
+    """Overrides → Pydantic → semantic checks → the arithmetic resource bound, every error located."""
     if overrides:
         source.data = apply_overrides(source, parse_overrides(overrides))
     if not isinstance(source.data, dict):
@@ -41,6 +60,7 @@ def load_spec(
     except pydantic.ValidationError as e:
         raise _located(e, source) from None
     spec._source = source
+    check_bounds(spec, limits)
     return spec
 
 
@@ -53,10 +73,7 @@ def parse_overrides(overrides: Mapping[str, object] | Iterable[str]) -> dict[str
         key, sep, text = str(item).partition("=")
         if not sep or not key.strip():
             raise SpecError(f"expected PATH=VALUE (e.g. stages.0.integrator=rk4), found '{item}'", file="--set")
-        try:
-            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = text
+        out[key.strip()] = parse_value(text, "--set", (key.strip(),))
     return out
 
 

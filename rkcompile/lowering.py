@@ -18,6 +18,8 @@ from fractions import Fraction
 import torch
 from torch import fx
 
+from rkcompile.graphmeta import NodeMeta, Role, put
+
 __all__ = ["StepPlan", "lower_step", "piece_index"]
 
 
@@ -51,7 +53,7 @@ def lower_step(
     plan: StepPlan,
     evaluate: Callable[[fx.Node, int], fx.Node],
     name: str,
-    meta: dict,
+    meta: NodeMeta,
     scale: Callable[[fx.Node, int], fx.Node] | None = None,
 ) -> fx.Node:
     """Emit one RK step from state node `y`; `evaluate(z, i)` emits F_i(z) and returns k_i.
@@ -69,20 +71,20 @@ def lower_step(
             a = t.A[i][j]
             if a != 0:
                 z = _axpy(graph, z, ks[j], hk * plan.epsilon * a, f"{name}_z{i + 1}",
-                          dict(meta, role="stage-input", eval=i + 1, source=j + 1, coefficient=hk * a))
+                          meta.but(role=Role.STAGE_INPUT, evaluation=i + 1, source=j + 1, coefficient=hk * a))
         k = evaluate(z, i)
         if scale is not None:
             k = scale(k, i)
         ks[i] = k
         if t.b[i] != 0:
             out = _axpy(graph, out, k, hk * plan.epsilon * t.b[i], f"{name}_y{i + 1}",
-                        dict(meta, role="output", eval=i + 1, source=i + 1, coefficient=hk * t.b[i]))
+                        meta.but(role=Role.OUTPUT, evaluation=i + 1, source=i + 1, coefficient=hk * t.b[i]))
     return out
 
 
-def _axpy(graph: fx.Graph, x: fx.Node, k: fx.Node, alpha, name: str, meta: dict) -> fx.Node:
+def _axpy(graph: fx.Graph, x: fx.Node, k: fx.Node, alpha, name: str, meta: NodeMeta) -> fx.Node:
     """x + alpha * k as one node; alpha == 1 is left out of the call for readability."""
     kwargs = {} if alpha == 1 else {"alpha": float(alpha)}
     node = graph.create_node("call_function", torch.add, (x, k), kwargs, name=name)
-    node.meta["rk"] = meta
+    put(node, meta)
     return node

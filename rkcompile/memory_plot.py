@@ -6,6 +6,7 @@ integrator; the numbers come from `rkcompile.analysis`. matplotlib is imported o
 
 from __future__ import annotations
 
+import io
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from rkcompile.errors import RkcompileError, SpecError
+from rkcompile.files import write_file
 
 __all__ = ["SCHEMES", "SchemeMemory", "scheme_memory", "memory_plot"]
 
@@ -57,7 +59,7 @@ def scheme_memory(spec, schemes=SCHEMES, batch: int = 1, dtype: torch.dtype = to
 
 
 def memory_plot(spec, out_png: str | Path, schemes=SCHEMES, batch: int = 1,
-                dtype: torch.dtype = torch.float32) -> Path:
+                dtype: torch.dtype = torch.float32, *, inputs=()) -> Path:
     """Bar charts of inference peak and saved-for-backward per stage, one bar per scheme, written to a PNG."""
     from rkcompile.render import check_writable
 
@@ -82,7 +84,9 @@ def memory_plot(spec, out_png: str | Path, schemes=SCHEMES, batch: int = 1,
         lines += [textwrap.shorten(f"skipped {k}: {v}", 120) for k, v in data.skipped.items()]
         fig.suptitle("\n".join(lines), fontsize=9)
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.03 * (len(lines) - 1)))
-        fig.savefig(out, dpi=110, metadata={"Software": None})
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+        write_file(out, buffer.getvalue(), inputs=inputs)
     finally:
         plt.close(fig)
     return out

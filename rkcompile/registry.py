@@ -54,7 +54,7 @@ class Registry(Generic[T]):
         return list(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._entries  # a list or mapping is no name (and unhashable)
+        return isinstance(name, str) and name in self._entries  # a YAML list or mapping as a kind is just unknown
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

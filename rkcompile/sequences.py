@@ -188,8 +188,8 @@ class Project(StageEntry):
             f.function("pool", "pool-tokens", ctx.shape.strided(self.stride), stride=self.stride)
         f.norm(self.norm, name="ln")
         f.linear(ctx.width, self.bias, name="proj")
-        return EntryPlan({"proj": f.result()}, f.shape)
+        return EntryPlan({"shortcut": f.result()}, f.shape)  # the projection is the entry's only path
 
     def emit(self, e, x):
         """The projection alone (no residual: the width or length changes)."""
-        return e.part("proj", x)
+        return e.part("shortcut", x)

@@ -10,12 +10,15 @@ from pathlib import Path
 import yaml
 
 from rkcompile.errors import SpecError
+from rkcompile.files import FileError, read_bytes
 
-__all__ = ["Source", "read_source", "format_path"]
+__all__ = ["Source", "read_source", "parse_yaml", "parse_value", "format_path"]
 
 MAX_BYTES = 1_000_000  # a spec is a page of text; a megabyte is already absurd
 MAX_NODES = 100_000  # bounds alias expansion ("billion laughs") as well as plain size
 MAX_DEPTH = 64
+_MAX_FLOW = 8 * MAX_DEPTH  # brackets beyond this are refused unparsed; up to it, the converter locates the error
+_MAX_DIGITS = 100  # far beyond any count or seed; a 4300-digit integer is a typo or an attack
 
 
 @dataclass
@@ -55,29 +58,25 @@ def format_path(path: tuple) -> str:
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
 
 
-def read_source(path_or_text: str | Path, *, file: str | None = None) -> Source:
-    """Read a spec from a path or from YAML text (text is recognised by containing a newline or ':')."""
-    if isinstance(path_or_text, Path) or (
-        isinstance(path_or_text, str) and "\n" not in path_or_text and ":" not in path_or_text
-    ):
-        p = Path(path_or_text)
-        name = file or str(p)
-        try:
-            if p.stat().st_size > MAX_BYTES:
-                raise SpecError(f"spec is larger than {MAX_BYTES} bytes", file=name)
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SpecError("no such file", file=name) from None
-        except IsADirectoryError:
-            raise SpecError("is a directory, expected a YAML file", file=name) from None
-        except UnicodeDecodeError as e:
-            raise SpecError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=name) from None
-        except OSError as e:
-            raise SpecError(f"cannot read: {e.strerror}", file=name) from None
-        except ValueError as e:  # e.g. an embedded NUL byte in the path
-            raise SpecError(f"cannot read: {e}", file=repr(name)) from None
-    else:
-        text, name = str(path_or_text), file or "<spec>"
+def read_source(path: str | Path, *, file: str | None = None) -> Source:
+    """Read and parse the spec file at `path` (always a path, never YAML text: see `parse_yaml` for text)."""
+    if not isinstance(path, (str, Path)):
+        raise SpecError(f"expected a path to a spec file, found {type(path).__name__}", file=file or "<spec>")
+    name = file or str(path)
+    if "\n" in str(path):
+        raise SpecError("no such file (a path, not YAML text: parse text with rkcompile.parse_spec)",
+                        file=f"{str(path)[:30]!r}...")
+    try:
+        raw = read_bytes(path, limit=MAX_BYTES, what="YAML file")
+    except FileError as e:
+        reason = e.reason.replace(f"larger than {MAX_BYTES:,} bytes", f"spec is larger than {MAX_BYTES} bytes")
+        if reason.startswith("[Errno"):
+            reason = f"cannot read: {reason.split('] ', 1)[-1]}"
+        raise SpecError(reason, file=name if "\0" not in name else repr(name)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=name) from None
     return parse_yaml(text, name)
 
 
@@ -89,6 +88,8 @@ def parse_yaml(text: str, file: str = "<spec>") -> Source:
         raise SpecError(f"not valid Unicode text ({e.reason} at character {e.start})", file=file) from None
     if size > MAX_BYTES:
         raise SpecError(f"spec is larger than {MAX_BYTES} bytes", file=file)
+    if flow_depth(text) > _MAX_FLOW:  # refused before PyYAML recurses once per level (below, located)
+        raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", file=file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -100,6 +101,44 @@ def parse_yaml(text: str, file: str = "<spec>") -> Source:
         raise SpecError("empty spec: expected a mapping with 'name' and 'stages'", file=file, line=1, column=1)
     source.data = _Converter(source).convert(node, ())
     return source
+
+
+def flow_depth(text: str) -> int:
+    """The deepest nesting of flow brackets `[`/`{` (an upper bound: brackets inside quotes count too)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def parse_value(text: str, file: str = "--set", path: tuple = ()) -> object:
+    """Parse one YAML value (an override) with the same bounds as a spec file; an empty text is ''."""
+    if not text.strip():
+        return ""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise SpecError(f"not valid Unicode text ({e.reason} at character {e.start})", file=file,
+                        path=format_path(path)) from None
+    if size > MAX_BYTES:
+        raise SpecError(f"value is larger than {MAX_BYTES} bytes", file=file, path=format_path(path))
+    if flow_depth(text) > _MAX_FLOW:
+        raise SpecError(f"value nested deeper than {MAX_DEPTH} levels", file=file, path=format_path(path))
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return text  # not YAML: the text itself, as a string
+    except RecursionError:
+        raise SpecError(f"value nested deeper than {MAX_DEPTH} levels", file=file, path=format_path(path)) from None
+    if node is None:
+        return None
+    source = Source(data=None, file=file, text=text)
+    converter = _Converter(source)
+    return converter.convert(node, path)
 
 
 def yaml_error(e: yaml.YAMLError, text: str, file: str, path: tuple = ()) -> SpecError:
@@ -182,6 +221,10 @@ class _Converter:
             value = self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as e:
             raise yaml_error(e, self.source.text, self.source.file, path) from None
+        except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
+            raise self.source.error(path, f"number with more than {_MAX_DIGITS} digits is not allowed") from None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_MAX_DIGITS:
+            raise self.source.error(path, f"number with more than {_MAX_DIGITS} digits is not allowed")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.source.error(path, f"non-finite number '{node.value}' is not allowed")
         if not isinstance(value, (str, int, float, bool, type(None))):

@@ -1,15 +1,15 @@
-"""A compiled model's units (stem, entries, blocks, shared or basis weights, head) with their parameter counts."""
+"""A compiled model's units (stem, entries, blocks, the stage-wide weights, head) with their parameter counts."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from torch import fx
 
-__all__ = ["Unit", "units"]
+from rkcompile import graphmeta, naming
+from rkcompile.graphmeta import Role
 
-_OWNER = re.compile(r"^(stem|head|stage\d+\.(?:entry|block\d+|f|piece\d+))(?:\.|$)")
+__all__ = ["Unit", "units", "owned_parameters"]
 
 
 @dataclass(frozen=True)
@@ -22,22 +22,44 @@ class Unit:
     parameters: int
 
 
-def units(model: fx.GraphModule) -> list[Unit]:
-    """The model's units in graph order; shared (`stageN.f`) and basis (`stageN.pieceP`) weights get rows of their own."""
-    counts: dict[str, int] = {}
+def owned_parameters(model: fx.GraphModule) -> dict[str, list]:
+    """{owner unit: [parameter count, the parameters]} by the one ownership rule (`rkcompile.naming`)."""
+    owned: dict[str, list] = {}
     for name, p in model.named_parameters():
-        label = _OWNER.match(name).group(1)
-        counts[label] = counts.get(label, 0) + p.numel()
+        entry = owned.setdefault(naming.owner(name), [0, []])
+        entry[0] += p.numel()
+        entry[1].append(p)
+    return owned
+
+
+def units(model: fx.GraphModule) -> list[Unit]:
+    """The model's units in graph order; a stage's shared or basis weights get one row `stage{n}` after its blocks."""
+    owned = owned_parameters(model)
     evaluations: dict[str, set[int]] = {}
     for node in model.graph.nodes:
-        meta = node.meta.get("rk", {})
-        if meta.get("role") == "eval":
-            evaluations.setdefault(f"stage{meta['stage']}.block{meta['block']}", set()).add(meta["eval"])
-        if node.op in ("call_module", "get_attr"):
-            evaluations.setdefault(_OWNER.match(node.target).group(1), set())
+        meta = graphmeta.get(node)
+        if meta is None or meta.unit is None:
+            continue
+        evaluations.setdefault(meta.unit, set())
+        if meta.role is Role.EVAL:
+            evaluations[meta.unit].add(meta.evaluation)
     rows = []
     for label, evals in evaluations.items():  # dicts keep first-seen (graph) order
-        stage = re.match(r"stage(\d+)\.block", label)
-        integrator = model.spec.stages[int(stage.group(1))].tableau.name if stage else "-"
-        rows.append(Unit(label, integrator, len(evals), counts.get(label, 0)))
-    return rows
+        path = naming.parse(label)
+        integrator = model.spec.stages[path.stage].tableau.name if path.kind == "block" else "-"
+        rows.append(Unit(label, integrator, len(evals), owned.get(label, [0])[0]))
+    return _with_stage_rows(rows, owned)
+
+
+def _with_stage_rows(rows: list[Unit], owned: dict[str, list]) -> list[Unit]:
+    """Insert a row for each stage owning weights itself, after the stage's last unit."""
+    out: list[Unit] = []
+    for k, row in enumerate(rows):
+        out.append(row)
+        stage = naming.parse(row.label).stage
+        following = rows[k + 1] if k + 1 < len(rows) else None
+        if stage is not None and (following is None or naming.parse(following.label).stage != stage):
+            label = naming.stage(stage)
+            if label in owned:
+                out.append(Unit(label, "-", 0, owned[label][0]))
+    return out

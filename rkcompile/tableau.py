@@ -16,7 +16,7 @@ import numpy as np
 
 from rkcompile.errors import TableauError
 from rkcompile.exact import MAX_MAGNITUDE, Coefficient, format_coefficient, parse_coefficient
-from rkcompile.trees import orders
+from rkcompile.trees import ORDER_RTOL, exact_feasible, orders
 
 __all__ = ["Tableau", "TableauText", "ROW_RTOL"]
 
@@ -166,6 +166,12 @@ class Tableau:
         found = orders(self.A, weights)
         return found[0], (found[1] if self.b_error is not None else None)
 
+    @cached_property
+    def exact_order_check(self) -> bool:
+        """Whether the order was decided in exact arithmetic (rational and within trees.MAX_EXACT_WORK)."""
+        weights = [self.b] if self.b_error is None else [self.b, self.b_embedded]
+        return exact_feasible(self.A, weights)
+
     @property
     def order(self) -> int:
         """Largest p <= 10 such that every rooted-tree order condition up to p holds (Butcher)."""
@@ -222,6 +228,8 @@ class Tableau:
         """A readable multi-line Butcher array with the coefficients as written (one line per stage if wide)."""
         s, has_e = self.stages, self.b_error is not None
         head = f"{self.name}: {s} stage{'s' if s > 1 else ''}, order {self.order}"
+        if self.is_rational and not self.exact_order_check:
+            head += f" (float64 check, relative tolerance {ORDER_RTOL:g}: the exact check is too large)"
         head += f", embedded order {self.embedded_order}" if has_e else ""
         head += ", FSAL" if self.fsal else ""
         dropped = sorted(set(range(s)) - set(self.needed_stages()))

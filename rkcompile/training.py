@@ -46,6 +46,7 @@ class Schedule:
         self.at = {int(e): list(v) if isinstance(v, list) else [v] for e, v in (at or {}).items()}
         self.epochs, self.reset_lr = epochs, reset_lr
         self.history: list[tuple[int, str]] = []
+        self.cycle_start = 0  # the epoch at which the current learning-rate cycle began
         self.optimizer = optimizer(model)
         self.lr_scheduler = self._scheduler(0)
 
@@ -79,7 +80,23 @@ class Schedule:
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
 
+    def state_dict(self) -> dict:
+        """The schedule's state as plain data and tensors (safe for `torch.load(weights_only=True)`): events applied,
+        the optimizer, and the learning-rate cycle with its scheduler."""
+        return {"history": [[epoch, label] for epoch, label in self.history], "cycle_start": self.cycle_start,
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore `state_dict()` onto a Schedule built over the model it was saved with (e.g. to resume training)."""
+        self.history = [(int(epoch), str(label)) for epoch, label in state["history"]]
+        self.lr_scheduler = self._scheduler(int(state["cycle_start"]))  # before the optimizer: it resets the lr
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+
     def _scheduler(self, epoch: int):
+        self.cycle_start = epoch
         if self.make_scheduler is None:
             return None
         later = [e for e in self.at if e > epoch] if self.reset_lr else []  # else one cycle spans every event

@@ -11,23 +11,21 @@ error. `transform(model, name, ...)` also returns {new state_dict key: old key i
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable
 
 import torch
-from torch import fx, nn
+from torch import fx
 
+from rkcompile import graphmeta, naming
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError, SpecError, TransformError
 from rkcompile.exact import format_coefficient
+from rkcompile.graphmeta import Role
+from rkcompile.model import graph_size, parameter_count
 from rkcompile.planning import nearest_budgets
 from rkcompile.spec import Basis, InlineTableau, NoEntry, PerEvaluation, Shared
 
 __all__ = ["remanifest", "refine", "interpolate", "fold_step_sizes", "transform", "parameter_count", "graph_size"]
-
-_STAGE = re.compile(r"stage(\d+)\.")
-_BLOCK = re.compile(r"stage(\d+)\.block(\d+)\.(?:eval(\d+)\.)?(.+)")
-_PIECE = re.compile(r"stage(\d+)\.piece(\d+)\.(.+)")
 
 # new state_dict key -> (old key, factor the old value is multiplied by)
 Rename = Callable[[str], tuple[str, float]]
@@ -86,16 +84,6 @@ def transform(model: fx.GraphModule, name: str, **kwargs) -> tuple[fx.GraphModul
     if name not in functions:
         raise TransformError(f"unknown transformation '{name}'; expected one of {', '.join(functions)}")
     return functions[name](model, **kwargs)
-
-
-def parameter_count(model: nn.Module) -> int:
-    """Number of parameters (elements) of a model."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def graph_size(model: fx.GraphModule) -> int:
-    """Number of nodes in a model's fx graph."""
-    return len(model.graph.nodes)
 
 
 # ---------------------------------------------------------------- the four transformations
@@ -212,7 +200,7 @@ def _fold(model):
         step["frozen"] = True
         data["step"] = step
         changes[n] = data
-    fixed = {f"stage{n}.block{b}.h": value for (n, b), value in values.items()}
+    fixed = {f"{naming.block(n, b)}.h": value for (n, b), value in values.items()}
     return _rebuild(model, "fold", changes, {}, fixed)
 
 
@@ -221,11 +209,11 @@ def _evaluation_order(n: int, s_old: int, s_new: int) -> Rename:
     """New (block b, evaluation i) takes the F at flat evaluation index b * s_new + i - 1 of the old stage."""
 
     def rename(key: str) -> tuple[str, float]:
-        m = _BLOCK.fullmatch(key)
-        if m is None or int(m[1]) != n or m[3] is None:
+        p = naming.parse(key)
+        if p.kind != "eval" or p.stage != n:
             return key, 1  # entry, stage-wide controller, or a per-block h (the block count is unchanged)
-        f = int(m[2]) * s_new + int(m[3]) - 1
-        return f"stage{n}.block{f // s_old}.eval{f % s_old + 1}.{m[4]}", 1
+        f = p.block * s_new + p.evaluation - 1
+        return f"{naming.evaluation(n, f // s_old, f % s_old + 1)}.{p.rest}", 1
 
     return rename
 
@@ -234,10 +222,10 @@ def _split_pieces(n: int, factor: int) -> Rename:
     """Child piece p takes parent piece p // factor."""
 
     def rename(key: str) -> tuple[str, float]:
-        m = _PIECE.fullmatch(key)
-        if m is None or int(m[1]) != n:
+        p = naming.parse(key)
+        if p.kind != "piece" or p.stage != n:
             return key, 1
-        return f"stage{n}.piece{int(m[2]) // factor}.{m[3]}", 1
+        return f"{naming.piece(n, p.piece // factor)}.{p.rest}", 1
 
     return rename
 
@@ -246,13 +234,12 @@ def _duplicate_blocks(n: int, entry: bool) -> Rename:
     """New block b takes old block b // 2; after an entry, old blocks 0, 0, 0, 1, 1, 2, 2, ... (Chang et al. 2018)."""
 
     def rename(key: str) -> tuple[str, float]:
-        m = _BLOCK.fullmatch(key)
-        if m is None or int(m[1]) != n:
+        p = naming.parse(key)
+        if p.block is None or p.stage != n:
             return key, 1
-        b = int(m[2])
-        old = max(0, (b - 1) // 2) if entry else b // 2
-        inner = f"eval{m[3]}.{m[4]}" if m[3] is not None else m[4]
-        return f"stage{n}.block{old}.{inner}", 0.5 if m[3] is None and m[4] == "h" else 1
+        old = max(0, (p.block - 1) // 2) if entry else p.block // 2
+        moved = naming.ModulePath(p.kind, n, old, p.evaluation, p.piece, p.part, p.rest)
+        return str(moved), 0.5 if p.kind == "block" and p.rest == "h" else 1
 
     return rename
 
@@ -268,8 +255,7 @@ def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rena
     old, fixed = model.state_dict(), fixed or {}
     state, sources = {}, {}
     for key, target in new.state_dict().items():
-        match = _STAGE.match(key)
-        rename = renames.get(int(match[1])) if match else None
+        rename = renames.get(naming.parse(key).stage)
         source, factor = rename(key) if rename else (key, 1)
         if key in fixed:
             state[key] = fixed[key].detach().clone()
@@ -289,9 +275,9 @@ def _step_values(model: fx.GraphModule) -> dict[tuple[int, int], torch.Tensor]:
     """Each block's step-size tensor (the value multiplied into every k), computed by the model's own nodes."""
     steps: dict[tuple[int, int], fx.Node] = {}
     for node in model.graph.nodes:
-        rk = node.meta.get("rk") or {}
-        if rk.get("role") == "scale":
-            steps.setdefault((rk["stage"], rk["block"]), node.args[1])
+        rk = graphmeta.get(node)
+        if rk is not None and rk.role is Role.SCALE:
+            steps.setdefault((rk.stage, rk.block), node.args[1])
     needed, todo = set(), list(steps.values())
     while todo:
         node = todo.pop()

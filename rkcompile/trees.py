@@ -17,7 +17,8 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-__all__ = ["MAX_ORDER", "ORDER_RTOL", "RootedTree", "rooted_trees", "count_trees", "orders"]
+__all__ = ["MAX_ORDER", "ORDER_RTOL", "MAX_EXACT_WORK", "RootedTree", "rooted_trees", "count_trees", "orders", "exact_feasible",
+           "exact_work"]
 
 #: Highest order the library checks (719 trees of order 10, 1205 up to it).
 MAX_ORDER = 10
@@ -66,6 +67,27 @@ def count_trees(order: int) -> int:
     return sum(1 for t in rooted_trees() if t.order == order)
 
 
+#: Work bound of the exact check: nonzero entries of A x bits of the common denominator x MAX_ORDER (Prince &
+#: Dormand's RK8(7)13M, the largest built-in rational tableau, needs about 1e6); above it the float check decides.
+MAX_EXACT_WORK = 3_000_000
+
+
+def exact_work(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]] = ()) -> int | None:
+    """The exact check's work estimate for rational A (and weights), or None when some entry is not a Fraction."""
+    values = [x for row in (*A, *weights) for x in row]
+    if not all(isinstance(x, Fraction) for x in values):
+        return None
+    bits = sum(x.denominator.bit_length() for x in values if x != 0)  # bounds the lcm's bits, cheaply
+    nonzero = sum(1 for row in A for x in row if x != 0)
+    return max(nonzero, 1) * bits * MAX_ORDER
+
+
+def exact_feasible(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]] = ()) -> bool:
+    """Whether the order conditions of this tableau are checked in exact integer arithmetic."""
+    work = exact_work(A, weights)
+    return work is not None and work <= MAX_EXACT_WORK
+
+
 def orders(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]], max_order: int = MAX_ORDER) -> list[int]:
     """Order of each weight vector with matrix A: the largest p <= max_order with every condition up to p holding.
 
@@ -74,12 +96,13 @@ def orders(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]], m
     ORDER_RTOL * scale(t), scale(t) = max(1/gamma(t), sum_i |b_i| Phi_i(t) computed with |A|): the bound that
     float rounding of the coefficients can reach. Exact tableaux meet it with residual 0; published rational
     approximations (Prince & Dormand's RK8(7)13M, good to ~1e-18) and float tableaux meet it within rounding.
+    A rational tableau whose exact check would pass MAX_EXACT_WORK is checked in float64 with that tolerance.
     """
     trees = rooted_trees()
     a_float = np.array([[float(x) for x in row] for row in A], dtype=np.float64).reshape(len(A), len(A))
     exact_a = all(isinstance(x, Fraction) for row in A for x in row)
     float_phi = _FloatPhi(a_float)
-    exact_phi = _ExactPhi(A) if exact_a else None
+    exact_phi = _ExactPhi(A) if exact_a and exact_feasible(A, weights) else None
     result: list[int | None] = [None] * len(weights)
     for p in range(1, max_order + 1):
         for i, b in enumerate(weights):

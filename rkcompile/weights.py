@@ -1,6 +1,6 @@
 """Weight modes: which F each evaluation of a stage calls (one per evaluation, one shared, or basis pieces).
 
-A weight mode is a spec model with `functions(n, blocks, stages)` (the F modules it creates: target and label)
+A weight mode is a spec model with `functions(n, blocks, stages)` (the module paths of the F it creates)
 and `select(b, i, blocks, method)` (which of them evaluation i of block b calls). Register it in `WEIGHTS`.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from rkcompile import naming
 from rkcompile.fields import Model, PositiveInt
 from rkcompile.registry import Registry
 
@@ -22,8 +23,8 @@ class WeightMode(Model):
     kind: str
     per_block: ClassVar[bool] = False
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[tuple[str, str]]:
-        """(module target, drawing label) of every F the stage owns, in creation order."""
+    def functions(self, n: int, blocks: int, stages: int) -> list[str]:
+        """Module paths (`rkcompile.naming`) of every F the stage owns, in creation order."""
         raise NotImplementedError
 
     def select(self, b: int, i: int, blocks: int, method) -> int:
@@ -45,10 +46,9 @@ class PerEvaluation(WeightMode):
     kind: Literal["per-evaluation"]
     per_block: ClassVar[bool] = True
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[tuple[str, str]]:
+    def functions(self, n: int, blocks: int, stages: int) -> list[str]:
         """stage{n}.block{b}.eval{i} for every evaluation."""
-        return [(f"stage{n}.block{b}.eval{i + 1}", f"block{b}.eval{i + 1}") for b in range(blocks)
-                for i in range(stages)]
+        return [naming.evaluation(n, b, i + 1) for b in range(blocks) for i in range(stages)]
 
     def select(self, b: int, i: int, blocks: int, method) -> int:
         """Evaluation i of block b calls its own F."""
@@ -61,9 +61,9 @@ class Shared(WeightMode):
 
     kind: Literal["shared"]
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[tuple[str, str]]:
+    def functions(self, n: int, blocks: int, stages: int) -> list[str]:
         """The one stage{n}.f."""
-        return [(f"stage{n}.f", "f")]
+        return [naming.shared(n)]
 
     def select(self, b: int, i: int, blocks: int, method) -> int:
         """Always the shared F."""
@@ -78,9 +78,9 @@ class Basis(WeightMode):
     example: ClassVar[dict] = {"kind": "basis", "pieces": 2}
     pieces: PositiveInt
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[tuple[str, str]]:
+    def functions(self, n: int, blocks: int, stages: int) -> list[str]:
         """stage{n}.piece{p} for every piece, sampled or not."""
-        return [(f"stage{n}.piece{p}", f"piece{p}") for p in range(self.pieces)]
+        return [naming.piece(n, p) for p in range(self.pieces)]
 
     def select(self, b: int, i: int, blocks: int, method) -> int:
         """The piece holding t_b + c_i h (Queiruga et al. 2020's rule, see `lowering.piece_index`)."""

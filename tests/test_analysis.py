@@ -157,3 +157,24 @@ def test_batch_of_one_vector_with_batchnorm():
         analyze("specs/spirals-rk4.yaml", measure=True)
     with pytest.raises(RkcompileError, match="batch must be at least 1"):
         analyze("specs/pendulum-odenet.yaml", batch=0)
+
+
+@pytest.mark.parametrize("path, overrides", [
+    ("specs/continuousnet-8-8-8.yaml", {f"stages.{s}.steps": 4 for s in range(3)}),  # basis blocks repeat
+    ("specs/resnet14-cifar10.yaml", {}),  # transition entries with a strided view and zero padding
+    ("specs/ho-resnet58-verner89-adaptive.yaml", {}),  # a learned h per block
+])
+def test_repeated_units_are_copied_not_rerun_with_the_same_report(path, overrides, monkeypatch):
+    from rkcompile.analysis import propagate
+
+    model = build(path, overrides)
+    calls = []
+    run_module = propagate.CostInterpreter.call_module
+    monkeypatch.setattr(propagate.CostInterpreter, "call_module",
+                        lambda self, *a: calls.append(a[0]) or run_module(self, *a))
+    copied = analyze(model, batch=2)
+    run_once = len(calls)
+    monkeypatch.setattr(propagate, "_repeatable_units", lambda module: {})
+    calls.clear()
+    assert analyze(model, batch=2) == copied  # every unit, stage, total and ratio identical
+    assert run_once < len(calls)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import rkcompile
 from rkcompile.compiler import build
 
 ROOT = Path(__file__).parent.parent
@@ -24,7 +25,7 @@ HAS_TORCHDIFFEQ = importlib.util.find_spec("torchdiffeq") is not None
 def _cases():
     """(compiled, hand-written) builders covering each reference and its options."""
     ho, cn = ROOT / "specs" / "ho-resnet58-rk4.yaml", ROOT / "specs" / "continuousnet-8-8-8.yaml"
-    ode = speed.ODE_SPEC.format(size=8, channels=4, steps=4)
+    ode = rkcompile.parse_spec(speed.ODE_SPEC.format(size=8, channels=4, steps=4))
     cn_steps = {f"stages.{s}.steps": 4 for s in range(3)}  # 4 steps over 8 pieces: every stage time on a boundary
     cn_fine = {f"stages.{s}.steps": 16 for s in range(3)}  # 16 steps over 8 pieces: each piece spans two steps
     skip = pytest.mark.skipif(not HAS_TORCHDIFFEQ, reason="torchdiffeq is not installed")
@@ -106,3 +107,26 @@ def test_summary_and_interleaving():
     order = []
     speed.interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 2)
     assert order == ["a", "b", "b", "a"]
+
+
+@pytest.mark.slow
+def test_compile_benchmark_smoke(tmp_path):
+    import compile as compile_benchmark
+
+    assert compile_benchmark.main(["--smoke", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "compile.json").read_text())
+    rows = {r["variant"]: r for r in results["rows"]}
+    assert set(rows) == {"eager", "full", "regional"}
+    assert all(r["max_abs_diff"] < 1e-5 and r["cold_s"] > 0 and r["step_ms"] > 0 for r in rows.values())
+    assert rows["regional"]["compiled_regions"] == 3  # continuousnet-1-1-1: one block per stage width
+    assert (tmp_path / "compile.png").stat().st_size > 0 and "| regional |" in (tmp_path / "compile.md").read_text()
+
+
+@pytest.mark.slow
+def test_analysis_benchmark_smoke(tmp_path):
+    import analysis as analysis_benchmark
+
+    assert analysis_benchmark.main(["--smoke", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "analysis.json").read_text())
+    assert results["analysis"]["graph_nodes"] == 218 and results["analysis"]["ratio"] > 0
+    assert [r["spec"] for r in results["draw"]] == ["continuousnet-2-2-2.yaml", "continuousnet-8-8-8.yaml"]

@@ -25,7 +25,10 @@ def test_build_prints_units_and_total():
 def test_build_shared_and_basis_rows():
     result = run("build", "specs/continuousnet-2-2-2.yaml")
     assert result.exit_code == 0
-    assert "stage2.piece1" in result.output and "273,210" in result.output
+    # basis pieces serve every block of their stage: one `stage2` row owns them (the rule `analyze` uses too)
+    rows = {line.split()[0]: line.split()[-1] for line in result.output.splitlines()[2:]}
+    assert rows["stage2"] == f"{2 * 74_112:,}" and rows["stage2.block0"] == "0" and "stage2.piece1" not in rows
+    assert rows["total"] == "273,210"
 
 
 def test_build_writes_code(tmp_path: Path):
@@ -41,7 +44,7 @@ def test_build_invalid_budget_is_one_located_line():
     result = run("build", "specs/ho-resnet58-rk4.yaml", "--set", "stages.0.evaluations=9")
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0
-    assert "specs/ho-resnet58-rk4.yaml:11:5: stages[0].evaluations:" in result.output
+    assert "specs/ho-resnet58-rk4.yaml:12:5: stages[0].evaluations:" in result.output
     assert "nearest valid budgets: 8, 12" in result.output and "Traceback" not in result.output
 
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 import rkcompile
-from rkcompile import build, get_tableau, list_tableaux
+from rkcompile import build, get_tableau, graphmeta, list_tableaux, parse_spec
 
 # Documented orders (tests/test_tableau.py cites the sources); slopes are fitted for orders <= 5.
 SCHEMES = list_tableaux()
 
 
-def linear_spec(integrator: str, steps: int, weights: str = "shared", T: str = "1", features: int = 3) -> str:
+def linear_spec(integrator: str, steps: int, weights: str = "shared", T: str = "1", features: int = 3):
     """A stage integrating y' = W_p y (one linear layer, no bias) with the given tableau and weights."""
-    return f"""
+    return parse_spec(f"""
 name: linear-{integrator}
 seed: 0
 input: {{features: {features}}}
@@ -28,7 +28,7 @@ stages:
     steps: {steps}
     weights: {weights}
     step: {{T: "{T}"}}
-"""
+""")
 
 
 def reference_matrix(seed: int, n: int = 3) -> np.ndarray:
@@ -208,14 +208,14 @@ def test_parameter_count_is_invariant_across_schemes_per_evaluation():
     budget = 420
     schemes = [n for n in SCHEMES if budget % get_tableau(n).pruned().stages == 0]
     assert len(schemes) == len(SCHEMES) - 1
-    counts = {n: count(build(INVARIANT % budget, {"stages.0.integrator": n})) for n in schemes}
+    counts = {n: count(build(parse_spec(INVARIANT % budget), {"stages.0.integrator": n})) for n in schemes}
     assert set(counts.values()) == {budget * 6}, counts
 
 
 @pytest.mark.parametrize("name", SCHEMES)
 def test_every_scheme_matches_euler_at_its_own_budget(name: str):
     budget = 2 * get_tableau(name).pruned().stages
-    pair = [count(build(INVARIANT % budget, {"stages.0.integrator": n})) for n in (name, "euler")]
+    pair = [count(build(parse_spec(INVARIANT % budget), {"stages.0.integrator": n})) for n in (name, "euler")]
     assert pair[0] == pair[1] == budget * 6
 
 
@@ -308,7 +308,7 @@ def test_module_forms_compile_and_run(module: dict):
     model = build("specs/resnet14-cifar10.yaml", {"input.height": 8, "input.width": 8, "stem.channels": 16,
                                                   **{f"stages.{i}.module": module for i in range(3)}})
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
-    layers = [n.meta["rk"]["layer"] for n in model.graph.nodes if n.meta.get("rk", {}).get("block") == 0
-              and n.meta["rk"].get("stage") == 0 and "layer" in n.meta["rk"]]
+    metas = [graphmeta.get(n) for n in model.graph.nodes]
+    layers = [m.layer for m in metas if m is not None and m.block == 0 and m.stage == 0 and m.layer is not None]
     first = "bn1" if module["form"] == "pre" else "conv1"
     assert layers[0] == first, layers

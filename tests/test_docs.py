@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from rkcompile import SpecError, build, load_spec
+from rkcompile import SpecError, build, load_spec, parse_spec
 from rkcompile.cli import stage_table
 from rkcompile.lowering import piece_index
 from rkcompile.spec import ACTIVATIONS
@@ -33,7 +33,7 @@ def test_doc_has_examples():
 
 @pytest.mark.parametrize("text", SPECS, ids=spec_id)
 def test_complete_spec_loads(text):
-    spec = load_spec(text, file="example.yaml")
+    spec = parse_spec(text, file="example.yaml")
     assert spec.name == spec_id(text)
 
 
@@ -41,7 +41,7 @@ def test_complete_spec_loads(text):
 def test_error_example_is_the_real_message(text, message):
     assert message.startswith("example.yaml:")
     with pytest.raises(SpecError) as info:
-        load_spec(text, file="example.yaml")
+        parse_spec(text, file="example.yaml")
     assert str(info.value) == message
 
 
@@ -51,10 +51,10 @@ def test_fragments_are_yaml(text):
 
 
 def test_worked_example_table_is_printed_as_shown():
-    spec = load_spec(SPECS[0])
+    spec = parse_spec(SPECS[0])
     for line in stage_table(spec).splitlines():
         assert f"\n  {line}\n" in DOC, line
-    assert load_spec(SPECS[0], ["stages.0.integrator=verner89"]).stages[0].blocks == 2
+    assert parse_spec(SPECS[0], ["stages.0.integrator=verner89"]).stages[0].blocks == 2
 
 
 def test_every_builtin_tableau_is_listed():
@@ -96,7 +96,7 @@ def test_documented_overrides_work():
 @pytest.mark.parametrize("shipped", ["ho-resnet58-rk4", "continuousnet-2-2-2", "pendulum-odenet"])
 def test_doc_examples_are_the_shipped_networks(shipped):
     """The parameter counts the page quotes are those of specs/ (tested in test_compiler): same network."""
-    doc = next(load_spec(t) for t in SPECS if spec_id(t) == shipped)
+    doc = next(parse_spec(t) for t in SPECS if spec_id(t) == shipped)
     spec = load_spec(f"specs/{shipped}.yaml")
     same = {"exclude": {"seed": True, "stages": {"__all__": {"name"}}}}
     assert doc.model_dump(**same) == spec.model_dump(**same)
@@ -105,18 +105,17 @@ def test_doc_examples_are_the_shipped_networks(shipped):
 def test_widthless_layer_maps_to_the_stage_width():
     text = ("name: x\ninput: {features: 4}\nstages:\n  - module: {kind: layers, layers: "
             "[{kind: linear, features: 3}, tanh, linear]}\n    steps: 1\n")
-    load_spec(text)
-    assert build(text)(torch.randn(2, 4)).shape == (2, 4)
+    assert build(parse_spec(text))(torch.randn(2, 4)).shape == (2, 4)
 
 
 def test_widthless_stem_layer_keeps_the_current_width():
     text = ("name: x\ninput: {features: 2}\nstem: {kind: layers, layers: [{kind: linear, features: 8}, tanh, linear]}"
             "\nstages:\n  - {features: 8, module: {kind: mlp, hidden: [4]}, steps: 1}\n")
-    assert build(text)(torch.randn(2, 2)).shape == (2, 8)
+    assert build(parse_spec(text))(torch.randn(2, 2)).shape == (2, 8)
 
 
 def test_inline_heun_example():
-    tableau = next(load_spec(t) for t in SPECS if spec_id(t) == "inline-heun").stages[0].tableau
+    tableau = next(parse_spec(t) for t in SPECS if spec_id(t) == "inline-heun").stages[0].tableau
     assert (tableau.order, tableau.embedded_order) == (2, 1)
     assert tableau.b_error == (Fraction(-1, 2), Fraction(1, 2))
 
@@ -128,11 +127,11 @@ def test_extension_example_registers_a_kind_that_builds():
     spec_text = next(text for lang, mark, text in BLOCKS if lang == "yaml" and mark == " extension")
     try:
         exec(compile(code, "docs/spec.md", "exec", dont_inherit=True), {"__name__": "docs_extension"})
-        model = build(spec_text)
+        model = build(parse_spec(spec_text))
         f = sum(p.numel() for n, p in model.named_parameters() if n.startswith("stage0."))
         assert f == 8 * (16 * 16 * 25 + 16 + 16) == 51_456
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
         with pytest.raises(SpecError, match="stages\\[0\\].module.kernel: the kernel must be odd"):
-            load_spec(spec_text.replace("kernel: 5", "kernel: 4"), file="example.yaml")
+            parse_spec(spec_text.replace("kernel: 5", "kernel: 4"), file="example.yaml")
     finally:
         FUNCTIONS.unregister("gated")

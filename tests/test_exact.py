@@ -124,7 +124,8 @@ def test_format_then_parse_round_trips_fractions(f):
     assert parse_coefficient(format_coefficient(f)) == f
 
 
-@given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e50, max_value=1e50))
+@given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e38, max_value=1e38)
+       .filter(lambda x: x == 0 or abs(x) >= 1.2e-38))  # float32's normal range: the rest is refused (below)
 def test_format_then_parse_round_trips_floats(x):
     assert float(parse_coefficient(format_coefficient(x))) == x
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from torch import nn
 
 import rkcompile
-from rkcompile import CompileError, analyze, build, load_spec
+from rkcompile import CompileError, analyze, build, parse_spec
 from rkcompile.cli import cli
 from rkcompile.fields import PositiveInt
 from rkcompile.functions import FUNCTIONS, ResidualFunction
@@ -67,13 +67,13 @@ def spec_text(integrator: str = "rk4", **module) -> str:
 
 def test_unregistered_kind_is_an_error():
     with pytest.raises(rkcompile.SpecError, match="stages\\[0\\].module.kind: unknown kind 'gated'"):
-        load_spec(spec_text(), file="g.yaml")
+        parse_spec(spec_text(), file="g.yaml")
 
 
 def test_registered_kind_checks_builds_analyzes_and_draws(gated, tmp_path):
     counts = {}
     for integrator in ("euler", "midpoint", "rk4"):
-        model = build(spec_text(integrator))
+        model = build(parse_spec(spec_text(integrator)))
         counts[integrator] = sum(p.numel() for p in model.parameters())
         assert model(torch.randn(2, 3, 8, 8)).shape == (2, 5)
     conv, gate, stem, head = 4 * 4 * 9 + 4, 4, 3 * 4 * 9 + 2 * 4, 4 * 5 + 5
@@ -95,13 +95,13 @@ def test_registered_kind_checks_builds_analyzes_and_draws(gated, tmp_path):
 
 def test_registered_kind_errors_are_located(gated):
     with pytest.raises(rkcompile.SpecError) as info:
-        load_spec(spec_text(kernel=0), file="g.yaml")
+        parse_spec(spec_text(kernel=0), file="g.yaml")
     assert "stages[0].module.kernel: input should be greater than 0, found 0" in str(info.value)
     vector = spec_data()
     vector["input"] = {"features": 3}
     del vector["stem"]
     with pytest.raises(CompileError, match="stages\\[0\\].module.kind: module 'gated' needs image states"):
-        load_spec(yaml.safe_dump(vector), file="g.yaml")
+        parse_spec(yaml.safe_dump(vector), file="g.yaml")
 
 
 def test_registered_kind_is_in_the_schema(gated):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import rkcompile
-from rkcompile import SpecError, load_spec
+from rkcompile import SpecError, load_spec, parse_spec
 
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
 SPECS = sorted((Path(__file__).parent.parent / "specs").glob("*.yaml"))
@@ -55,7 +55,7 @@ def test_error_class_hierarchy():
 
 
 def test_text_input_and_shorthands():
-    spec = load_spec("name: t\ninput: {features: 2}\nstages:\n  - {module: {kind: mlp, hidden: [3]}, steps: 4,"
+    spec = parse_spec("name: t\ninput: {features: 2}\nstages:\n  - {module: {kind: mlp, hidden: [3]}, steps: 4,"
                      " weights: shared, integrator: rk4, step: {T: 2}}\n")
     stage = spec.stages[0]
     assert stage.weights.kind == "shared" and stage.blocks == 4 and stage.h == 0.5

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rkcompile import CompileError, RkcompileError, Spec, SpecError, build, load_spec
+from rkcompile import CompileError, RkcompileError, Spec, SpecError, build, load_spec, parse_spec
 from rkcompile.compiler import compile_spec
 
 small = st.integers(1, 4)
@@ -62,7 +62,7 @@ spec_data = st.fixed_dictionaries(
 @given(spec_data)
 def test_every_spec_that_checks_builds_and_runs_on_the_meta_device(data):
     try:
-        spec = load_spec(yaml.safe_dump(data), file="p.yaml")
+        spec = parse_spec(yaml.safe_dump(data), file="p.yaml")
     except RkcompileError as e:
         assert isinstance(e, SpecError) and "\n" not in str(e) and str(e).startswith("p.yaml:"), str(e)
         return
@@ -112,7 +112,7 @@ def one_stage(**stage) -> dict:
 
 def error(data: dict) -> str:
     with pytest.raises(SpecError) as info:
-        load_spec(yaml.safe_dump(data), file="t.yaml")
+        parse_spec(yaml.safe_dump(data), file="t.yaml")
     return str(info.value)
 
 
@@ -128,7 +128,7 @@ def test_a_layers_conv_with_an_even_kernel_is_planned_with_its_real_shape():
     assert "stages[0].module: module 'layers' maps the state 4x8x8 to 4x9x9; a residual function must return 4x8x8" \
         in message
     stem = dict(one_stage(), stem={"kind": "conv", "channels": 4, "kernel": 2})  # a stem may change the resolution
-    spec = load_spec(yaml.safe_dump(stem))
+    spec = parse_spec(yaml.safe_dump(stem))
     assert spec.plan.stem.shape.height == 9
     assert build(spec)(torch.randn(2, 4, 8, 8)).shape == (2, 4, 9, 9)
 
@@ -141,7 +141,7 @@ def test_an_entry_whose_residual_function_cannot_take_the_stride_is_a_located_er
 
 
 def test_lstm_controller_with_channel_steps_builds_and_runs():
-    model = build(yaml.safe_dump(one_stage(step={"learn": "channel", "controller": "lstm"}, evaluations=8)))
+    model = build(parse_spec(yaml.safe_dump(one_stage(step={"learn": "channel", "controller": "lstm"}, evaluations=8))))
     assert model(torch.randn(2, 4, 8, 8)).shape == (2, 4, 8, 8)
     assert "stage0_block1_controller" in model.code
 
@@ -165,7 +165,7 @@ def test_integer_fields_are_strict(field, value, expected):
 ])
 def test_seed_is_strict_and_bounded(seed, expected):
     assert expected in error(dict(one_stage(), seed=seed))
-    load_spec(yaml.safe_dump(dict(one_stage(), seed=2**63 - 1)))
+    parse_spec(yaml.safe_dump(dict(one_stage(), seed=2**63 - 1)))
 
 
 def test_model_validate_runs_the_semantic_checks():
@@ -176,7 +176,7 @@ def test_model_validate_runs_the_semantic_checks():
     with pytest.raises(pydantic.ValidationError, match="width 8 differs from the incoming 4"):
         Spec.model_validate(wider)
     with pytest.raises(CompileError) as info:
-        load_spec(yaml.safe_dump(wider), file="w.yaml")
+        parse_spec(yaml.safe_dump(wider), file="w.yaml")
     assert "w.yaml:" in str(info.value) and "stages[1].channels: width 8 differs" in str(info.value)
 
 
@@ -190,7 +190,7 @@ def test_the_integrator_is_resolved_once_at_validation():
 
 
 def test_compile_spec_is_pure():
-    spec = load_spec(yaml.safe_dump(dict(one_stage(), seed=3)))
+    spec = parse_spec(yaml.safe_dump(dict(one_stage(), seed=3)))
     state = torch.random.get_rng_state()
     a, b = compile_spec(spec), compile_spec(spec)
     assert torch.equal(torch.random.get_rng_state(), state)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from rkcompile import CompileError, SpecError, build, load_spec
+from rkcompile import CompileError, SpecError, build, parse_spec
 from rkcompile.entries import ENTRIES
 from rkcompile.functions import FUNCTIONS
 from rkcompile.heads import HEADS
@@ -53,6 +53,7 @@ def test_registry_quotes_the_bad_name_suggests_and_lists():
     with pytest.raises(RegistryError) as info:
         r.get("gren")
     assert str(info.value) == "unknown colour 'gren' (did you mean 'green'?); expected one of red, green"
+    assert [] not in r and {"a": 1} not in r  # unhashable names are unknown, not a TypeError
     with pytest.raises(RegistryError, match="a colour named 'red' is already registered"):
         r.register("red", 3)
     with pytest.raises(RegistryError, match="a colour name must be a non-empty string, found ''"):
@@ -83,12 +84,12 @@ def test_every_function_kind_builds_with_parameters_identical_across_schemes(nam
     image = _state(name)
     counts = {}
     for integrator in ("euler", "midpoint", "rk4"):
-        model = build(spec_text(example(FUNCTIONS, name), image, integrator=integrator, weights=weights))
+        model = build(parse_spec(spec_text(example(FUNCTIONS, name), image, integrator=integrator, weights=weights)))
         assert model.double()(_input(model.spec)).shape == (2, 3)
         counts[integrator] = parameters(model)
     assert len(set(counts.values())) == 1, counts
     # and the count is the F's size times the number of F the weight mode owns, plus the head
-    shared = build(spec_text(example(FUNCTIONS, name), image, weights="shared"))
+    shared = build(parse_spec(spec_text(example(FUNCTIONS, name), image, weights="shared")))
     f = parameters(shared.get_submodule("stage0.f"))
     head = parameters(shared.get_submodule("head"))
     owned = {"per-evaluation": 4, "shared": 1}.get(weights, 2) if isinstance(weights, str) else 2
@@ -102,14 +103,14 @@ def test_every_function_kind_on_the_wrong_state_is_a_located_error(name):
         pytest.skip("this kind takes any state")
     wrong = next(s for s in INPUTS if s not in ((state,) if isinstance(state, str) else state))
     with pytest.raises(CompileError) as info:
-        load_spec(spec_text(example(FUNCTIONS, name), wrong), file="t.yaml")
+        parse_spec(spec_text(example(FUNCTIONS, name), wrong), file="t.yaml")
     assert str(info.value).startswith("t.yaml:"), str(info.value)
     assert f"stages[0].module.kind: module '{name}' " in str(info.value)
 
 
 def test_unknown_function_kind_lists_the_registry():
     with pytest.raises(SpecError) as info:
-        load_spec(spec_text({"kind": "mlpp", "hidden": [3]}, False), file="t.yaml")
+        parse_spec(spec_text({"kind": "mlpp", "hidden": [3]}, False), file="t.yaml")
     message = str(info.value)
     assert "stages[0].module.kind: unknown kind 'mlpp' (did you mean 'mlp'?); expected one of " in message
     assert message.endswith(", ".join(FUNCTIONS.names()))
@@ -119,7 +120,7 @@ def test_unknown_function_kind_lists_the_registry():
 @pytest.mark.parametrize("name", LAYERS.names())
 def test_every_layer_kind_builds_in_a_stem(name):
     image = name not in ("linear", "rmsnorm")  # every other layer kind takes images
-    spec = load_spec(yaml.safe_dump({"name": "t", "input": IMAGE if image else VECTOR,
+    spec = parse_spec(yaml.safe_dump({"name": "t", "input": IMAGE if image else VECTOR,
                                      "stem": {"kind": "layers", "layers": [example(LAYERS, name)]},
                                      "stages": [{"module": {"kind": "layers", "layers": ["relu"]}, "steps": 1}]}))
     out = build(spec)(torch.randn(2, *((4, 6, 6) if image else (4,))))
@@ -131,7 +132,7 @@ def test_every_layer_kind_builds_in_a_stem(name):
 def test_every_entry_kind_builds_and_its_plan_is_the_real_shape(name):
     tokens = name == "project"  # the token entry; the others take images (and signals)
     module, width = ({"kind": "ffn"}, "features") if tokens else ("basic", "channels")
-    spec = load_spec(yaml.safe_dump({"name": "t", "input": TOKENS if tokens else IMAGE, "stages": [
+    spec = parse_spec(yaml.safe_dump({"name": "t", "input": TOKENS if tokens else IMAGE, "stages": [
         {"module": module, "steps": 1},
         {width: 4 if name == "none" else 8, "entry": example(ENTRIES, name), "module": module, "steps": 1}]}))
     out = build(spec)(_input(spec).float())
@@ -143,7 +144,7 @@ def test_every_entry_kind_builds_and_its_plan_is_the_real_shape(name):
 @pytest.mark.parametrize("name", STEMS.names())
 def test_every_stem_kind_builds(name):
     stem = STEMS.get(name)
-    spec = load_spec(yaml.safe_dump({"name": "t", "input": getattr(stem, "example_input", IMAGE),
+    spec = parse_spec(yaml.safe_dump({"name": "t", "input": getattr(stem, "example_input", IMAGE),
                                      "stem": example(STEMS, name),
                                      "stages": [{"module": {"kind": "layers", "layers": ["relu"]}, "steps": 1}],
                                      "output": {"classes": 3}}))
@@ -153,7 +154,7 @@ def test_every_stem_kind_builds(name):
 @pytest.mark.parametrize("name", HEADS.names())
 def test_every_head_kind_builds(name):
     head = HEADS.get(name)
-    spec = load_spec(yaml.safe_dump({"name": "t", "input": getattr(head, "example_input", IMAGE),
+    spec = parse_spec(yaml.safe_dump({"name": "t", "input": getattr(head, "example_input", IMAGE),
                                      "stages": [{"module": {"kind": "layers", "layers": ["relu"]}, "steps": 1}],
                                      "output": example(HEADS, name)}))
     out = build(spec)(_input(spec).float())
@@ -164,11 +165,11 @@ def test_every_head_kind_builds(name):
 @pytest.mark.parametrize("name", WEIGHTS.names())
 def test_every_weight_mode_owns_what_it_says(name):
     config = example(WEIGHTS, name)
-    spec = load_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, weights=config, integrator="rk4",
+    spec = parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, weights=config, integrator="rk4",
                                evaluations=8))
     model = build(spec)
     targets = spec.stages[0].weights.functions(0, spec.stages[0].blocks, 4)
-    for target, _ in targets:
+    for target in targets:
         model.get_submodule(target)  # every F it owns is in the model
     assert model(torch.randn(2, 4)).shape == (2, 3)
 
@@ -187,7 +188,7 @@ def test_the_schema_lists_every_registered_kind(registry):
 # ---------------------------------------------------------------- integrator families and tableaux
 def test_the_rk_family_resolves_names_and_inline_tableaux():
     assert FAMILIES.names()[0] == "rk"
-    spec = load_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator="rk4"))
+    spec = parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator="rk4"))
     assert spec.stages[0].tableau is get_tableau("rk4").pruned() or spec.stages[0].tableau == get_tableau("rk4")
     assert spec.stages[0].family is FAMILIES.get("rk")
 
@@ -199,10 +200,10 @@ def test_register_tableau_happy_path_builds_and_checks():
         assert register_tableau(tableau) is tableau
         assert get_tableau(name.upper()) is tableau and name in list_tableaux()
         assert tableau.order == 2
-        spec = load_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator=name, evaluations=6))
+        spec = parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator=name, evaluations=6))
         assert spec.stages[0].blocks == 3 and spec.stages[0].tableau.name == name
         assert build(spec)(torch.randn(2, 4)).shape == (2, 3)
     finally:
         TABLEAUX.pop(name)
     with pytest.raises(SpecError, match="unknown tableau 'test-heun-like'"):
-        load_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator=name))
+        parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator=name))

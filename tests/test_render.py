@@ -102,7 +102,7 @@ def test_basis_weights_and_times_in_continuousnet():
 
 def test_verner89_blocks_show_fourteen_evaluations():
     model = build(SPECS / "ho-resnet58-verner89.yaml")
-    blocks = steps(parse(to_dot(model, level="block")))
+    blocks = steps(parse(to_dot(model, level="block", tableau_view="dag")))  # the default draws it as a matrix
     assert len(blocks) == 2
     b = model.spec.stages[0].tableau.b
     for cluster in blocks.values():
@@ -113,7 +113,7 @@ def test_verner89_blocks_show_fourteen_evaluations():
 
 def test_learned_step_size_is_shown():
     model = build(SPECS / "ho-resnet58-verner89-adaptive.yaml")
-    block = parse(to_dot(model, level="block"))["cluster_stage0_block0"]
+    block = parse(to_dot(model, level="block", tableau_view="dag"))["cluster_stage0_block0"]
     assert ("stage0_block0_k1", "stage0_block0_k2", "1/12·h") in block["edges"]
     assert "h learned (per block)" in block["nodes"]["stage0_block0_k1"]
 
@@ -194,8 +194,8 @@ def test_svg_is_reproducible(tmp_path, rk4):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"out_path": "x.jpg"}, "unknown format 'jpg' (did you mean 'png'?): expected one of dot, pdf, png, svg"),
-    ({"out_path": "x"}, "cannot tell the format of x (no suffix): expected one of dot, pdf, png, svg"),
+    ({"out_path": "x.jpg"}, "unknown format 'jpg' (did you mean 'png'?): expected one of dot, html, pdf, png, svg"),
+    ({"out_path": "x"}, "cannot tell the format of x (no suffix): expected one of dot, html, pdf, png, svg"),
     ({"out_path": "x.svg", "format": "png"}, "format 'png' does not match the suffix of x.svg: use x.png"),
     ({"out_path": "x.svg", "level": "stages"}, "unknown level 'stages' (did you mean 'stage'?): expected one of "
                                                 "network, stage, block"),
@@ -241,7 +241,7 @@ def test_cli_invalid_spec_gives_the_check_error(tmp_path, run, name):
 
 def test_cli_unknown_format_and_missing_directory(tmp_path, run):
     result = run(SPECS / "pendulum-odenet.yaml", "-o", tmp_path / "x.gif")
-    assert (result.exit_code, result.stderr) == (1, "error: unknown format 'gif': expected one of dot, pdf, png, svg\n")
+    assert (result.exit_code, result.stderr) == (1, "error: unknown format 'gif': expected one of dot, html, pdf, png, svg\n")
     result = run(SPECS / "pendulum-odenet.yaml", "-o", tmp_path / "nowhere" / "x.svg")
     assert result.stderr == f"error: cannot write {tmp_path / 'nowhere' / 'x.svg'}: directory {tmp_path / 'nowhere'} " \
                             "does not exist\n"

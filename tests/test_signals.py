@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from rkcompile import CompileError, analyze, build, load_spec
+from rkcompile import CompileError, analyze, build, parse_spec
 
 
 def parameters(model) -> int:
@@ -24,8 +24,8 @@ def test_resnet1d_spec_has_the_counted_parameters_under_every_scheme(integrator)
 
 
 def test_basic_block_on_a_signal_is_conv1d_bn_relu_conv1d_bn():
-    model = build({"name": "s", "seed": 0, "input": {"channels": 3, "length": 9},
-                   "stages": [{"module": {"kind": "basic", "after": "none"}, "steps": 1}]}).double().eval()
+    model = build(parse_spec(yaml.safe_dump({"name": "s", "seed": 0, "input": {"channels": 3, "length": 9},
+                  "stages": [{"module": {"kind": "basic", "after": "none"}, "steps": 1}]}))).double().eval()
     f = model.get_submodule("stage0.block0.eval1")
     y = torch.randn(2, 3, 9, dtype=torch.float64)
     z = torch.nn.functional.conv1d(y, f.conv1.weight, padding=1)
@@ -46,7 +46,7 @@ def test_transition_entry_changes_width_and_length(shortcut):
                        {"module": {"kind": "layers", "layers": ["conv", {"kind": "groupnorm", "groups": 2}, "relu",
                                                                 "conv", "layernorm"]}, "evaluations": 2}],
             "output": {"classes": 3}}
-    spec = load_spec(yaml.safe_dump(data))
+    spec = parse_spec(yaml.safe_dump(data))
     assert [s.shape.show() for s in spec.plan.stages] == ["signal 4x8", "signal 8x4", "signal 8x4"]
     model = build(spec)
     assert model(torch.randn(2, 2, 15)).shape == (2, 3)
@@ -87,5 +87,5 @@ BAD = [
 @pytest.mark.parametrize("data, message", BAD, ids=[m for _, m in BAD])
 def test_bad_signal_specs_are_located_errors(data, message):
     with pytest.raises(CompileError) as info:
-        load_spec(yaml.safe_dump({"name": "s", **data}), file="s.yaml")
+        parse_spec(yaml.safe_dump({"name": "s", **data}), file="s.yaml")
     assert str(info.value).startswith("s.yaml:") and message in str(info.value), str(info.value)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from rkcompile import SpecError, load_spec
+from rkcompile import SpecError, parse_spec
 from rkcompile.source import MAX_DEPTH, MAX_NODES, format_path, parse_yaml, read_source
 
 NESTED = """\
@@ -65,13 +65,13 @@ def test_format_path(path, text):
 
 
 def test_read_source_tells_text_from_path(tmp_path):
-    assert read_source("a: 1").data == {"a": 1}
-    assert read_source("a: 1").file == "<spec>"
+    assert parse_yaml("a: 1").data == {"a": 1}
+    assert parse_yaml("a: 1").file == "<spec>"
     file = tmp_path / "s.yaml"
     file.write_text("a: 2\n")
     assert read_source(str(file)).data == {"a": 2}
     assert read_source(file).file == str(file)
-    assert read_source("a: 3", file="named.yaml").file == "named.yaml"
+    assert parse_yaml("a: 3", file="named.yaml").file == "named.yaml"
 
 
 # ---------------------------------------------------------------- YAML features
@@ -116,7 +116,7 @@ def test_very_deep_nesting_is_a_located_error():
 def test_integer_key_becomes_a_string():
     assert parse_yaml("1: x\n").data == {"1": "x"}
     with pytest.raises(SpecError, match=r"<spec>:4:5: stages\[0\]\.1: unknown field '1'"):
-        load_spec("name: n\ninput: {features: 2}\nstages:\n  - 1: x\n    module: {kind: mlp, hidden: [2]}\n"
+        parse_spec("name: n\ninput: {features: 2}\nstages:\n  - 1: x\n    module: {kind: mlp, hidden: [2]}\n"
                   "    steps: 1\n")
 
 
@@ -208,7 +208,7 @@ def test_explicit_empty_document_is_null():
     assert parse_yaml("---\n").data is None
     expected = r"^<spec>:\d+:1: a spec is a mapping with 'name' and 'stages', found NoneType$"
     with pytest.raises(SpecError, match=expected):
-        load_spec("---\n")
+        parse_spec("---\n")
 
 
 def test_oversized_text_is_rejected():

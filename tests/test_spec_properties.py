@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rkcompile import RkcompileError, Spec, list_tableaux, load_spec
+from rkcompile import RkcompileError, Spec, list_tableaux, parse_spec
 
 SPECS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((Path(__file__).parent.parent / "specs").glob("*.yaml"))}
 KINDS = ["conv", "linear", "batchnorm", "groupnorm", "layernorm", "relu", "tanh", "identity", "none", "dropout",
@@ -145,7 +145,7 @@ def mutate(draw, data: dict) -> dict:
 def check_outcome(text: str, *, located: bool) -> None:
     """load_spec returns a Spec or raises RkcompileError (with a one-line, located message, if asked)."""
     try:
-        spec = load_spec(text)
+        spec = parse_spec(text)
     except RkcompileError as e:
         message = str(e)
         if located:
@@ -206,7 +206,7 @@ def test_echoed_line_break_in_key_is_escaped():
 
 def test_malformed_inline_tableau_names_the_field():
     with pytest.raises(RkcompileError) as info:
-        load_spec(MLP.replace("steps: 1", "steps: 1, integrator: {c: 5, A: [], b: [1]}"))
+        parse_spec(MLP.replace("steps: 1", "steps: 1, integrator: {c: 5, A: [], b: [1]}"))
     assert "valid string" not in str(info.value), str(info.value)
 
 

@@ -199,3 +199,96 @@ def test_distributed_data_parallel_with_two_processes(specs, tmp_path):
     losses = [row["train_loss"] for row in log["history"]]
     assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
     assert rkcompile.load(out / "model.pt").spec.name == "tiny-digits"
+
+
+# ---------------------------------------------------------------- resume, progress, quiet
+def _weights(path: Path) -> dict:
+    return rkcompile.load(path).state_dict()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_two_epochs_equal_one_plus_a_resumed_one(specs, tmp_path, capsys, optimizer):
+    common = ["--spec", str(specs / "spirals.yaml"), "--dataset", "spirals", "--optimizer", optimizer,
+              "--lr", "0.05", "--batch-size", "32", "--quiet"]
+    assert train.main([*common, "--epochs", "2", "--out", str(tmp_path / "whole")]) == 0
+    assert train.main([*common, "--epochs", "1", "--out", str(tmp_path / "first")]) == 0
+    resumed = [*common, "--epochs", "2", "--out", str(tmp_path / "resumed"),
+               "--resume", str(tmp_path / "first" / "checkpoint.pt")]
+    assert train.main(resumed) == 0
+    assert capsys.readouterr().out == ""  # --quiet: no epoch summaries
+    whole, again = _weights(tmp_path / "whole" / "model.pt"), _weights(tmp_path / "resumed" / "model.pt")
+    assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole)
+    assert not all(torch.equal(whole[k], _weights(tmp_path / "first" / "model.pt")[k]) for k in whole)
+    rows = [list(csv.DictReader(open(tmp_path / run / "log.csv"))) for run in ("whole", "resumed")]
+    assert [(r["epoch"], r["train_loss"], r["test_acc"]) for r in rows[0]] == [
+        (r["epoch"], r["train_loss"], r["test_acc"]) for r in rows[1]]
+    # the checkpoint is an rkcompile artifact read with weights_only=True: rkcompile.load reads it as a model
+    assert rkcompile.load(tmp_path / "resumed" / "checkpoint.pt").spec.name == "tiny-spirals"
+
+
+def test_resume_restores_the_optimizer_state(specs, tmp_path, capsys):
+    """Resuming from weights alone (a fresh momentum buffer) would not give the uninterrupted run's weights."""
+    common = ["--spec", str(specs / "spirals.yaml"), "--dataset", "spirals", "--lr", "0.05", "--quiet"]
+    assert train.main([*common, "--epochs", "1", "--out", str(tmp_path / "first")]) == 0
+    state = torch.load(tmp_path / "first" / "checkpoint.pt", weights_only=True)["training"]
+    momentum = [s["momentum_buffer"] for s in state["schedule"]["optimizer"]["state"].values()]
+    assert momentum and all(torch.is_tensor(m) and m.abs().sum() > 0 for m in momentum)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+
+
+@pytest.mark.parametrize("case, message, status", [
+    ("artifact", "error: {tmp}/first/model.pt: a model without training state (written by rkcompile.save, not by "
+                 "train.py --out): nothing to resume; train from its spec instead", 1),
+    ("missing", "error: {tmp}/nope.pt: no such file", 1),
+    ("done", "error: --resume: {tmp}/first/checkpoint.pt has already run 1 epochs; give --epochs above 1", 1),
+    ("nothing", "error: give --spec (or --resume CHECKPOINT) (see --help)", 2),
+])
+def test_bad_resume_is_one_line(specs, tmp_path, capsys, case, message, status):
+    assert train.main(["--spec", str(specs / "spirals.yaml"), "--dataset", "spirals", "--epochs", "1", "--quiet",
+                       "--out", str(tmp_path / "first")]) == 0
+    args = {"artifact": ["--resume", str(tmp_path / "first" / "model.pt"), "--epochs", "2"],
+            "missing": ["--resume", str(tmp_path / "nope.pt"), "--epochs", "2"],
+            "done": ["--resume", str(tmp_path / "first" / "checkpoint.pt"), "--epochs", "1"],
+            "nothing": []}[case]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) if status == 2 else contextlib.nullcontext():
+        assert train.main(["--dataset", "spirals", *args]) == status
+    err = capsys.readouterr().err
+    assert err == message.replace("{tmp}", str(tmp_path)) + "\n"
+
+
+def test_progress_bars_on_a_terminal_only(specs, capsys, monkeypatch):
+    args = ["--spec", str(specs / "spirals.yaml"), "--dataset", "spirals", "--epochs", "1"]
+    assert train.main(args) == 0
+    assert capsys.readouterr().err == ""  # not a terminal: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert train.main(args) == 0
+    captured = capsys.readouterr()
+    assert "epoch 0" in captured.err and "batch" in captured.err and "loss=" in captured.err
+    assert "samples_s=" in captured.err and "epoch 1/1" in captured.out
+    assert train.main([*args, "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_shipped_spec_by_name(tmp_path, capsys):
+    assert train.main(["--spec", "spirals-rk4", "--dataset", "spirals", "--epochs", "1", "--quiet",
+                       "--out", str(tmp_path)]) == 0
+    assert rkcompile.load(tmp_path / "model.pt").spec.name == "spirals-rk4"
+    assert train.main(["--spec", "spirals-rk5", "--dataset", "spirals"]) == 1
+    assert "no shipped spec of that name (did you mean 'spirals-rk4'?)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_regional_compile_trains(specs, tmp_path):
+    out = tmp_path / "regional"
+    result = _run("--spec", str(specs / "digits.yaml"), "--dataset", "digits", "--epochs", "1", "--threads", "1",
+                  "--compile", "regional", "--out", str(out), "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr
+    log = json.loads((out / "log.json").read_text())
+    assert math.isfinite(log["final"]["train_loss"]) and log["final"]["test_acc"] > 0.1
+
+
+def test_unknown_compile_mode_is_a_usage_error(specs):
+    result = _run("--spec", str(specs / "digits.yaml"), "--dataset", "digits", "--compile", "partial")
+    assert result.returncode == 2
+    assert "argument --compile: invalid choice: 'partial' (choose from 'full', 'regional')" in result.stderr

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rkcompile import TransformError, build
+from rkcompile import TransformError, build, parse_spec
 from rkcompile.training import Schedule, carry_state, cosine
 
 # a small ContinuousNet on vectors: theta(t) on 1 basis piece, 1 rk4 step; refined to 2 then 4 pieces and steps
@@ -43,7 +43,7 @@ def test_two_refinements_keep_the_loss_falling():
     # 2.5e-5 (pieces copied exactly; doubling the steps moves the output by rk4's error only)
     torch.manual_seed(0)
     x, y = spirals()
-    model = build(CNET)
+    model = build(parse_spec(CNET))
     schedule = Schedule(model, lambda m: torch.optim.Adam(m.parameters(), lr=0.01), at={20: "refine", 40: "refine"},
                         epochs=60, lr_scheduler=cosine(0.001))
 
@@ -100,7 +100,7 @@ def test_interpolation_carries_momentum_and_continues_the_cycle():
 
 
 def test_callable_events_and_bad_events():
-    model = build(CNET)
+    model = build(parse_spec(CNET))
     schedule = Schedule(model, lambda m: torch.optim.SGD(m.parameters(), lr=0.1), at={1: lambda m: m, 2: 42})
     schedule.begin_epoch(0)
     assert schedule.begin_epoch(1)[0] is model and schedule.history == [(1, "<lambda>")]
@@ -113,10 +113,48 @@ def test_callable_events_and_bad_events():
 
 
 def test_carry_state_counts_only_matching_parameters():
-    a, b = build(CNET), build(CNET)
+    a, b = build(parse_spec(CNET)), build(parse_spec(CNET))
     old = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9)
     a(torch.randn(4, 2)).sum().backward()
     old.step()
     new = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
     count = carry_state(old, new, a, b, {"head.fc.weight": "head.fc.weight", "head.fc.bias": "stem.fc1.bias"})
     assert count == 1 and len(new.state) == 1  # the bias's source has another shape
+
+
+@pytest.mark.parametrize("reset_lr", [True, False])
+def test_state_dict_resumes_the_schedule_exactly(tmp_path, reset_lr):
+    """Stopping after the event at epoch 2 and resuming from the saved state gives the uninterrupted run's weights."""
+    from rkcompile import load, save
+
+    x, y = spirals(64)
+
+    def schedule_of(model):
+        return Schedule(model, lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+                        at={2: "interpolate"}, epochs=5, lr_scheduler=cosine(0.0), reset_lr=reset_lr)
+
+    def epochs(schedule, numbers, lrs):
+        for epoch in numbers:
+            model, optimizer = schedule.begin_epoch(epoch)
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            schedule.end_epoch()
+        return schedule.model
+
+    overrides = {"stages.0.integrator": "euler", "stages.0.evaluations": 2}
+    whole_lrs, part_lrs = [], []
+    whole = epochs(schedule_of(build("specs/spirals-rk4.yaml", overrides)), range(5), whole_lrs)
+    first = schedule_of(build("specs/spirals-rk4.yaml", overrides))
+    epochs(first, range(3), part_lrs)
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # plain data and tensors only
+    assert state["history"] == [[2, "interpolate"]] and state["cycle_start"] == 2
+    resumed = schedule_of(load(save(first.model, tmp_path / "model.pt")))
+    resumed.load_state_dict(state)
+    assert resumed.history == [(2, "interpolate")]
+    again = epochs(resumed, range(3, 5), part_lrs)
+    assert part_lrs == whole_lrs and len(set(whole_lrs)) > 2  # the cosine cycle continued, not restarted
+    reference = whole.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in again.state_dict().items())

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 import rkcompile
-from rkcompile import CompileError, SpecError, analyze, build, load_spec
+from rkcompile import CompileError, SpecError, analyze, build, parse_spec
 from rkcompile.analysis.propagate import meta_input
 from rkcompile.tableaux import get_tableau
 
@@ -25,6 +25,11 @@ def spec(module, *, input=None, stem=None, output=None, **stage) -> dict:
     if output is not None:
         data["output"] = output
     return data
+
+
+def make(data: dict):
+    """Compile a spec given as plain data."""
+    return build(parse_spec(yaml.safe_dump(data, sort_keys=False)))
 
 
 def parameters(model) -> int:
@@ -54,7 +59,7 @@ def test_parameter_counts_are_exact_and_identical_across_schemes(kind, weights):
     owned = {"per-evaluation": 28, "shared": 1}.get(weights, 3) if isinstance(weights, str) else 3
     stage = {"weights": weights} if weights == "per-evaluation" else {"weights": weights, "steps": 2}
     for integrator in SCHEMES:
-        model = build(spec(MODULES[kind], integrator=integrator, **stage))
+        model = make(spec(MODULES[kind], integrator=integrator, **stage))
         assert parameters(model) == owned * f, (integrator, parameters(model))
         assert model(torch.randn(2, L, D)).shape == (2, L, D)
 
@@ -63,7 +68,7 @@ def test_interleaved_cycle_counts_and_layout_identical_across_schemes():
     cycle = [MODULES["attention"], MODULES["ffn"]]
     f = sizes(D, 3 * D)
     for integrator in SCHEMES:
-        model = build(spec(cycle, integrator=integrator))
+        model = make(spec(cycle, integrator=integrator))
         assert parameters(model) == 14 * (f["attention"] + f["ffn"])
         s = model.spec.stages[0].tableau.stages
         for j in (0, 1, 13, 27):  # evaluation j calls member j mod 2, wherever the scheme puts it
@@ -78,7 +83,7 @@ def reference_ffn(layers, y: torch.Tensor) -> torch.Tensor:
 
 
 def test_euler_over_attention_ffn_is_the_pre_ln_layer_stack():
-    model = build(spec([MODULES["attention"], MODULES["ffn"]], evaluations=4)).double()
+    model = make(spec([MODULES["attention"], MODULES["ffn"]], evaluations=4)).double()
     y = torch.randn(3, L, D, dtype=torch.float64)
     expected = y
     for j in range(4):  # y += MHSA(LN y); y += MLP(LN y); twice
@@ -104,7 +109,7 @@ def reference_attention(part, y: torch.Tensor, heads: int, causal: bool) -> torc
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_f_is_multi_head_self_attention(causal):
-    model = build(spec({"kind": "attention", "heads": 4, "causal": causal}, weights="shared", steps=1)).double()
+    model = make(spec({"kind": "attention", "heads": 4, "causal": causal}, weights="shared", steps=1)).double()
     f = model.get_submodule("stage0.f")
     y = torch.randn(2, L, D, dtype=torch.float64)
     torch.testing.assert_close(model(y) - y, reference_attention(f, y, 4, causal), rtol=0, atol=1e-12)
@@ -112,7 +117,7 @@ def test_attention_f_is_multi_head_self_attention(causal):
 
 @pytest.mark.parametrize("integrator", ["rk4", "dopri5", "verner89"])
 def test_compiled_rk_step_with_attention_matches_a_plain_python_step(integrator):
-    model = build(spec({"kind": "attention", "heads": 2, "causal": True}, weights="shared", steps=1,
+    model = make(spec({"kind": "attention", "heads": 2, "causal": True}, weights="shared", steps=1,
                        integrator=integrator, step={"h": "1/2"})).double()
     euler = rkcompile.remanifest(model, integrator="euler", steps=1)  # the same F, one Euler step with h = 1/2
     tableau, h = get_tableau(integrator), 0.5
@@ -137,7 +142,7 @@ def reference_attention_core(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def test_parallel_block_is_attention_plus_mlp_of_one_norm():
-    model = build(spec({"kind": "transformer", "heads": 2, "ratio": 2}, weights="shared", steps=1)).double()
+    model = make(spec({"kind": "transformer", "heads": 2, "ratio": 2}, weights="shared", steps=1)).double()
     f = model.get_submodule("stage0.f")
     y = torch.randn(2, L, D, dtype=torch.float64)
     z = f.ln(y)
@@ -156,16 +161,16 @@ def test_embedding_stem_per_token_head_and_project_entry():
                 stem={"kind": "embedding", "features": D}, output={"kind": "per-token", "classes": 11},
                 evaluations=2)
     data["stages"].append({"features": 12, "entry": {"kind": "project", "stride": 4}, "module": "ffn", "steps": 1})
-    model = build(data)
+    model = make(data)
     ids = torch.randint(0, 11, (3, 6))
     assert model(ids).shape == (3, 2, 11)  # 6 tokens pooled by 4 → 2 (the last run shorter)
     assert model.get_submodule("stem.embed").weight.shape == (11, D)
     assert model.get_submodule("stem.pos").embedding.shape == (1, 6, D)
-    assert model.get_submodule("stage1.entry.proj.proj").weight.shape == (12, D)
+    assert model.get_submodule("stage1.entry.shortcut.proj").weight.shape == (12, D)
 
 
 def test_causal_attention_ignores_later_tokens():
-    model = build(spec({"kind": "attention", "heads": 2, "causal": True}, evaluations=2))
+    model = make(spec({"kind": "attention", "heads": 2, "causal": True}, evaluations=2))
     y = torch.randn(1, L, D)
     changed = y.clone()
     changed[:, -1] += 1.0
@@ -178,7 +183,7 @@ def test_patch_stem_and_classifier_pooling(pool):
     data = spec([MODULES["attention"], MODULES["ffn"]], input={"channels": 1, "height": 4, "width": 6},
                 stem={"kind": "patch", "patch": 2, "features": D, "class_token": pool == "cls"},
                 output={"classes": 3, "pool": pool, "norm": "layernorm"}, evaluations=2)
-    model = build(data)
+    model = make(data)
     tokens = 6 + (pool == "cls")
     assert model.spec.plan.stages[0].shape.length == tokens
     assert model(torch.randn(2, 1, 4, 6)).shape == (2, 3)
@@ -233,7 +238,7 @@ def test_bad_fields_are_located_errors(module, extra, error, message):
         if key in extra:
             data[key] = extra[key]
     with pytest.raises(error) as info:
-        load_spec(yaml.safe_dump(data, sort_keys=False), file="t.yaml")
+        parse_spec(yaml.safe_dump(data, sort_keys=False), file="t.yaml")
     text = str(info.value)
     assert text.startswith("t.yaml:") and "\n" not in text, text
     assert message in text, text
@@ -244,7 +249,7 @@ def test_pooling_on_an_image_head_is_located():
             "stages": [{"module": "basic", "steps": 1}], "output": {"classes": 2, "pool": "cls"}}
     with pytest.raises(CompileError, match=r"output.pool: 'pool' chooses how tokens are pooled; this state is an "
                                            "image"):
-        load_spec(yaml.safe_dump(data), file="t.yaml")
+        parse_spec(yaml.safe_dump(data), file="t.yaml")
 
 
 # ---------------------------------------------------------------- everything else: analysis, transforms, artifacts
@@ -298,7 +303,7 @@ def test_shipped_token_specs_have_their_counted_parameters():
 
 @pytest.mark.slow
 def test_torch_compile_of_an_interleaved_transformer_matches_eager():
-    model = build(spec([MODULES["attention"], MODULES["ffn"]], evaluations=4, integrator="midpoint"))
+    model = make(spec([MODULES["attention"], MODULES["ffn"]], evaluations=4, integrator="midpoint"))
     compiled = torch.compile(model)
     y = torch.randn(2, L, D)
     torch.testing.assert_close(compiled(y), model(y), rtol=1e-5, atol=1e-5)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rkcompile import TransformError, build, load_spec
+from rkcompile import TransformError, build, load_spec, parse_spec
 from rkcompile.artifact import load, save
 from rkcompile.cli import cli
 from rkcompile.cli_transform import COMMANDS
@@ -51,7 +51,7 @@ CNET = {"input": {"channels": 3, "height": 8, "width": 8}}
 
 
 def smooth(weights: str) -> torch.nn.Module:
-    return build(SMOOTH.format(weights=WEIGHTS[weights])).double()
+    return build(parse_spec(SMOOTH.format(weights=WEIGHTS[weights]))).double()
 
 
 def inputs(*shape: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 import rkcompile
-from rkcompile import ArtifactError, SpecError, analyze, build, load, save
+from rkcompile import ArtifactError, SpecError, analyze, build, load, parse_spec, save
 from rkcompile.cli import cli
 from rkcompile.functions import FUNCTIONS
 
@@ -59,11 +59,11 @@ def spec_text(module, integrator: str = "rk4") -> str:
 def test_user_module_is_inlined_counts_exactly_trains_saves_and_loads(registered, tmp_path):
     counts = {}
     for integrator in ("euler", "midpoint", "rk4"):
-        counts[integrator] = sum(p.numel() for p in build(spec_text({"kind": "swiglu", "hidden": 7},
-                                                                     integrator)).parameters())
+        counts[integrator] = sum(p.numel() for p in build(parse_spec(spec_text({"kind": "swiglu", "hidden": 7},
+                                                                                 integrator))).parameters())
     f = 2 * (6 * 7 + 7) + 7 * 6 + 6
     assert counts == dict.fromkeys(counts, 4 * f + 6 * 3 + 3)
-    model = build(spec_text({"kind": "swiglu", "hidden": 7}))
+    model = build(parse_spec(spec_text({"kind": "swiglu", "hidden": 7})))
     assert "stage0_block0_k1_swiglu_mul" in model.code  # traced: each operation its own node
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(4, 5, 6), torch.randint(0, 3, (4,))
@@ -77,7 +77,7 @@ def test_user_module_is_inlined_counts_exactly_trains_saves_and_loads(registered
 
 
 def test_loading_without_the_registration_names_the_kind(registered, tmp_path):
-    save(build(spec_text({"kind": "swiglu"})), tmp_path / "m.pt")
+    save(build(parse_spec(spec_text({"kind": "swiglu"}))), tmp_path / "m.pt")
     FUNCTIONS.unregister("swiglu")
     try:
         with pytest.raises(ArtifactError) as info:
@@ -94,13 +94,13 @@ def test_loading_without_the_registration_names_the_kind(registered, tmp_path):
 
 def test_user_module_fields_are_validated_by_its_args_model(registered):
     with pytest.raises(SpecError, match=r"u.yaml:\d+:\d+: stages\[0\].module.hidden: "):
-        rkcompile.load_spec(spec_text({"kind": "swiglu", "hidden": 0}), file="u.yaml")
+        parse_spec(spec_text({"kind": "swiglu", "hidden": 0}), file="u.yaml")
     with pytest.raises(SpecError, match=r"stages\[0\].module.width: unknown field 'width'"):
-        rkcompile.load_spec(spec_text({"kind": "branchy", "width": 3}), file="u.yaml")
+        parse_spec(spec_text({"kind": "branchy", "width": 3}), file="u.yaml")
 
 
 def test_untraceable_module_stays_one_node_and_the_analysis_says_so(registered):
-    model = build(spec_text(["swiglu", "branchy"], "midpoint"))
+    model = build(parse_spec(spec_text(["swiglu", "branchy"], "midpoint")))
     assert "self.stage0.block0.eval2.branchy(" in model.code
     report = analyze(model, batch=2)
     assert report.hidden == ("stage0.block0.eval2.branchy", "stage0.block1.eval2.branchy")

@@ -14,37 +14,60 @@ from pathlib import Path
 import torch
 from torch import fx
 
+from rkcompile import graphmeta, naming
 from rkcompile.analysis.measure import measure as measure_model
 from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
-from rkcompile.analysis.units import node_unit, parameter_owner, stage_of, units_in_order
+from rkcompile.analysis.units import node_unit, stage_of, units_in_order
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
+from rkcompile.limits import DEFAULT, Limits, estimate
+from rkcompile.model import as_model
 from rkcompile.spec import Spec
+from rkcompile.summary import owned_parameters
 
-__all__ = ["BlockReport", "Report", "analyze", "euler_manifestation", "predict"]
+__all__ = ["BlockReport", "Report", "analyze", "euler_manifestation", "predict", "MAX_BATCH"]
+
+#: Largest batch the analysis accepts (sizes stay far inside int64 on the meta device).
+MAX_BATCH = 2**31 - 1
 
 
 def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, dtype: torch.dtype = torch.float32,
-            measure: bool = False) -> Report:
-    """Predict (and with `measure`, also measure) per-unit parameters, memory and FLOPs, with ratios to Euler."""
-    model = model_or_spec if isinstance(model_or_spec, fx.GraphModule) else build(model_or_spec)
-    if batch < 1:
-        raise RkcompileError(f"batch must be at least 1, found {batch}")
+            measure: bool = False, *, limits: Limits | None = None) -> Report:
+    """Predict (and with `measure`, also measure) per-unit parameters, memory and FLOPs, with ratios to Euler.
+
+    The ratios compare with the Euler manifestation of equal evaluations per stage (`euler_manifestation`).
+    A measured run is refused when its predicted training peak passes `limits.max_measure_bytes`.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise RkcompileError(f"batch must be at least 1 and at most {MAX_BATCH:,}, found {str(batch)[:40]}")
+    model = as_model(model_or_spec, limits=limits)
+    if measure:  # the arithmetic bound first: a forward holds at least its largest activation
+        lower = estimate(model.spec).activation_bytes // 4 * torch.empty((), dtype=dtype).element_size() * batch
+        _check_measure(lower, batch, limits or DEFAULT)
     if measure and batch < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise RkcompileError("measuring a training step needs batch >= 2: batch norm cannot train on one sample")
-    report = _report(model, batch, dtype, measure)
+    report = _report(model, batch, dtype, measure, limits or DEFAULT)
     spec = getattr(model, "spec", None)
     if spec is None:
         return report
     if all(stage.integrator == "euler" for stage in spec.stages):
         return report.with_relative(report)
-    return report.with_relative(_report(euler_manifestation(spec), batch, dtype, False))
+    return report.with_relative(_report(euler_manifestation(spec, limits), batch, dtype, False, limits or DEFAULT))
 
 
-def euler_manifestation(spec: Spec) -> fx.GraphModule:
-    """The same spec with every stage's integrator set to euler (its evaluations or steps kept)."""
-    return build(spec, overrides={f"stages.{i}.integrator": "euler" for i in range(len(spec.stages))})
+def euler_manifestation(spec: Spec, limits: Limits | None = None) -> fx.GraphModule:
+    """The same spec integrated by Euler with equal evaluations per stage (so equal parameters in every mode).
+
+    A stage given by `evaluations` keeps its budget; a stage given by `steps` gets steps x (evaluations per
+    step) Euler steps, so a 4-step RK4 stage compares with 16 Euler steps, not 4.
+    """
+    changes: dict[str, object] = {}
+    for i, stage in enumerate(spec.stages):
+        changes[f"stages.{i}.integrator"] = "euler"
+        if stage.steps is not None:
+            changes[f"stages.{i}.steps"] = stage.total_evaluations
+    return build(spec, overrides=changes, limits=limits)
 
 
 def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.float32) -> fx.GraphModule:
@@ -58,16 +81,15 @@ def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.fl
     return model
 
 
-def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool) -> Report:
+def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool, limits: Limits) -> Report:
     predict(model, batch, dtype)
+    if measure:
+        _check_measure(max((n.meta["cost"]["training_bytes"] for n in model.graph.nodes if "cost" in n.meta),
+                           default=0), batch, limits)
     measured = measure_model(model, batch, dtype) if measure else None
     itemsize = torch.empty((), dtype=dtype).element_size()
-    owned: dict[str | None, list[int]] = {}
-    for name, p in model.named_parameters():
-        size = itemsize if p.is_floating_point() else p.element_size()
-        entry = owned.setdefault(parameter_owner(name), [0, 0])
-        entry[0] += p.numel()
-        entry[1] += p.numel() * size
+    owned = {label: [count, sum(p.numel() * (itemsize if p.is_floating_point() else p.element_size()) for p in ps)]
+             for label, (count, ps) in owned_parameters(model).items()}
     groups: dict[str, list[fx.Node]] = {label: [] for label in units_in_order(model.graph)}
     for n in model.graph.nodes:
         if node_unit(n) is not None:
@@ -76,17 +98,25 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
     stages = []
     for s in range(len(model.spec.stages)):
         mine = [u for u in units if stage_of(u.label) == s]
-        count, nbytes = owned.get(f"stage{s}", [0, 0])
-        stages.append(combine(f"stage{s}", s, mine, count, nbytes))
+        count, nbytes = owned.get(naming.stage(s), [0, 0])
+        stages.append(combine(naming.stage(s), s, mine, count, nbytes))
     rest = [sum(v[0] for v in owned.values()), sum(v[1] for v in owned.values())]  # stage-owned and unowned
     total = combine("total", None, list(units), *rest)
-    hidden = tuple(n.target for n in model.graph.nodes if n.meta.get("rk", {}).get("opaque"))
+    hidden = tuple(n.target for n in model.graph.nodes if getattr(graphmeta.get(n), "opaque", False))
     return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total, hidden)
+
+
+def _check_measure(peak: int, batch: int, limits: Limits) -> None:
+    """Refuse a real forward + backward predicted (or bounded below) to need more than the measure limit."""
+    if peak > limits.max_measure_bytes:
+        raise RkcompileError(f"a measured forward + backward at batch {batch} needs at least {peak:,} bytes, "
+                             f"above the limit of {limits.max_measure_bytes:,}; lower --batch or raise it with "
+                             "--max-measure BYTES (Python: limits=Limits(max_measure_bytes=N))")
 
 
 def _unit_row(label: str, nodes: list[fx.Node], params: list[int], measured: dict | None) -> BlockReport:
     costs = [n.meta["cost"] for n in nodes]
-    rk = nodes[0].meta["rk"]
+    rk = graphmeta.get(nodes[0])
     extra = {}
     if measured is not None:
         names = [n.name for n in nodes]
@@ -96,7 +126,7 @@ def _unit_row(label: str, nodes: list[fx.Node], params: list[int], measured: dic
             "measured_training_peak": max(measured["training_peak"][m] for m in names),
         }
     return BlockReport(
-        label, rk.get("stage"), rk.get("block"), params[0], params[1],
+        label, rk.stage, "entry" if rk.entry else rk.block, params[0], params[1],
         inference_peak=max(c["live_bytes"] for c in costs),
         saved_bytes=sum(c["saved_bytes"] for c in costs),
         training_peak=max(c["training_bytes"] for c in costs),

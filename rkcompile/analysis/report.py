@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
+from rkcompile.texttable import text_table
+
 __all__ = ["BlockReport", "Report", "combine", "human_bytes", "RELATIVE_FIELDS"]
 
 RELATIVE_FIELDS = ("parameters", "inference_peak", "saved_bytes", "training_peak", "flops")
@@ -106,8 +108,8 @@ class Report:
         head = ["unit", "params", "inference", "saved", "training", "MFLOP"]
         if measured:
             head += ["meas. inf", "meas. saved", "meas. train"]
-        head += ["x euler (inf/saved/train)"]
-        lines = [head]
+        head += ["x euler at equal evaluations (inf/saved/train)"]
+        lines = []
         for r in self.rows:
             cells = [r.label, f"{r.parameters:,}", human_bytes(r.inference_peak), human_bytes(r.saved_bytes),
                      human_bytes(r.training_peak), f"{r.flops / 1e6:,.1f}"]
@@ -117,14 +119,11 @@ class Report:
             cells.append("/".join(_ratio(rel.get(f)) for f in ("inference_peak", "saved_bytes", "training_peak"))
                          if rel else "")
             lines.append(cells)
-        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         title = f"{self.name}  (batch {self.batch}, {self.dtype})"
-        body = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-                for line in lines]
         notes = [f"note: {len(self.hidden)} untraceable module call(s) ran as one node each, so the temporaries "
                  f"inside them are hidden from the prediction: {', '.join(self.hidden[:3])}"
                  f"{', ...' if len(self.hidden) > 3 else ''}"] if self.hidden else []
-        return "\n".join([title, *body, *notes])
+        return "\n".join([title, text_table(lines, head, numeric=True), *notes])
 
     def to_dict(self) -> dict:
         """Plain data (ints, floats, strings, lists, dicts) for JSON."""

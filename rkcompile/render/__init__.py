@@ -13,16 +13,19 @@ import subprocess
 from pathlib import Path
 
 import torch
-from torch import fx
 
 from rkcompile.errors import RkcompileError, did_you_mean
-from rkcompile.render.dot import LEVELS, dot_source
+from rkcompile.files import check_target, write_file
+from rkcompile.model import as_model
+from rkcompile.render.dot import LEVELS, RANKDIRS, dot_source
+from rkcompile.render.matrix import TABLEAU_VIEWS
 from rkcompile.render.metrics import Measures, measure
+from rkcompile.render.tables import COLOR_BY
 
-__all__ = ["FORMATS", "LEVELS", "RenderError", "GraphvizMissingError", "to_dot", "draw", "as_model", "check_writable",
+__all__ = ["FORMATS", "LEVELS", "RANKDIRS", "TABLEAU_VIEWS", "COLOR_BY", "RenderError", "GraphvizMissingError", "to_dot", "draw", "as_model", "check_options", "check_writable",
            "output_format", "render_bytes"]
 
-FORMATS = ("dot", "pdf", "png", "svg")
+FORMATS = ("dot", "html", "pdf", "png", "svg")
 INSTALL_HINT = "install graphviz: apt-get install graphviz (Debian/Ubuntu) or brew install graphviz"
 
 
@@ -34,41 +37,48 @@ class GraphvizMissingError(RenderError):
     """Graphviz's `dot` binary, needed for svg/png/pdf (not for .dot), is not on PATH."""
 
 
-def as_model(model_or_spec, overrides: dict | None = None) -> fx.GraphModule:
-    """A compiled GraphModule from a GraphModule, a Spec, a spec path or YAML text."""
-    if isinstance(model_or_spec, fx.GraphModule) and not overrides:
-        return model_or_spec
-    from rkcompile.compiler import build
-
-    if isinstance(model_or_spec, fx.GraphModule):
-        model_or_spec = model_or_spec.spec
-    return build(model_or_spec, overrides=overrides)
-
-
 def to_dot(model_or_spec, level: str = "network", batch: int = 1, *, dtype: torch.dtype = torch.float32,
-           color_by: str = "inference", measures: Measures | None = None) -> str:
-    """DOT source of the network at `level` ("block", "stage" or "network"), with memory numbers at `batch`."""
-    if level not in LEVELS:
-        raise RenderError(f"unknown level '{level}'{did_you_mean(level, LEVELS)}: expected one of {', '.join(LEVELS)}")
-    if color_by not in ("inference", "training"):
-        raise RenderError(f"unknown colour metric '{color_by}': expected inference or training")
+           color_by: str = "inference", measures: Measures | None = None, rankdir: str = "TB",
+           shapes: bool = False, tableau_view: str = "auto", ids: bool = False) -> str:
+    """DOT source of the network at `level` ("block", "stage" or "network"), with memory numbers at `batch`.
+
+    `color_by`: inference, saved, training or flops; `rankdir`: TB or LR; `shapes`: tensor shapes on the
+    edges; `tableau_view`: dag, matrix, or auto (the Butcher matrix for dense steps such as Verner 8(9)).
+    """
+    check_options(level, color_by, rankdir, tableau_view)
     model = as_model(model_or_spec)
     if measures is None:
         measures = measure(model, batch=batch, dtype=dtype)
-    return dot_source(model, measures, level=level, color_by=color_by)
+    return dot_source(model, measures, level=level, color_by=color_by, rankdir=rankdir, shapes=shapes,
+                      tableau_view=tableau_view, ids=ids)
+
+
+def check_options(level: str, color_by: str, rankdir: str, tableau_view: str) -> None:
+    """Refuse, on one line with the nearest valid name, an unknown level, colour metric, rankdir or tableau view."""
+    for what, value, allowed in (("level", level, LEVELS), ("colour metric", color_by, COLOR_BY),
+                                 ("rankdir", rankdir, RANKDIRS), ("tableau view", tableau_view, TABLEAU_VIEWS)):
+        if value not in allowed:
+            raise RenderError(f"unknown {what} '{value}'{did_you_mean(value, allowed)}: expected one of "
+                              f"{', '.join(allowed)}")
 
 
 def draw(model_or_spec, out_path: str | Path, level: str = "network", batch: int = 1, format: str | None = None,
-         **options) -> Path:
-    """Write the drawing to `out_path` as svg, png, pdf or dot (format from the suffix unless given)."""
+         *, inputs=(), **options) -> Path:
+    """Write the drawing to `out_path` as svg, png, pdf or dot (format from the suffix unless given).
+
+    The drawing is rendered to bytes first and written atomically (`rkcompile.files.write_file`); `inputs`
+    are files it must never replace.
+    """
     out = Path(out_path)
     fmt = output_format(out, format)
     check_writable(out)
+    check_target(out, inputs)
+    if fmt == "html":
+        from rkcompile.render.html import write_html
+
+        return write_html(model_or_spec, out, batch=batch, level=level, inputs=inputs, **options)
     source = to_dot(model_or_spec, level=level, batch=batch, **options)
-    if fmt == "dot":
-        out.write_text(source, encoding="utf-8")
-        return out
-    out.write_bytes(render_bytes(source, fmt))
+    write_file(out, source if fmt == "dot" else render_bytes(source, fmt), inputs=inputs)
     return out
 
 

@@ -12,25 +12,50 @@ from html import escape
 
 import graphviz
 
+from rkcompile import naming
 from rkcompile.exact import format_coefficient
-from rkcompile.render import tables
+from rkcompile.render import matrix, tables
 from rkcompile.render.metrics import Measures, Numbers
+from rkcompile.render.shapes import UnitShapes, unit_shapes
 from rkcompile.render.structure import BlockView, read_blocks, runs
 
-__all__ = ["LEVELS", "dot_source"]
+__all__ = ["LEVELS", "RANKDIRS", "dot_source"]
 
 LEVELS = ("network", "stage", "block")
+RANKDIRS = ("TB", "LR")
 _SCALES = {"h": "h learned (per block)", "skip": "× s (skip-init scalar)"}
 _FONT = "Helvetica"
 
 
-def dot_source(model, measures: Measures, level: str = "network", color_by: str = "inference") -> str:
-    """DOT text for a compiled GraphModule at the given level, annotated with `measures`."""
+class _Options:
+    """Drawing options every unit needs: tensor shapes on edges, the tableau view, element ids for the HTML view."""
+
+    def __init__(self, shapes: UnitShapes | None, tableau_view: str, ids: bool) -> None:
+        self.shapes, self.tableau_view, self.ids = shapes, tableau_view, ids
+
+    def into(self, label: str) -> dict:
+        """Edge attributes for the tensor entering unit `label`: its shape as the label, when shapes are drawn."""
+        text = self.shapes.into(label) if self.shapes else ""
+        return {"label": text, "fontcolor": "gray35"} if text else {}
+
+    def id(self, value: str) -> dict:
+        """An `id` attribute (kept in graphviz's SVG) when drawing for the HTML view."""
+        return {"id": value} if self.ids else {}
+
+
+def dot_source(model, measures: Measures, level: str = "network", color_by: str = "inference", *,
+               rankdir: str = "TB", shapes: bool = False, tableau_view: str = "auto", ids: bool = False) -> str:
+    """DOT text for a compiled GraphModule at the given level, annotated with `measures`.
+
+    `shapes` labels edges with tensor shapes, `rankdir` "LR" lays the network out left to right,
+    `tableau_view` draws steps as a DAG, as a Butcher matrix, or ("auto") as a matrix when dense.
+    """
+    opts = _Options(unit_shapes(model, measures.batch) if shapes else None, tableau_view, ids)
     spec = getattr(model, "spec", None)
     name = getattr(spec, "name", None) or type(model).__name__
     blocks = read_blocks(model)
     g = graphviz.Digraph(name=name, graph_attr={
-        "rankdir": "TB", "newrank": "true", "fontname": _FONT, "nodesep": "0.25", "ranksep": "0.3",
+        "rankdir": rankdir, "newrank": "true", "fontname": _FONT, "nodesep": "0.25", "ranksep": "0.3",
         "label": f"<<B>{escape(name)}</B>  ({level} level, batch {measures.batch}, {measures.dtype})>",
         "labelloc": "t", "fontsize": "16"})
     g.attr("node", fontname=_FONT, fontsize="10", shape="box", style="rounded,filled", fillcolor="white")
@@ -41,14 +66,16 @@ def dot_source(model, measures: Measures, level: str = "network", color_by: str 
     if level == "stage":
         groups = _by_stage(blocks)
         for key, members in groups:
-            last = _stage_box(g, key, members, measures, scale, color_by, spec, last)
+            last = _stage_box(g, key, members, measures, scale, color_by, spec, last, opts)
     else:
         numbers = {label: n.key() for label, n in measures.blocks.items()}
         groups = runs(blocks, numbers) if level == "network" else [[b] for b in blocks]
         for run in groups:
-            last = _unit(g, run, measures, scale, color_by, spec, last)
+            last = _unit(g, run, measures, scale, color_by, spec, last, opts)
     g.node("output", "output", shape="oval", group="spine")
-    g.edge(last, "output", weight="10")
+    out_shape = opts.shapes and opts.shapes.network_out
+    g.edge(last, "output", weight="10", **({"label": "×".join(map(str, out_shape)), "fontcolor": "gray35"}
+                                           if out_shape else {}))
     g.node("legend", tables.legend(scale, color_by, level), shape="plaintext", style="")
     g.node("totals", tables.totals(measures, blocks), shape="plaintext", style="")
     g.edge("output", "legend", style="invis")
@@ -64,7 +91,7 @@ def _colour_values(blocks: list[BlockView], measures: Measures, level: str, colo
     return [v for v in (tables.colour_value(r, color_by) for r in rows) if v is not None]
 
 
-def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spec, last: str) -> str:
+def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spec, last: str, opts: _Options) -> str:
     """One cluster for a unit (or a run of identical steps); returns the id of its output node."""
     first, n = run[0], len(run)
     uid = first.label.replace(".", "_") + (f"_to_{run[-1].block}" if n > 1 else "")
@@ -72,15 +99,15 @@ def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spe
     with g.subgraph(name=f"cluster_{uid}") as c:
         c.attr(label=f"<{_title(run, spec)}>", style="rounded,filled", labeljust="l",
                fillcolor=scale.colour(tables.colour_value(measures.blocks.get(run[-1].label), color_by)),
-               color="gray40")
+               color="gray40", **opts.id(f"unit:{first.label}" + (f"..{run[-1].label}" if n > 1 else "")))
         table = f"{uid}_table"
-        owner = f"stage{first.stage}" if first.evaluations and not first.evaluations[0].weights.startswith("block") \
-            else None
+        owner = first.evaluations[0].owner if first.evaluations else None
+        owner = owner if owner is not None and owner != first.label else None  # shared or basis weights: the stage
         layers = first.evaluations[0].layers if first.evaluations else None
         c.node(table, tables.numbers(numbers, each=n if n > 1 else None, owner=owner, layers=layers),
                shape="plaintext", style="", tooltip=tables.tooltip(first.label, numbers))
         if first.kind == "step":
-            entry, out = _step(c, uid, run, spec)
+            entry, out = _step(c, uid, run, spec, opts)
         elif first.kind == "entry":
             entry, out = _entry(c, uid, first)
         else:
@@ -90,11 +117,11 @@ def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spe
             same.attr(rank="same")
             same.node(entry)
             same.node(table)
-    g.edge(last, entry, weight="10")
+    g.edge(last, entry, weight="10", **opts.into(first.label))
     return out
 
 
-def _step(c, uid: str, run: list[BlockView], spec) -> tuple[str, str]:
+def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str, str]:
     """y_n, each k_i (weights, time), y_{n+1}; edges a_ij·h, b_i·h and the skip connection."""
     first, n0 = run[0], run[0].block
     step = "n" if len(run) > 1 else str(n0)
@@ -103,12 +130,15 @@ def _step(c, uid: str, run: list[BlockView], spec) -> tuple[str, str]:
     suffix = "·h" if first.learned_h else ""
     y_in, y_out = f"{uid}_y_in", f"{uid}_y_out"
     c.node(y_in, f"<y<SUB>{step}</SUB>>", shape="oval", group="spine")
+    if matrix.use_matrix(first, opts.tableau_view):
+        return _matrix_step(c, uid, run, spec, opts, step, nxt, suffix)
     for e in first.evaluations:
         weights = _weights([b.evaluations[e.index - 1].weights for b in run])
         time = _time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None)
         scaled = "".join(f"<BR/><FONT POINT-SIZE=\"9\">{_SCALES.get(s, '× ' + escape(s))}</FONT>" for s in e.scales)
         c.node(f"{uid}_k{e.index}", f"<<B>k<SUB>{e.index}</SUB></B> = F[{escape(weights)}]<BR/>"
-                                     f"<FONT POINT-SIZE=\"9\">t = {time}</FONT>{scaled}>")
+                                     f"<FONT POINT-SIZE=\"9\">t = {time}</FONT>{scaled}>",
+               **opts.id(f"eval:{first.label}:{e.index}"))
         first_input = e.index == 1
         c.edge(y_in, f"{uid}_k{e.index}", color="gray55" if first_input else "gray75",
                style="solid" if first_input else "dashed", arrowsize="0.5")
@@ -118,7 +148,32 @@ def _step(c, uid: str, run: list[BlockView], spec) -> tuple[str, str]:
     c.node(y_out, f"<y<SUB>{nxt}</SUB>{after}>", shape="oval", group="spine")
     for i, b in first.out:
         c.edge(f"{uid}_k{i}", y_out, label=_coef(b) + suffix, color=tables.OUT, fontcolor=tables.OUT)
-    c.edge(y_in, y_out, label="skip", style="bold", penwidth="2.5", color="black", weight="5")
+    c.edge(y_in, y_out, label=_skip(first, opts), style="bold", penwidth="2.5", color="black", weight="5")
+    return y_in, y_out
+
+
+def _skip(view: BlockView, opts: _Options) -> str:
+    """The skip edge's label, with the state's shape when shapes are drawn."""
+    shape = opts.shapes.into(view.label) if opts.shapes else ""
+    return f"skip · {shape}" if shape else "skip"
+
+
+def _matrix_step(c, uid: str, run: list[BlockView], spec, opts: _Options, step: str, nxt: str,
+                 suffix: str) -> tuple[str, str]:
+    """A dense step: y_n → its Butcher matrix (one heat-map table) → y_{n+1}, and the skip connection."""
+    first = run[0]
+    y_in, y_out, table = f"{uid}_y_in", f"{uid}_y_out", f"{uid}_tableau"
+    h = _h(spec, first.stage)
+    times = [_time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None) for e in first.evaluations]
+    weights = [_weights([b.evaluations[e.index - 1].weights for b in run]) for e in first.evaluations]
+    c.node(table, matrix.butcher_table(first, _coef, times, weights, suffix), shape="plaintext", style="",
+           **opts.id(f"tableau:{first.label}"))
+    c.edge(y_in, table, color="gray55", arrowsize="0.5")
+    after = f" <FONT POINT-SIZE=\"9\">(after {escape(first.after)})</FONT>" if first.after else ""
+    c.node(y_out, f"<y<SUB>{nxt}</SUB>{after}>", shape="oval", group="spine")
+    c.edge(table, y_out, label="<Σ<SUB>i</SUB> b<SUB>i</SUB>·h k<SUB>i</SUB>>",
+           color=tables.OUT, fontcolor=tables.OUT)
+    c.edge(y_in, y_out, label=_skip(first, opts), style="bold", penwidth="2.5", color="black", weight="5")
     return y_in, y_out
 
 
@@ -138,9 +193,10 @@ def _entry(c, uid: str, view: BlockView) -> tuple[str, str]:
     return x, out
 
 
-def _stage_box(g, key, members: list[BlockView], measures: Measures, scale, color_by: str, spec, last: str) -> str:
+def _stage_box(g, key, members: list[BlockView], measures: Measures, scale, color_by: str, spec, last: str,
+               opts: _Options) -> str:
     """Stage level: one box per stage (or the stem / head)."""
-    uid = f"stage{key}" if isinstance(key, int) else key
+    uid = naming.stage(key) if isinstance(key, int) else key
     if isinstance(key, int):
         numbers = measures.stages.get(key, Numbers())
         steps = [b for b in members if b.kind == "step"]
@@ -150,8 +206,8 @@ def _stage_box(g, key, members: list[BlockView], measures: Measures, scale, colo
         numbers = measures.blocks.get(key, Numbers())
         rows = [(key, _arrows(members[0].layers))]
     g.node(uid, tables.stage_box(rows, numbers, scale.colour(tables.colour_value(numbers, color_by))),
-           shape="plaintext", style="", tooltip=tables.tooltip(uid, numbers))
-    g.edge(last, uid)
+           shape="plaintext", style="", tooltip=tables.tooltip(uid, numbers), **opts.id(f"unit:{uid}"))
+    g.edge(last, uid, **opts.into(members[0].label))
     return uid
 
 

@@ -1,7 +1,8 @@
 """What was compiled, read back from the graph: blocks, their evaluations k_i and the Runge–Kutta edges.
 
-Everything here comes from `node.meta["rk"]` written by the compiler (role, stage, block, eval, weights,
-time, source, coefficient), so a drawing shows the graph that runs, not what the spec asked for.
+Everything here comes from the `NodeMeta` record the compiler writes on every node (`rkcompile.graphmeta`:
+role, stage, block, evaluation, part, weights, time, source, coefficient), so a drawing shows the graph that
+runs, not what the spec asked for.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from fractions import Fraction
 
 from torch import fx
 
+from rkcompile import graphmeta, naming
+from rkcompile.graphmeta import NodeMeta, Part, Role
+
 __all__ = ["Evaluation", "BlockView", "read_blocks", "runs"]
 
 
@@ -19,11 +23,13 @@ class Evaluation:
     """One evaluation k_i = F(z_i, t_n + c_i h) of a step: its weights label, time and layers."""
 
     index: int
-    weights: str
+    weights: str  # the F's path below its stage: "block3.eval2", "f", "piece1"
     time: Fraction | float
     offset: Fraction | float  # c_i * h = time - t_n (c_1 = 0 for every explicit tableau)
     layers: list[str] = field(default_factory=list)
     scales: list[str] = field(default_factory=list)  # parameters multiplied into k_i: "h" (learned), "skip"
+    owner: str | None = None  # the unit owning F's weights: the block (per evaluation) or the stage
+    nodes: list[str] = field(default_factory=list)  # the graph nodes of its layers, in order
 
 
 @dataclass
@@ -42,6 +48,7 @@ class BlockView:
     epsilon: Fraction | float | None = None  # entry (stitch): scale of R(x)
     after: str | None = None  # activation applied after the residual sum
     nodes: int = 0
+    node_names: list[str] = field(default_factory=list, repr=False)  # every graph node of the block, in order
     f_nodes: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -64,16 +71,17 @@ class BlockView:
 
 
 def read_blocks(module: fx.GraphModule) -> list[BlockView]:
-    """Group the graph's nodes into blocks, in execution order, from their `rk` metadata."""
+    """Group the graph's nodes into blocks, in execution order, from their `NodeMeta` records."""
     blocks: dict[str, BlockView] = {}
     for node in module.graph.nodes:
-        rk = node.meta.get("rk")
-        if not rk or rk["role"] == "input":
+        rk = graphmeta.get(node)
+        if rk is None or rk.unit is None:
             continue
-        view = blocks.get(_label(rk))
+        view = blocks.get(rk.unit)
         if view is None:
-            view = blocks[_label(rk)] = _new_view(rk)
+            view = blocks[rk.unit] = _new_view(rk)
         view.nodes += 1
+        view.node_names.append(node.name)
         _add(view, node, rk)
     for view in blocks.values():
         view.evaluations.sort(key=lambda e: e.index)
@@ -102,65 +110,56 @@ def _key(x: Fraction | float) -> Fraction | float:
     return x if isinstance(x, Fraction) else float(f"{x:.9g}")
 
 
-def _label(rk: dict) -> str:
-    role = rk["role"]
-    if role in ("stem", "head"):
-        return role
-    if rk.get("block") == "entry":
-        return f"stage{rk['stage']}.entry"
-    return f"stage{rk['stage']}.block{rk['block']}"
+def _new_view(rk: NodeMeta) -> BlockView:
+    if rk.role in (Role.STEM, Role.HEAD):
+        return BlockView(label=rk.unit, kind=rk.role.value)
+    if rk.entry:
+        return BlockView(label=rk.unit, kind="entry", stage=rk.stage, block="entry")
+    return BlockView(label=rk.unit, kind="step", stage=rk.stage, block=rk.block)
 
 
-def _new_view(rk: dict) -> BlockView:
-    role = rk["role"]
-    if role in ("stem", "head"):
-        return BlockView(label=role, kind=role)
-    kind = "entry" if rk.get("block") == "entry" else "step"
-    return BlockView(label=_label(rk), kind=kind, stage=rk.get("stage"), block=rk.get("block"))
-
-
-def _add(view: BlockView, node: fx.Node, rk: dict) -> None:
+def _add(view: BlockView, node: fx.Node, rk: NodeMeta) -> None:
     """Record one node's contribution to its block."""
-    role, layer = rk["role"], rk.get("layer")
+    role, layer = rk.role, rk.layer
     if view.kind in ("stem", "head"):
         view.layers.append(layer or _function_name(node))
     elif view.kind == "entry":
         _add_entry(view, node, rk)
-    elif role == "eval":
+    elif role is Role.EVAL:
         _evaluation(view, rk).layers.append(layer)
-    elif role == "stage-input":
-        view.into.append((rk["source"], rk["eval"], rk["coefficient"]))
-    elif role == "output":
-        view.out.append((rk["source"], rk["coefficient"]))
-    elif role == "after":
+        _evaluation(view, rk).nodes.append(node.name)
+    elif role is Role.STAGE_INPUT:
+        view.into.append((rk.source, rk.evaluation, rk.coefficient))
+    elif role is Role.OUTPUT:
+        view.out.append((rk.source, rk.coefficient))
+    elif role is Role.AFTER:
         view.after = _function_name(node)
-    elif role == "scale":
+    elif role is Role.SCALE:
         owner = next((a for a in node.args if isinstance(a, fx.Node) and a.op == "get_attr"), None)
         name = str(owner.target).rsplit(".", 1)[-1] if owner is not None else "scale"
         _evaluation(view, rk).scales.append(name)
 
 
-def _add_entry(view: BlockView, node: fx.Node, rk: dict) -> None:
+def _add_entry(view: BlockView, node: fx.Node, rk: NodeMeta) -> None:
     """An entry (transition or stitch): F's layers, the shortcut's layers, the sum and its activation."""
-    target = str(node.target) if node.op == "call_module" else ""
-    first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-    if ".f." in target or (first is not None and first.name in view.f_nodes):  # F: the data flow from F's first layer
-        view.f_nodes.add(node.name)
-        view.layers.append(rk.get("layer") or _function_name(node))
-    elif rk["role"] == "output":
+    if rk.part is Part.F:
+        view.layers.append(rk.layer or _function_name(node))
+    elif rk.part is Part.SHORTCUT:
+        view.shortcut.append(rk.layer or node.name.rsplit("_", 1)[-1])
+    elif rk.role is Role.OUTPUT:
         alpha = node.kwargs.get("alpha")
         view.epsilon = Fraction(1) if alpha is None else alpha
-    elif view.epsilon is not None:  # anything after the sum is its activation
+    elif rk.role is Role.AFTER:
         view.after = _function_name(node)
-    else:
-        view.shortcut.append(rk.get("layer") or node.name.rsplit("_", 1)[-1])
 
 
-def _evaluation(view: BlockView, rk: dict) -> Evaluation:
+def _evaluation(view: BlockView, rk: NodeMeta) -> Evaluation:
     for e in view.evaluations:
-        if e.index == rk["eval"]:
+        if e.index == rk.evaluation:
             return e
-    e = Evaluation(rk["eval"], rk.get("weights", "?"), rk.get("time", 0), 0)
+    weights = rk.weights or "?"
+    e = Evaluation(rk.evaluation, naming.local(weights) if rk.weights else weights,
+                   rk.time if rk.time is not None else 0, 0, owner=naming.owner(weights) if rk.weights else None)
     view.evaluations.append(e)
     return e
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from html import escape
 
+from rkcompile import naming
 from rkcompile.render.metrics import FIELDS, Measures, Numbers, count, flops, size
 from rkcompile.render.structure import BlockView
 
-__all__ = ["ColourScale", "colour_value", "numbers", "legend", "totals", "stage_rows", "stage_box", "tooltip"]
+__all__ = ["COLOR_BY", "ColourScale", "colour_value", "numbers", "legend", "totals", "stage_rows", "stage_box", "tooltip"]
 
 # ColorBrewer "YlOrBr", its light half: black text and the blue and green edges stay readable on all of it.
 PALETTE = ("#ffffe5", "#fff7bc", "#fee391", "#fec44f", "#fe9929")
 #: Edge colours: a_ij·h into a stage input, b_i·h into the step's output.
 INTO, OUT = "#2166ac", "#1b7837"
-_METRIC = {"inference": ("inference_peak", "inference peak"), "training": ("training_peak", "training peak")}
+_METRIC = {"inference": ("inference_peak", "inference peak"), "saved": ("saved_bytes", "saved for backward"),
+           "training": ("training_peak", "training peak"), "flops": ("flops", "FLOPs")}
+#: What a drawing can be coloured by (`--color-by`).
+COLOR_BY = tuple(_METRIC)
 
 
 class ColourScale:
@@ -41,7 +45,7 @@ class ColourScale:
 
 
 def colour_value(row: Numbers | None, color_by: str) -> int | None:
-    """The number a block is coloured by: its inference or training peak."""
+    """The number a block is coloured by: its inference peak, saved bytes, training peak or FLOPs."""
     return None if row is None else getattr(row, _METRIC[color_by][0])
 
 
@@ -70,12 +74,12 @@ def legend(scale: ColourScale, color_by: str, level: str) -> str:
     if scale.low is None:
         swatches = f"<TD COLSPAN=\"{len(PALETTE)}\">no memory figures</TD>"
     elif scale.low == scale.high:
-        swatches = f"<TD COLSPAN=\"{len(PALETTE)}\" BGCOLOR=\"{PALETTE[0]}\">{size(scale.low)} (every block)</TD>"
+        swatches = f"<TD COLSPAN=\"{len(PALETTE)}\" BGCOLOR=\"{PALETTE[0]}\">{_value(scale.low, color_by)} (every block)</TD>"
     else:
         swatches = ""
         for i, colour in enumerate(PALETTE):
             low, high = scale.bounds(i)
-            swatches += f"<TD BGCOLOR=\"{colour}\">≈ {size(max(0, round((low + high) / 2)))}</TD>"
+            swatches += f"<TD BGCOLOR=\"{colour}\">≈ {_value(max(0, round((low + high) / 2)), color_by)}</TD>"
     rows = [f"<TR><TD COLSPAN=\"{len(PALETTE)}\"><B>legend</B></TD></TR>"]
     if level == "stage":
         rows += [_wide(f"fill colour: {name} of the stage (light → dark)"), f"<TR>{swatches}</TR>"]
@@ -118,8 +122,8 @@ def stage_rows(stage: int, steps: list[BlockView], entry: BlockView | None, spec
         name = f"{s.tableau.name} (order {s.tableau.order})"
         weights = s.weights.kind + (f" ({s.weights.pieces} pieces)" if s.weights.kind == "basis" else "")
     except (AttributeError, IndexError, TypeError):
-        weights = ", ".join(sorted({e.weights.split(".")[0] for b in steps for e in b.evaluations}))[:40]
-    rows = [(f"stage{stage}", escape(name))]
+        weights = ", ".join(sorted({e.owner for b in steps for e in b.evaluations if e.owner}))[:40]
+    rows = [(naming.stage(stage), escape(name))]
     if entry is not None:
         short = " → ".join(escape(x) for x in entry.shortcut) or "identity"
         eps = "" if entry.epsilon in (None, 1) else f"{entry.epsilon:g}·"
@@ -139,6 +143,11 @@ def stage_box(rows: list[tuple[str, str]], row: Numbers, colour: str) -> str:
         ("saved for backward", size(row.saved_bytes)), ("FLOPs", flops(row.flops)))]
     return (f"<<TABLE BORDER=\"1\" CELLBORDER=\"1\" CELLSPACING=\"0\" CELLPADDING=\"3\" BGCOLOR=\"{colour}\">"
             f"{''.join(cells)}</TABLE>>")
+
+
+def _value(n: int, color_by: str) -> str:
+    """A legend value in the metric's unit: FLOPs in K/M/G, the others in bytes."""
+    return flops(n) if color_by == "flops" else size(n)
 
 
 def _wide(text: str) -> str:

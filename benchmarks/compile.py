@@ -1,0 +1,209 @@
+"""Compile-time benchmark: cold-start and steady-state step time against depth, eager vs full vs regional compile.
+
+Each point (network × variant) runs in a fresh process with a fresh inductor cache directory
+(TORCHINDUCTOR_CACHE_DIR), so every compile is cold. Cold start = the first forward+backward (compile included);
+steady state = the median forward+backward after it. Outputs are checked against the eager model's.
+
+    python benchmarks/compile.py [--smoke] [--variants eager,full,regional] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rkcompile.files import write_file
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("eager", "full", "regional")
+CANDIDATES = ("nested",)  # regional via torch.compiler.nested_compile_region, measured and not kept
+
+
+def cn_point(n: int, size: int = 16, batch: int = 2) -> dict:
+    """ContinuousNet n-n-n (RK4, n steps and n basis pieces per stage) at a small input."""
+    overrides = {**{f"stages.{s}.steps": n for s in range(3)},
+                 **{f"stages.{s}.weights": {"kind": "basis", "pieces": n} for s in range(3)}}
+    return {"name": f"continuousnet-{n}-{n}-{n}", "spec": "specs/continuousnet-8-8-8.yaml", "overrides": overrides,
+            "input": [batch, 3, size, size]}
+
+
+def ho_point(scheme: str, size: int = 16, batch: int = 2) -> dict:
+    """HO-ResNet-58 (28 evaluations) with one scheme, at a small input."""
+    return {"name": f"ho-resnet58-{scheme}", "spec": f"specs/ho-resnet58-{scheme}.yaml", "overrides": {},
+            "input": [batch, 3, size, size]}
+
+
+POINTS = [cn_point(1), cn_point(4), cn_point(16), ho_point("euler"), ho_point("rk4"), ho_point("verner89")]
+SMOKE = [cn_point(1, size=8)]
+
+
+def step(model, x, y) -> float:
+    """One forward+backward with cross-entropy; seconds."""
+    t = time.perf_counter()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    return time.perf_counter() - t
+
+
+def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
+    """Measure one point in this process: build, cold first step, steady-state steps."""
+    import rkcompile
+    from rkcompile.regional import RegionalModule
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = rkcompile.build(ROOT / point["spec"], point["overrides"])
+    x = torch.randn(*point["input"])
+    y = torch.randint(0, 10, (point["input"][0],))
+    reference = model(x).detach()
+    model.zero_grad()
+    regional = RegionalModule(model)
+    if variant == "eager":
+        run = model
+    elif variant == "nested":
+        for cls in regional.classes:
+            cls.forward = torch.compiler.nested_compile_region(cls.forward)
+        run = torch.compile(regional, backend=backend)
+    else:
+        run = rkcompile.compile(model, mode=variant, backend=backend)
+    cold = step(run, x, y)
+    times = []
+    for _ in range(reps):
+        model.zero_grad()
+        times.append(step(run, x, y))
+    diff = (run(x) - reference).abs().max().item()
+    return {"point": point["name"], "variant": variant, "cold_s": cold, "step_ms": 1e3 * statistics.median(times),
+            "step_ms_min": 1e3 * min(times), "max_abs_diff": diff, "graph_nodes": len(model.graph.nodes),
+            "units": len(regional.instances), "structures": len(regional.classes),
+            "compiled_regions": len(regional.block_classes), "input": point["input"]}
+
+
+def measure(point: dict, variant: str, backend: str, reps: int) -> dict:
+    """Run `worker` in a fresh process with a fresh inductor cache directory."""
+    with tempfile.TemporaryDirectory(prefix="rkcompile-inductor-") as cache:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=cache)
+        args = json.dumps({"point": point, "variant": variant, "backend": backend, "reps": reps})
+        done = subprocess.run([sys.executable, __file__, "--worker", args], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{point['name']} {variant}: worker failed\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(points: list[dict], variants: list[str], backend: str, reps: int, out: Path | None = None) -> dict:
+    """Every point under every variant, one process each; machine facts and load averages beside them.
+
+    With `out`, the results so far are written after every point, so an interrupted run keeps what it measured.
+    """
+    results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                           "torch": torch.__version__, "threads": 2, "backend": backend,
+                           "load_average_start": list(os.getloadavg())}, "rows": []}
+    start = time.perf_counter()
+    for point in points:
+        for variant in variants:
+            row = measure(point, variant, backend, reps)
+            print(f"{row['point']:<26} {variant:<9} cold {row['cold_s']:8.2f} s  step {row['step_ms']:8.2f} ms  "
+                  f"diff {row['max_abs_diff']:.1e}", flush=True)
+            results["rows"].append(row)
+            results["machine"]["load_average_end"] = list(os.getloadavg())
+            results["machine"]["total_s"] = time.perf_counter() - start
+            if out is not None:
+                write(results, out)
+    return results
+
+
+def write(results: dict, out: Path) -> None:
+    """compile.json, compile.md and compile.png under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_file(out / "compile.json", json.dumps(results, indent=2) + "\n")
+    write_file(out / "compile.md", table(results))
+    plot(results, out / "compile.png")
+
+
+def table(results: dict) -> str:
+    """The markdown table of a run, with ratios to full compile and to the shallowest point."""
+    rows = results["rows"]
+    full = {r["point"]: r for r in rows if r["variant"] == "full"}
+    m = results["machine"]
+    lines = [f"{m['platform']}, Python {m['python']}, torch {m['torch']}, {m['threads']} threads, backend "
+             f"{m['backend']}; load average {m['load_average_start'][0]:.2f} at the start, "
+             f"{m['load_average_end'][0]:.2f} at the end; {m['total_s']:.0f} s in all.", "",
+             "| network | graph nodes | units / structures / compiled regions | variant | cold start (s) | ×full | "
+             "step (ms) | ×full | max abs diff |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        f = full.get(r["point"])
+        cold = f"{r['cold_s'] / f['cold_s']:.2f}x" if f else "–"
+        stepr = f"{r['step_ms'] / f['step_ms']:.2f}x" if f else "–"
+        lines.append(f"| {r['point']} | {r['graph_nodes']:,} | {r['units']} / {r['structures']} / {r['compiled_regions']} | "
+                     f"{r['variant']} | "
+                     f"{r['cold_s']:.2f} | {cold} | {r['step_ms']:.1f} | {stepr} | {r['max_abs_diff']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """Cold start and steady-state step time against graph nodes, one line per variant and family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for family, marker in (("continuousnet", "o"), ("ho-resnet58", "s")):
+        for variant in sorted({r["variant"] for r in results["rows"]}):
+            rows = [r for r in results["rows"] if r["variant"] == variant and r["point"].startswith(family)]
+            rows.sort(key=lambda r: r["graph_nodes"])
+            if not rows:
+                continue
+            nodes = [r["graph_nodes"] for r in rows]
+            axes[0].plot(nodes, [r["cold_s"] for r in rows], marker=marker, label=f"{family} {variant}")
+            axes[1].plot(nodes, [r["step_ms"] for r in rows], marker=marker, label=f"{family} {variant}")
+    axes[0].set(xlabel="graph nodes", ylabel="cold start: first forward+backward (s)", title="compile")
+    axes[1].set(xlabel="graph nodes", ylabel="forward+backward (ms)", title="steady state", yscale="log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_file(path, buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run the points, write compile.{json,md,png} under --out."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="One tiny point with the eager backend, seconds.")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated: eager, full, regional, nested.")
+    p.add_argument("--points", default=None, help="Comma-separated point names (default: all).")
+    p.add_argument("--out", default=None, help="Directory for the results (default benchmarks/results; none "
+                                               "with --smoke unless given).")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        job = json.loads(args.worker)
+        print(json.dumps(worker(job["point"], job["variant"], job["backend"], job["reps"])))
+        return 0
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS + CANDIDATES]
+    if unknown:
+        p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS + CANDIDATES)}")
+    points = SMOKE if args.smoke else POINTS
+    if args.points:
+        points = [pt for pt in points if pt["name"] in args.points.split(",")]
+    out = Path(args.out) if args.out else (None if args.smoke else ROOT / "benchmarks" / "results")
+    results = run(points, variants, "eager" if args.smoke else "inductor", 2 if args.smoke else 5, out)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

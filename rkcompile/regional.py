@@ -1,0 +1,195 @@
+"""Regional compilation: compile each distinct block structure once and reuse it for every block that has it.
+
+torch.compile of the flat graph makes inductor see every block, so cold-start time grows with depth. The
+compiler knows which units (stem, entry, block, head) share a structure — the same layers, shapes, tableau
+coefficients and weight layout, with different parameters — so each unit becomes a small region module whose
+`forward` is generated once per structure and shared by all its instances; with parameters as graph inputs
+(`inline_inbuilt_nn_modules`, the default since torch 2.5) one compiled artifact serves them all (the PyTorch
+recipe "regional compilation"). Cross-region fusion is lost. The regional model holds the flat model's own
+modules under the same names, so parameters are shared with it and state_dicts are interchangeable; the flat
+graph stays the representation for analysis and drawing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from rkcompile.analysis.units import node_unit
+from rkcompile.errors import RkcompileError
+
+__all__ = ["Region", "RegionalModule", "compile", "regions", "structure_key"]
+
+MODES = ("regional", "full")
+_STAGE_ROOT = re.compile(r"stage\d+")
+_BLOCK = re.compile(r"stage\d+\.block\d+")
+
+
+def unit_of(node: fx.Node) -> str | None:
+    """The unit a graph node belongs to, read from the compiler's node metadata (the one place this module does)."""
+    return node_unit(node)
+
+
+@dataclass
+class Region:
+    """One unit of the network as a region: its label, local graph, the flat nodes it reads and defines."""
+
+    unit: str
+    graph: fx.Graph
+    members: list[str]  # names of its flat-graph nodes, in order
+    inputs: list[str]  # names of flat-graph nodes it reads (placeholders in order)
+    outputs: list[str]  # names of its flat-graph nodes read after it (returned in order)
+    owners: dict[str, str]  # local attribute name → module path in the flat model
+
+
+def compile(model: fx.GraphModule, mode: str = "regional", **torch_compile_kwargs) -> nn.Module:  # noqa: A001
+    """torch.compile a compiled model: `mode="regional"` compiles each distinct block structure once, "full" the graph.
+
+    In regional mode the stem, stage entries and head (each occurring once) run eagerly; the regional model
+    shares its parameters with `model`. "full" returns `torch.compile(model, ...)`. Extra keyword arguments go to
+    `torch.compile` (backend, mode, dynamic, ...).
+    """
+    if mode not in MODES:
+        raise RkcompileError(f"compile mode {mode!r} is not one of {', '.join(MODES)}")
+    if not isinstance(model, fx.GraphModule):
+        raise RkcompileError(f"rkcompile.compile takes a model from rkcompile.build, not {type(model).__name__}")
+    if mode == "full":
+        return torch.compile(model, **torch_compile_kwargs)
+    regional = RegionalModule(model)
+    for cls in regional.block_classes:
+        cls.forward = torch.compile(cls.forward, **torch_compile_kwargs)
+    return regional
+
+
+def regions(model: fx.GraphModule) -> list[Region]:
+    """Split the flat graph into one region per unit, in execution order."""
+    nodes: dict[str, list[fx.Node]] = {}
+    for node in model.graph.nodes:
+        unit = unit_of(node)
+        if unit is None:
+            if node.op not in ("placeholder", "output"):
+                raise RkcompileError(f"graph node {node.name!r} belongs to no unit (stem, entry, block or head)")
+            continue
+        nodes.setdefault(unit, []).append(node)
+    return [_region(unit, members) for unit, members in nodes.items()]
+
+
+def _region(unit: str, members: list[fx.Node]) -> Region:
+    inside = set(members)
+    inputs: list[fx.Node] = []
+    for node in members:
+        for arg in node.all_input_nodes:
+            if arg not in inside and arg not in inputs:
+                inputs.append(arg)
+    outputs = [n for n in members if any(user not in inside for user in n.users)]
+    prefix = unit
+    strip = unit.replace(".", "_") + "_"
+    owners: dict[str, str] = {}
+    by_path: dict[str, str] = {}
+
+    def local(target: str) -> str:
+        if target.startswith(prefix + "."):
+            owners.setdefault("unit", prefix)
+            return "unit" + target[len(prefix):]
+        owner, _, leaf = target.rpartition(".")
+        if not owner or _STAGE_ROOT.fullmatch(owner):  # a stage-level module (an LSTM controller): itself
+            owner, leaf = target, ""
+        name = by_path.setdefault(owner, f"f{len(by_path)}")
+        owners[name] = owner
+        return name + ("." + leaf if leaf else "")
+
+    g = fx.Graph()
+    env = {n: g.placeholder(f"in{i}") for i, n in enumerate(inputs)}
+    for node in members:
+        target = local(node.target) if node.op in ("call_module", "get_attr") else node.target
+        name = node.name[len(strip):] if node.name.startswith(strip) else node.name
+        new = g.create_node(node.op, target, fx.map_arg(node.args, env.__getitem__),
+                            fx.map_arg(node.kwargs, env.__getitem__), name=name if name[:1].isalpha() else None)
+        env[node] = new
+    g.output(env[outputs[0]] if len(outputs) == 1 else tuple(env[n] for n in outputs))
+    g.lint()
+    return Region(unit, g, [n.name for n in members], [n.name for n in inputs], [n.name for n in outputs], owners)
+
+
+def structure_key(model: fx.GraphModule, region: Region) -> tuple:
+    """Equal for two regions exactly when they run the same code on interchangeable modules."""
+    modules = tuple((local, _module_signature(model.get_submodule(path))) for local, path in region.owners.items())
+    index = {n: i for i, n in enumerate(region.graph.nodes)}
+    code = tuple((n.op, n.target if n.op != "call_function" else _qualified(n.target),
+                  repr(fx.map_arg((n.args, n.kwargs), index.__getitem__))) for n in region.graph.nodes)
+    return code, modules
+
+
+def _qualified(fn) -> str:
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _module_signature(module: nn.Module) -> tuple:
+    """What makes two modules interchangeable in one compiled region: layers, shapes, dtypes; not values."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return (repr(module), tuple((n, tuple(t.shape), t.dtype, t.requires_grad) for n, t in tensors))
+
+
+class RegionalModule(nn.Module):
+    """The flat model run as a chain of region modules, one generated class (one `forward`) per distinct structure.
+
+    Its children are the flat model's own children under the same names (state_dicts interchangeable); the
+    flat model stays available as `.flat` for analysis and drawing.
+    """
+
+    def __init__(self, model: fx.GraphModule) -> None:
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        self.spec = getattr(model, "spec", None)
+        self.__dict__["flat"] = model  # not a submodule: its parameters are this module's own
+        self.__dict__["regions"] = regions(model)
+        classes: dict[tuple, type] = {}
+        instances = []
+        for region in self.regions:
+            owners = {local: model.get_submodule(path) for local, path in region.owners.items()}
+            key = structure_key(model, region)
+            if key not in classes:
+                generated = fx.GraphModule(_holder(owners), region.graph)
+                classes[key] = _region_class(f"Region{len(classes)}", type(generated).forward)
+            instance = classes[key]()
+            for local, module in owners.items():
+                instance.add_module(local, module)
+            instance.label, instance.inputs, instance.outputs = region.unit, region.inputs, region.outputs
+            instances.append(instance)
+        self.__dict__["classes"] = list(classes.values())
+        self.__dict__["instances"] = instances
+        self.__dict__["structures"] = [[r.label for r in instances if type(r) is cls] for cls in self.classes]
+        # only blocks are compiled: the stem, entries and head occur once each and run eagerly, so the number of
+        # compiled regions (inductor builds) is the number of distinct block structures, whatever the depth
+        self.__dict__["block_classes"] = [cls for cls, units in zip(self.classes, self.structures)
+                                          if all(_BLOCK.fullmatch(u) for u in units)]
+        self.input = next(n.name for n in model.graph.nodes if n.op == "placeholder")
+        result = next(n for n in model.graph.nodes if n.op == "output").args[0]
+        self.result = result.name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the regions in order, passing each the values it reads."""
+        values = {self.input: x}
+        for region in self.instances:
+            out = region(*[values[name] for name in region.inputs])
+            if len(region.outputs) == 1:
+                values[region.outputs[0]] = out
+            else:
+                values.update(zip(region.outputs, out))
+        return values[self.result]
+
+
+def _holder(owners: dict[str, nn.Module]) -> nn.Module:
+    holder = nn.Module()
+    for local, module in owners.items():
+        holder.add_module(local, module)
+    return holder
+
+
+def _region_class(name: str, forward) -> type:
+    """A fresh nn.Module class whose forward is one region's generated code, shared by every instance."""
+    return type(name, (nn.Module,), {"forward": forward, "__doc__": "One region structure of a RegionalModule."})
