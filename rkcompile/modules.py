@@ -142,6 +142,6 @@ _FUNCTIONS = {
 
 
 def _sequences():
-    from rkcompile import sequences
+    from rkcompile import token_modules
 
-    return sequences
+    return token_modules

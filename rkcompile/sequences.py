@@ -10,65 +10,22 @@ import math
 from dataclasses import replace
 from typing import ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from rkcompile.entries import EntryContext, EntryPlan, StageEntry, register_entry
 from rkcompile.fields import Activation, NormKind, PositiveInt
+from rkcompile.functions.attention import _modules
 from rkcompile.heads import HeadKind, register_head
 from rkcompile.layers import Pool
 from rkcompile.shapes import Planner, Shape
 from rkcompile.stems import StemKind, register_stem
 
-__all__ = ["Embedding", "Patch", "Conv1dStem", "PerToken", "Project", "ClassToken", "PositionalEmbedding",
-           "PatchProjection", "to_tokens", "pool_tokens"]
-
-
-class ClassToken(nn.Module):
-    """Prepend one learnable token (ViT's class token, Dosovitskiy et al. 2021), initialised to zeros."""
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.token = nn.Parameter(torch.zeros(1, 1, features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[token, x_1, ..., x_L]."""
-        return torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1)
-
-
-class PositionalEmbedding(nn.Module):
-    """Add a learned position embedding, one vector per position (normal init, std 0.02 as ViT and GPT-2)."""
-
-    def __init__(self, length: int, features: int) -> None:
-        super().__init__()
-        self.embedding = nn.Parameter(torch.empty(1, length, features).normal_(std=0.02))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x + the embedding."""
-        return x + self.embedding
-
-
-class PatchProjection(nn.Conv2d):
-    """ViT's patch embedding: a patch x patch convolution with stride patch and no padding."""
-
-    def __init__(self, channels: int, features: int, patch: int) -> None:
-        super().__init__(channels, features, patch, patch)
-
-
-def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """N x F x H x W → N x (H W) x F, patches in row-major order."""
-    return x.flatten(2).transpose(1, 2)
-
-
-def pool_tokens(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """Average each run of `stride` neighbouring tokens (the last run may be shorter): N x L x F → N x ceil(L/s) x F."""
-    return nn.functional.avg_pool1d(x.transpose(1, 2), stride, stride, ceil_mode=True).transpose(1, 2)
+__all__ = ["Embedding", "Patch", "Conv1dStem", "PerToken", "Project"]
 
 
 def _positional(f: Planner, positional: str, dropout: float) -> None:
     if positional == "learned":
-        f.module("pos", lambda shape_in, shape: PositionalEmbedding(shape.length, shape.width), f.shape,
+        f.module("pos", lambda shape_in, shape: _modules().PositionalEmbedding(shape.length, shape.width), f.shape,
                  label="+ position")
     if dropout:
         f.dropout(dropout)
@@ -88,7 +45,7 @@ class Embedding(StemKind):
     def plan(self, f: Planner) -> None:
         """embed, pos, dropout."""
         f.need(("ids",), "an embedding stem", ())
-        f.module("embed", lambda shape_in, shape: nn.Embedding(shape_in.width, shape.width),
+        f.module("embed", lambda shape_in, shape: _modules().nn.Embedding(shape_in.width, shape.width),
                  Shape.tokens(f.shape.length, self.features))
         _positional(f, self.positional, self.dropout)
 
@@ -115,11 +72,11 @@ class Patch(StemKind):
             raise f.fail(("patch",), f"patch {self.patch} does not divide the image {height}x{width}; use a common "
                          f"divisor such as {math.gcd(height, width)}")
         grid = Shape(True, self.features, height // self.patch, width // self.patch)
-        f.module("conv_proj", lambda shape_in, shape: PatchProjection(shape_in.width, shape.width, self.patch), grid,
+        f.module("conv_proj", lambda shape_in, shape: _modules().PatchProjection(shape_in.width, shape.width, self.patch), grid,
                  label=f"patch {self.patch}x{self.patch}")
         f.function("tokens", "to-tokens", Shape.tokens(grid.height * grid.breadth, self.features))
         if self.class_token:
-            f.module("cls", lambda shape_in, shape: ClassToken(shape.width), replace(f.shape, height=f.shape.length + 1),
+            f.module("cls", lambda shape_in, shape: _modules().ClassToken(shape.width), replace(f.shape, height=f.shape.length + 1),
                      label="+ class token")
         _positional(f, self.positional, self.dropout)
 

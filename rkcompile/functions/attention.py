@@ -10,57 +10,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from rkcompile.fields import PositiveInt
 from rkcompile.functions import ResidualFunction, register_module
 from rkcompile.shapes import Planner
 
-__all__ = ["Attention", "Attend", "TokenFunction", "attend", "check_heads"]
+__all__ = ["Attention", "TokenFunction", "attend", "check_heads"]
 
 TokenNorm = Literal["layernorm", "rmsnorm", "none"]
-
-
-def _register_flops() -> None:
-    """FlopCounterMode counts the CUDA fused kernels but not the CPU flash kernel: count it the same way."""
-    from torch.utils import flop_counter
-
-    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    if op not in flop_counter.flop_registry and op.default not in flop_counter.flop_registry:
-        @flop_counter.register_flop_formula(op)
-        def _flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-            return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-_register_flops()
-
-
-class Attend(nn.Module):
-    """The parameter-free core of multi-head attention: q, k, v (fused, N x L x 3F) → N x L x F."""
-
-    rk_leaf = True  # one graph node even inside an inlined module: its dropout depends on `training`
-
-    def __init__(self, heads: int, causal: bool = False, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.heads, self.causal, self.dropout = heads, causal, dropout
-
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Split the heads, attend with scaled_dot_product_attention, merge the heads."""
-        q, k, v = qkv.unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
-        p = self.dropout if self.training else 0.0
-        if q.is_meta and p == 0.0:
-            # meta tensors have no kernel choice and take the math path, which saves the L x L attention
-            # weights; the real run takes the fused kernel (flash on CPU, flash / memory-efficient on GPU),
-            # which saves q, k, v, the output and the log-sum-exp: predict that one
-            out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, is_causal=self.causal)[0]
-        else:
-            out = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
-        return out.transpose(1, 2).flatten(-2)
-
-    def extra_repr(self) -> str:
-        return f"heads={self.heads}, causal={self.causal}, dropout={self.dropout}"
 
 
 class TokenFunction(ResidualFunction):
@@ -81,7 +39,7 @@ class TokenFunction(ResidualFunction):
 
 def attend(f: Planner, width: int, heads: int, causal: bool, dropout: float) -> None:
     """Plan the attention core on a fused q/k/v state (the caller's `f.linear` made it) returning `width`."""
-    f.module("attend", lambda shape_in, shape: Attend(heads, causal, dropout), replace(f.shape, width=width),
+    f.module("attend", lambda shape_in, shape: _modules().Attend(heads, causal, dropout), replace(f.shape, width=width),
              label=f"attend({heads} heads{', causal' if causal else ''})")
 
 
@@ -126,3 +84,9 @@ class Attention(TokenFunction):
     def label(self) -> str:
         """attention(H heads[, causal])."""
         return f"attention({self.heads}{', causal' if self.causal else ''})"
+
+
+def _modules():
+    from rkcompile import token_modules
+
+    return token_modules

@@ -11,30 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from rkcompile.fields import Activation, PositiveInt
 from rkcompile.functions import register_module
-from rkcompile.functions.attention import Attend, TokenFunction, check_heads
-from rkcompile.modules import activation
+from rkcompile.functions.attention import TokenFunction, _modules, check_heads
 from rkcompile.shapes import Planner
 
-__all__ = ["Transformer", "ParallelCore"]
-
-
-class ParallelCore(nn.Module):
-    """[q, k, v, h] → [attention(q, k, v), act(h)]: the parameter-free middle of the parallel block."""
-
-    def __init__(self, width: int, hidden: int, heads: int, causal: bool, dropout: float, act: str) -> None:
-        super().__init__()
-        self.sizes, self.attend, self.act = [3 * width, hidden], Attend(heads, causal, dropout), activation(act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend on the first 3 x width features, activate the others, concatenate."""
-        qkv, h = x.split(self.sizes, dim=-1)
-        return torch.cat([self.attend(qkv), h if self.act is None else self.act(h)], dim=-1)
+__all__ = ["Transformer"]
 
 
 @register_module
@@ -58,7 +42,7 @@ class Transformer(TokenFunction):
         hidden = self.hidden or self.ratio * width
         f.norm(self.norm, eps=self.eps, name="ln")
         f.linear(3 * width + hidden, self.bias, name="fc_in")
-        f.module("core", lambda shape_in, shape: ParallelCore(width, hidden, self.heads, self.causal,
+        f.module("core", lambda shape_in, shape: _modules().ParallelCore(width, hidden, self.heads, self.causal,
                                                                self.attention_dropout, self.act),
                  replace(f.shape, width=width + hidden), label="core", inline=True)
         f.linear(width, self.bias, name="fc_out")
