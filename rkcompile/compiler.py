@@ -20,6 +20,7 @@ from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
 from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.graphmeta import Part as EntryPart
+from rkcompile.inlining import inline, trace
 from rkcompile.integrators import block_c, layout, lowering
 from rkcompile.limits import Limits, check_counts, estimate, needs_exact
 from rkcompile.load import load_spec, parse_overrides
@@ -120,12 +121,19 @@ class Compiler:
     def call_part(self, x: fx.Node, part: Part, target: str | None, name: str, meta: NodeMeta) -> fx.Node:
         """Emit one node per layer of `part` (registered at `target`), named `{name}_{layer}`."""
         for call in part.calls:
+            if call.inline:
+                traced = trace(call.module)
+                if traced is not None:
+                    x = inline(self.graph, x, traced, f"{target}.{call.name}", f"{name}_{call.name}",
+                               meta.but(layer=call.label or call.name))
+                    continue
             if call.module is not None:
                 x = self.graph.create_node("call_module", f"{target}.{call.name}", (x,), {}, name=f"{name}_{call.name}")
             else:
                 x = self.graph.create_node("call_function", call.function, (x, *call.args), {},
                                            name=f"{name}_{call.name}")
-            put(x, meta.but(layer=call.label or call.name))
+            # asked to inline but untraceable: one node whose temporaries analyses cannot see
+            put(x, meta.but(layer=call.label or call.name, opaque=call.inline))
         return x
 
     def emit_part(self, x: fx.Node, plan: PartPlan, target: str, name: str, meta: NodeMeta) -> fx.Node:
@@ -163,7 +171,8 @@ class Compiler:
         step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
         targets = stage.weights.functions(n, blocks, layout(tableau, blocks))
         lower = lowering(stage.family, step, self, n, stage)
-        parts = [self._new_f(stage, plan, target) for target in targets]
+        functions = plan.functions or (plan.function,)  # an interleaved cycle: F number j is member j mod its length
+        parts = [self._new_f(stage, functions[j % len(functions)], target) for j, target in enumerate(targets)]
         after_name = stage.module.after_activation()
         after = activation(after_name)
         lower = self.lowering(stage, lower)
@@ -196,9 +205,9 @@ class Compiler:
             return lower_step_registers
         return default
 
-    def _new_f(self, stage: Stage, plan: StagePlan, target: str) -> Part:
+    def _new_f(self, stage: Stage, plan: PartPlan, target: str) -> Part:
         self.functions.append(target)
-        part = build_part(plan.function)
+        part = build_part(plan)
         if stage.step.skip_init:  # s * F with s = 0 at init (ContinuousNet's skip-init), one s per F
             part = Part([*part.calls, LayerCall("skip", Scale(0.0))])
         self.attach(target, part)
@@ -215,7 +224,7 @@ class Compiler:
 
             h = emit_step_size(self, stage, n, b, shape, name, base)
         else:
-            size = (shape.width, 1, 1) if shape.image else (shape.width,)
+            size = (shape.width, 1, 1) if shape.image else (shape.width, 1) if shape.sequence == "signal" else (shape.width,)
             value = torch.full(() if stage.step.learn == "scalar" else size, float(stage.h))
             owner = self.root.get_submodule(target)
             if stage.step.frozen:

@@ -8,7 +8,7 @@ compiler's `EntryEmitter` (`e.part(role, x)`, `e.function(fn, args, suffix)`, `e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import Field
@@ -57,7 +57,7 @@ def plan_residual(module: ResidualFunction, shape: Shape, width: int, stride: in
     """Plan F from `shape` to `width` at `stride`; it must return exactly that shape, or a located error."""
     f = Planner(shape, path)
     plan_function(module, f, width, stride)
-    expected = Shape(shape.image, width, shape.height, shape.breadth).strided(stride)
+    expected = replace(shape, width=width).strided(stride)
     if f.shape != expected:
         strided = f" with stride {stride}" if stride > 1 else ""
         raise f.fail((), f"module '{module.kind}'{strided} maps the state {shape.show()} to {f.shape.show()}; a "
@@ -97,8 +97,10 @@ class NoEntry(StageEntry):
 
 
 def _image_entry(entry: StageEntry, ctx: EntryContext) -> None:
-    if not ctx.shape.image:
-        raise ctx.fail(("entry",), f"entry '{entry.kind}' needs image states")
+    if ctx.shape.state not in ("image", "signal"):
+        hint = ": use 'project'" if ctx.shape.state == "tokens" else ""
+        raise ctx.fail(("entry",), f"entry '{entry.kind}' needs image or signal states; this state is "
+                       f"{ctx.shape.phrase()}{hint}")
 
 
 @register_entry
@@ -122,12 +124,13 @@ class Transition(StageEntry):
             short.conv(width, 1, self.stride)
             short.norm("batchnorm")
         else:  # option A: subsample (a view) and zero channels
+            suffix = "-1d" if shape.sequence == "signal" else ""
             if self.stride > 1:
-                short.add("function", shape.strided(self.stride), "subsample", function="subsample",
+                short.add("function", shape.strided(self.stride), "subsample", function="subsample" + suffix,
                           stride=self.stride)
             if width > shape.width:
-                short.add("function", Shape(True, width, short.shape.height, short.shape.breadth), "pad",
-                          function="pad-channels", channels=width - shape.width)
+                short.add("function", replace(short.shape, width=width), "pad",
+                          function="pad-channels" + suffix, channels=width - shape.width)
         return EntryPlan({"f": f, "shortcut": short.result()}, f.shape)
 
     def emit(self, e, x):

@@ -21,7 +21,7 @@ __all__ = ["Model", "Exact", "Coefficient", "PositiveInt", "Activation", "NormKi
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "sigmoid", "softplus", "elu", "leaky-relu", "identity", "none")
 Activation = Literal["relu", "tanh", "gelu", "silu", "sigmoid", "softplus", "elu", "leaky-relu", "identity", "none"]
-NormKind = Literal["batchnorm", "groupnorm", "layernorm", "none"]
+NormKind = Literal["batchnorm", "groupnorm", "layernorm", "rmsnorm", "none"]
 
 #: A strict positive integer: `true` and `"4"` are errors, not 1 and 4.
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -116,9 +116,19 @@ class Kind:
         return core_schema.no_info_plain_validator_function(
             self.validate, serialization=core_schema.plain_serializer_function_ser_schema(_dump, info_arg=True))
 
+    _rendering: set[int] = set()  # registries whose schema is being generated (a kind may nest its own registry)
+
     def __get_pydantic_json_schema__(self, schema: object, handler: Any) -> dict:
-        members = [handler(model.__pydantic_core_schema__) for _, model in self.registry.items()]
-        return {"anyOf": [*members, {"enum": self.registry.names(), "description": "shorthand for {kind: NAME}"}]}
+        shorthand = {"enum": self.registry.names(), "description": "shorthand for {kind: NAME}"}
+        if id(self.registry) in Kind._rendering:  # nested (an interleaved module's members): kinds listed above
+            return {"anyOf": [{"type": "object", "required": ["kind"], "description": f"a {self.registry.what}"},
+                              shorthand]}
+        Kind._rendering.add(id(self.registry))
+        try:
+            members = [handler(model.__pydantic_core_schema__) for _, model in self.registry.items()]
+        finally:
+            Kind._rendering.discard(id(self.registry))
+        return {"anyOf": [*members, shorthand]}
 
 
 def _dump(model: BaseModel, info: Any) -> dict:

@@ -69,6 +69,7 @@ class NodeMeta:
     learned: str | None = None  # the learnable per-step coefficient multiplying it ("k", "gamma")
     skip: Fraction | float | None = None  # y_n's coefficient in y_{n+1} when it is not 1 (leapfrog: 0)
     startup: str | None = None  # the RK method of a multistep stage's start-up step
+    opaque: bool = False  # a module that could not be inlined (`inlining`): its temporaries are hidden
 
     @property
     def unit(self) -> str | None:

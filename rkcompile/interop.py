@@ -37,7 +37,13 @@ _BLOCK_CLASSES = {"BasicBlock": "basic", "Bottleneck": "bottleneck"}
 
 
 def from_torchvision(tv_model_or_name: nn.Module | str, spec: Spec | str | Path | None = None) -> fx.GraphModule:
-    """Compile the Euler spec equivalent to a torchvision ResNet and load its weights (a name builds weights=None)."""
+    """Compile the Euler spec equivalent to a torchvision ResNet or ViT and load its weights (a name builds
+    weights=None); ViTs go to `interop_vit`."""
+    if (tv_model_or_name.startswith("vit_") if isinstance(tv_model_or_name, str)
+            else type(tv_model_or_name).__name__ == "VisionTransformer"):
+        from rkcompile.interop_vit import from_torchvision_vit
+
+        return from_torchvision_vit(tv_model_or_name, spec)
     if isinstance(tv_model_or_name, str):
         name = _known(tv_model_or_name)
         import torchvision

@@ -70,13 +70,14 @@ class Linear(Layer):
 class Norm(Layer):
     """A normalisation layer over the current width (`groups` for groupnorm)."""
 
-    kind: Literal["batchnorm", "groupnorm", "layernorm"]
+    kind: Literal["batchnorm", "groupnorm", "layernorm", "rmsnorm"]
     groups: PositiveInt = 32
+    eps: float | None = Field(None, gt=0)
     example: ClassVar[dict] = {"groups": 2}
 
     def plan(self, f: Planner, where: tuple, target: int | None, stride: int = 1, residual: bool = False) -> None:
         """Normalise (groupnorm's groups must divide the width)."""
-        f.norm(self.kind, self.groups if self.kind == "groupnorm" else None, where)
+        f.norm(self.kind, self.groups if self.kind == "groupnorm" else None, where, eps=self.eps)
 
 
 class Act(Layer):

@@ -33,6 +33,7 @@ class LayerCall:
     function: object | None = None
     args: tuple = ()
     label: str | None = None  # the drawing's name for the layer, when not `name`
+    inline: bool = False  # the compiler inlines the module's traced forward (`inlining`) instead of calling it
 
 
 class Part(nn.Module):
@@ -81,27 +82,43 @@ def _call(op: Op) -> LayerCall:
         function, args = _FUNCTIONS[op.arg("function")](op)
         return LayerCall(op.name, function=function, args=args, label=op.label)
     if op.kind == "module":
-        return LayerCall(op.name, module=op.arg("factory")(op.shape_in, op.shape), label=op.label)
+        return LayerCall(op.name, module=op.arg("factory")(op.shape_in, op.shape), label=op.label,
+                         inline=dict(op.args).get("inline", False))
     return LayerCall(op.name, module=_MODULES[op.kind](op), label=op.label)
 
 
 def _conv(op: Op) -> nn.Module:
     k = op.arg("kernel")
-    return nn.Conv2d(op.shape_in.width, op.shape.width, k, op.arg("stride"), padding=k // 2, bias=op.arg("bias"),
-                     groups=op.arg("groups"))
+    cls = nn.Conv1d if op.shape.sequence == "signal" else nn.Conv2d
+    return cls(op.shape_in.width, op.shape.width, k, op.arg("stride"), padding=k // 2, bias=op.arg("bias"),
+               groups=op.arg("groups"))
 
 
 def _pool(op: Op) -> nn.Module:
-    cls = nn.MaxPool2d if op.kind == "maxpool" else nn.AvgPool2d
+    signal = op.shape.sequence == "signal"
+    cls = {"maxpool": (nn.MaxPool2d, nn.MaxPool1d), "avgpool": (nn.AvgPool2d, nn.AvgPool1d)}[op.kind][signal]
     return cls(op.arg("kernel"), op.arg("stride"), padding=op.arg("kernel") // 2)
+
+
+def _eps(op: Op) -> dict:
+    eps = dict(op.args).get("eps")
+    return {} if eps is None else {"eps": eps}
+
+
+def _layernorm(op: Op) -> nn.Module:
+    """LayerNorm over the features of vectors and tokens; over channels and positions (GroupNorm(1)) otherwise."""
+    if op.shape.state in ("vector", "tokens"):
+        return nn.LayerNorm(op.shape.width, **_eps(op))
+    return nn.GroupNorm(1, op.shape.width, **_eps(op))
 
 
 _MODULES = {
     "conv": _conv,
     "linear": lambda op: nn.Linear(op.shape_in.width, op.shape.width, bias=op.arg("bias")),
-    "batchnorm": lambda op: (nn.BatchNorm2d if op.shape.image else nn.BatchNorm1d)(op.shape.width),
-    "groupnorm": lambda op: nn.GroupNorm(op.arg("groups"), op.shape.width),
-    "layernorm": lambda op: nn.GroupNorm(1, op.shape.width) if op.shape.image else nn.LayerNorm(op.shape.width),
+    "batchnorm": lambda op: (nn.BatchNorm2d if op.shape.image else nn.BatchNorm1d)(op.shape.width, **_eps(op)),
+    "groupnorm": lambda op: nn.GroupNorm(op.arg("groups"), op.shape.width, **_eps(op)),
+    "layernorm": _layernorm,
+    "rmsnorm": lambda op: nn.RMSNorm(op.shape.width, **_eps(op)),
     "dropout": lambda op: nn.Dropout(op.arg("p")),
     "maxpool": _pool,
     "avgpool": _pool,
@@ -114,4 +131,17 @@ _FUNCTIONS = {
     "pad-channels": lambda op: (nn.functional.pad, ((0, 0, 0, 0, 0, op.arg("channels")),)),
     "global-avgpool": lambda op: (nn.functional.adaptive_avg_pool2d, (1,)),
     "flatten": lambda op: (torch.flatten, (1,)),
+    # sequences: signals N x C x L, tokens N x L x F
+    "subsample-1d": lambda op: (operator.getitem, ((slice(None), slice(None), slice(None, None, op.arg("stride"))),)),
+    "pad-channels-1d": lambda op: (nn.functional.pad, ((0, 0, 0, op.arg("channels")),)),
+    "mean": lambda op: (torch.mean, (op.arg("dim"),)),
+    "to-tokens": lambda op: (_sequences().to_tokens, ()),
+    "pool-tokens": lambda op: (_sequences().pool_tokens, (op.arg("stride"),)),
+    "select": lambda op: (operator.getitem, ((slice(None), op.arg("index")),)),
 }
+
+
+def _sequences():
+    from rkcompile import token_modules
+
+    return token_modules

@@ -21,6 +21,7 @@ class StagePlan:
     entry: EntryPlan | None
     shape: Shape
     function: PartPlan
+    functions: tuple[PartPlan, ...] = ()  # an interleaved module's cycle (evaluation j calls j mod its length)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,15 @@ class NetworkPlan:
 def input_shape(spec) -> Shape:
     """The state shape of the spec's input."""
     i = spec.input
-    return Shape(True, i.channels, i.height, i.width) if i.is_image else Shape(False, i.features)
+    if i.state == "image":
+        return Shape(True, i.channels, i.height, i.width)
+    if i.state == "signal":
+        return Shape.signal(i.channels, i.length)
+    if i.integer:  # token ids: the width is the vocabulary, until an embedding stem
+        return Shape(False, i.vocabulary, i.length, 1, "ids")
+    if i.state == "tokens":
+        return Shape.tokens(i.length, i.features)
+    return Shape(False, i.features)
 
 
 def plan_network(spec) -> NetworkPlan:
@@ -70,15 +79,23 @@ def plan_network(spec) -> NetworkPlan:
 
 
 def plan_stage(stage, shape: Shape, path: tuple) -> StagePlan:
-    """Plan a stage's entry and its F on the shape the entry leaves."""
-    if stage.channels is not None and not shape.image:
-        raise PlanError("'channels' is for image states; this state is a vector: use 'features'", path + ("channels",))
-    if stage.features is not None and shape.image:
-        raise PlanError("'features' is for vector states; this state is an image: use 'channels'", path + ("features",))
+    """Plan a stage's entry and its F (each member of an interleaved cycle) on the shape the entry leaves."""
+    channels = shape.state in ("image", "signal")
+    if stage.channels is not None and not channels:
+        raise PlanError(f"'channels' is for image and signal states; this state is {shape.phrase()}: use 'features'",
+                        path + ("channels",))
+    if stage.features is not None and channels:
+        raise PlanError(f"'features' is for vector and tokens states; this state is {shape.phrase()}: use 'channels'",
+                        path + ("features",))
     ctx = EntryContext(shape, stage.width or shape.width, stage.module, path)
     entry = stage.entry.plan(ctx)
     shape = entry.shape if entry is not None else shape
-    return StagePlan(entry, shape, plan_residual(stage.module, shape, shape.width, 1, path + ("module",)))
+    members = stage.module.cycle()
+    where = path + ("module",)
+    functions = tuple(plan_residual(m, shape, shape.width, 1, where + stage.module.member_path(j))
+                      for j, m in enumerate(members))
+    return StagePlan(entry, shape, functions[0], functions)
+
 
 
 def nearest_budgets(evaluations: int, stages: int) -> list[int]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Annotated, Literal, Union
 
-from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, field_validator, model_validator
 
+from rkcompile import sequences  # noqa: F401  (registers the sequence stems, heads and entries)
 from rkcompile.entries import ENTRIES, NoEntry, StageEntry, Stitch, Transition
 from rkcompile.errors import RkcompileError
 from rkcompile.fields import ACTIVATIONS, Coefficient, Kind, PositiveInt
@@ -48,26 +49,56 @@ Seed = Annotated[int, Strict(), Field(ge=0, lt=2**63)]
 
 
 class Input(_Model):
-    """The network input: an image `{channels, height, width}` or a vector `{features}`."""
+    """The network input: an image `{channels, height, width}`, a vector `{features}`, a 1-d signal
+    `{channels, length}`, a token sequence `{length, features}`, or integer tokens `{length, vocabulary}`."""
 
     channels: PositiveInt | None = None
     height: PositiveInt | None = None
     width: PositiveInt | None = None
     features: PositiveInt | None = None
+    length: PositiveInt | None = None
+    vocabulary: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> Input:
-        image = (self.channels, self.height, self.width)
-        if self.features is not None and any(v is not None for v in image):
-            raise ValueError("give either {channels, height, width} for images or {features} for vectors, not both")
-        if self.features is None and any(v is None for v in image):
-            raise ValueError("expected {channels, height, width} for images or {features} for vectors")
+        given = tuple(name for name in _INPUT_FIELDS if getattr(self, name) is not None)
+        if given not in _INPUT_FORMS:
+            forms = ", ".join("{" + ", ".join(form) + "} for " + what for form, what in _INPUT_FORMS.items())
+            raise ValueError(f"give either {forms}; found {{{', '.join(given)}}}")
         return self
 
     @property
+    def state(self) -> str:
+        """image, vector, signal or tokens (integer tokens are tokens)."""
+        form = _INPUT_FORMS[tuple(n for n in _INPUT_FIELDS if getattr(self, n) is not None)]
+        return {"images": "image", "vectors": "vector", "integer tokens": "tokens"}.get(form, form)
+
+    @property
     def is_image(self) -> bool:
-        """True for image input (NCHW), False for vector input (NF)."""
-        return self.features is None
+        """True for image input (NCHW)."""
+        return self.state == "image"
+
+    @property
+    def integer(self) -> bool:
+        """True for integer token ids (a `vocabulary`): the input tensor is N x L of int64."""
+        return self.vocabulary is not None
+
+    def tensor_shape(self, batch: int) -> tuple[int, ...]:
+        """The input tensor's shape with the batch: NCHW, NF, NCL, NLF or NL (token ids)."""
+        if self.state == "image":
+            return (batch, self.channels, self.height, self.width)
+        if self.state == "signal":
+            return (batch, self.channels, self.length)
+        if self.integer:
+            return (batch, self.length)
+        if self.state == "tokens":
+            return (batch, self.length, self.features)
+        return (batch, self.features)
+
+
+_INPUT_FIELDS = ("channels", "height", "width", "features", "length", "vocabulary")
+_INPUT_FORMS = {("channels", "height", "width"): "images", ("features",): "vectors", ("channels", "length"): "signal",
+                ("features", "length"): "tokens", ("length", "vocabulary"): "integer tokens"}  # fields in _INPUT_FIELDS order
 
 
 class Step(_Model):
@@ -166,7 +197,8 @@ class Stage(_Model):
     channels: PositiveInt | None = None
     features: PositiveInt | None = None
     entry: Entry = NoEntry(kind="none")
-    module: Module
+    module: Module = Field(json_schema_extra=lambda schema: schema.setdefault("anyOf", []).append(
+        {"type": "array", "minItems": 2, "description": "an interleaved cycle of residual functions"}))
     integrator: Integrator = "euler"
     evaluations: PositiveInt | None = None
     steps: PositiveInt | None = None
@@ -177,6 +209,12 @@ class Stage(_Model):
 
     _family: object = PrivateAttr(default=None)
     _method: object = PrivateAttr(default=None)
+
+    @field_validator("module", mode="before")
+    @classmethod
+    def _interleaved(cls, value: object) -> object:
+        """`module: [attention, ffn]` is shorthand for an interleaved cycle (functions/interleaved.py)."""
+        return {"kind": "interleaved", "modules": value} if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _resolve(self) -> Stage:
@@ -215,6 +253,14 @@ class Stage(_Model):
             raise PlanError(f"a budget of {self.evaluations} evaluations does not divide into blocks of "
                             f"{method.stages} ({method.name} evaluates F {method.stages} times per step); nearest "
                             f"valid budgets: {', '.join(map(str, valid))}", ("evaluations",))
+        cycle = len(self.module.cycle())
+        if cycle > 1 and self.weights.kind != "per-evaluation":
+            raise PlanError(f"an interleaved module (a list of {cycle}) cycles over evaluations with their own weights: "
+                            f"it needs 'weights: per-evaluation', found '{self.weights.kind}'", ("weights",))
+        if cycle > 1 and self.total_evaluations % cycle:
+            field = "evaluations" if self.evaluations is not None else "steps"
+            raise PlanError(f"{self.total_evaluations} evaluations do not cycle evenly over the {cycle} interleaved "
+                            f"modules; use a multiple of {cycle} (and of {method.stages} per step)", (field,))
         if self.step.learn != "none" and not self.weights.per_block:
             raise PlanError(f"a learnable step needs per-evaluation weights (one step size per block); with "
                             f"'{self.weights.kind}' weights h = T/steps stays fixed", ("step", "learn"))

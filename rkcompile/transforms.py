@@ -183,6 +183,10 @@ def _interpolate(model, stage=None):
     spec = _spec(model, "interpolate")
 
     def reason(st) -> str | None:
+        cycle = len(st.module.cycle())
+        if cycle > 1:  # a block's copy after it would shift every later evaluation to another member of the cycle
+            return (f"interleaves {cycle} modules ({st.module.label()}): a copy of each block inserted after it "
+                    "would break their cycle; use remanifest")
         if isinstance(st.weights, PerEvaluation):
             return None
         return f"has {st.weights.kind} weights: interpolate doubles per-evaluation blocks; use refine instead"

@@ -21,6 +21,7 @@ from rkcompile.interop import (
     torchvision_state_dict_to_rkcompile,
 )
 from rkcompile.load import load_spec
+from rkcompile.transforms import remanifest
 
 SPECS = Path(__file__).parent.parent / "specs"
 
@@ -190,3 +191,42 @@ def test_foreign_key():
         torchvision_state_dict_to_rkcompile({"features.0.weight": torch.ones(1)}, model)
     with pytest.raises(ArtifactError, match=r"^torchvision key 'layer5\.0\.conv1\.weight' belongs to stage 4, but"):
         torchvision_state_dict_to_rkcompile({"layer5.0.conv1.weight": torch.ones(1)}, model)
+
+
+# ---------------------------------------------------------------- torchvision ViT
+@pytest.mark.parametrize("name, count", [("vit_b_16", 86_567_656), ("vit_b_32", 88_224_232)])
+def test_vit_specs_equal_torchvision_and_have_its_parameter_count(name, count):
+    from rkcompile.interop_vit import vit_spec_data
+
+    path = Path(__file__).parents[1] / "specs" / f"{name.replace('_', '-')}-imagenet.yaml"
+    tv = getattr(torchvision.models, name)(weights=None)
+    assert yaml.safe_load(path.read_text()) == vit_spec_data(tv, path.stem)
+    assert sum(p.numel() for p in tv.parameters()) == count
+    assert sum(p.numel() for p in build(path).parameters()) == count
+
+
+def test_vit_b_16_logits_are_identical_and_restack_as_midpoint():
+    torch.manual_seed(0)
+    tv = torchvision.models.vit_b_16(weights=None, image_size=32).eval()  # small images: a fast CPU forward
+    model = from_torchvision(tv).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x) - tv(x)).abs().max().item() <= 1e-4
+    midpoint = remanifest(model, integrator="midpoint")
+    assert sum(p.numel() for p in midpoint.parameters()) == sum(p.numel() for p in tv.parameters())
+
+
+def test_small_vit_with_dropout_maps_and_bad_vits_are_errors():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    tv = VisionTransformer(image_size=16, patch_size=4, num_layers=3, num_heads=2, hidden_dim=8, mlp_dim=12,
+                           dropout=0.1, attention_dropout=0.1, num_classes=5).eval()
+    model = from_torchvision(tv).eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert (model(x) - tv(x)).abs().max().item() <= 1e-5
+    assert model.spec.stages[0].total_evaluations == 6 and model.spec.stem.dropout == 0.1
+    pre_logits = VisionTransformer(image_size=16, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=12,
+                                   representation_size=4)
+    with pytest.raises(ArtifactError, match="pre-logits representation layer"):
+        from_torchvision(pre_logits)

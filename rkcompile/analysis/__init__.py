@@ -81,7 +81,11 @@ def _no_checkpoints(spec: Spec) -> dict:
 
 def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.float32) -> fx.GraphModule:
     """Record `node.meta["cost"]` (shape, bytes, FLOPs, saved, live and training bytes) on every node."""
-    CostInterpreter(model, dtype).run(meta_input(model.spec, batch, dtype))
+    try:
+        CostInterpreter(model, dtype).run(meta_input(model.spec, batch, dtype))
+    except (RuntimeError, NotImplementedError) as e:  # a user module that needs data (e.g. `if x.sum() > 0`)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RkcompileError(f"cannot predict costs without data: a module needs real values ({reason})") from None
     liveness(model.graph)
     return model
 
@@ -110,7 +114,8 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
         stages.append(combine(naming.stage(s), s, mine, count, nbytes))
     rest = [sum(v[0] for v in owned.values()), sum(v[1] for v in owned.values())]  # stage-owned and unowned
     total = combine("total", None, list(units), *rest)
-    return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total)
+    hidden = tuple(n.target for n in model.graph.nodes if getattr(graphmeta.get(n), "opaque", False))
+    return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total, hidden)
 
 
 def _check_measure(peak: int, batch: int, limits: Limits) -> None:

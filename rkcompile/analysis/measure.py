@@ -117,7 +117,7 @@ def measure(model: fx.GraphModule, batch: int, dtype: torch.dtype = torch.float3
     spec, model = model.spec, copy.deepcopy(model).to(dtype)  # a GraphModule's deepcopy drops `spec`
     ignore = {_storage(t)[0] for t in [*model.parameters(), *model.buffers()]}
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(meta_input(spec, batch, dtype).shape, generator=gen, dtype=dtype)
+    x = meta_input(spec, batch, dtype, device="cpu", generator=gen)
     model.eval()
     with torch.no_grad(), StorageTracker(ignore) as tracker:
         inference = MeasureInterpreter(model, tracker)

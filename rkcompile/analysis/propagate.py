@@ -29,13 +29,17 @@ from torch.utils.flop_counter import FlopCounterMode
 __all__ = ["CostInterpreter", "liveness", "meta_input"]
 
 
-def meta_input(spec, batch: int, dtype: torch.dtype, device: str = "meta") -> torch.Tensor:
-    """An input tensor of the spec's shape: NCHW for images, NF for vectors."""
+def meta_input(spec, batch: int, dtype: torch.dtype, device: str = "meta", generator=None) -> torch.Tensor:
+    """An input tensor of the spec's shape: NCHW images, NF vectors, NCL signals, NLF tokens, NL token ids (int64)."""
     i = spec.input
-    shape = (batch, i.channels, i.height, i.width) if i.is_image else (batch, i.features)
+    shape = i.tensor_shape(batch)
+    if i.integer:
+        if device == "meta":
+            return torch.empty(shape, dtype=torch.long, device="meta")
+        return torch.randint(0, i.vocabulary, shape, device=device, generator=generator)
     if device == "meta":
         return torch.empty(shape, dtype=dtype, device="meta")
-    return torch.randn(shape, dtype=dtype, device=device)
+    return torch.randn(shape, dtype=dtype, device=device, generator=generator)
 
 
 def _meta_like(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -74,6 +74,8 @@ class Report:
     units: tuple[BlockReport, ...]
     stages: tuple[BlockReport, ...]
     total: BlockReport
+    #: layers compiled as one node because they could not be traced: their temporaries are hidden from the prediction
+    hidden: tuple[str, ...] = ()
 
     @property
     def rows(self) -> tuple[BlockReport, ...]:
@@ -120,13 +122,16 @@ class Report:
                          if rel else "")
             lines.append(cells)
         title = f"{self.name}  (batch {self.batch}, {self.dtype})"
-        return "\n".join([title, text_table(lines, head, numeric=True)])
+        notes = [f"note: {len(self.hidden)} untraceable module call(s) ran as one node each, so the temporaries "
+                 f"inside them are hidden from the prediction: {', '.join(self.hidden[:3])}"
+                 f"{', ...' if len(self.hidden) > 3 else ''}"] if self.hidden else []
+        return "\n".join([title, text_table(lines, head, numeric=True), *notes])
 
     def to_dict(self) -> dict:
         """Plain data (ints, floats, strings, lists, dicts) for JSON."""
         return {"name": self.name, "batch": self.batch, "dtype": self.dtype,
                 "units": [_plain(r) for r in self.units], "stages": [_plain(r) for r in self.stages],
-                "total": _plain(self.total)}
+                "total": _plain(self.total), "hidden": list(self.hidden)}
 
     def __str__(self) -> str:
         return self.table()

@@ -25,8 +25,9 @@ class ResidualFunction(Model):
 
     kind: str
     after: Activation | None = None
-    #: "image", "vector" or None (any state): checked before `plan`; `state_hint` words the error.
-    state: ClassVar[str | None] = None
+    #: "image", "vector", "signal", "tokens", a tuple of them, or None (any state): checked before `plan`;
+    #: `state_hint` words the error.
+    state: ClassVar[str | tuple[str, ...] | None] = None
     state_hint: ClassVar[str] = ""
     #: A small valid configuration, e.g. {"kind": "mlp", "hidden": [5]}: the tests build every kind from it.
     example: ClassVar[dict] = {}
@@ -44,9 +45,26 @@ class ResidualFunction(Model):
         """How drawings and tables name this F."""
         return self.kind
 
+    def cycle(self) -> list[ResidualFunction]:
+        """The residual functions that evaluations call in turn (evaluation j calls member j mod the cycle's length)."""
+        return [self]
 
-def register_module(model: type[ResidualFunction]) -> type[ResidualFunction]:
-    """Register a residual-function kind under its `kind` literal (usable as a class decorator)."""
+    def member_path(self, j: int) -> tuple:
+        """Where member j of the cycle sits below `module` in the spec (for located errors)."""
+        return ()
+
+    def states(self) -> tuple[str, ...]:
+        """The states this kind accepts (empty: any)."""
+        return () if self.state is None else (self.state,) if isinstance(self.state, str) else tuple(self.state)
+
+
+def register_module(model, factory=None, args=None) -> type[ResidualFunction]:
+    """Register a residual-function kind: a ResidualFunction subclass under its `kind` literal (usable as a class
+    decorator), or `register_module(kind, factory, args=None)` for any nn.Module factory (`functions.user`)."""
+    if isinstance(model, str):
+        from rkcompile.functions.user import register_user_module
+
+        return register_user_module(model, factory, args)
     if not (isinstance(model, type) and issubclass(model, ResidualFunction)):
         raise TypeError(f"register_module expects a ResidualFunction subclass, found {model!r}")
     return FUNCTIONS.register_kind(model)
@@ -54,14 +72,24 @@ def register_module(model: type[ResidualFunction]) -> type[ResidualFunction]:
 
 def plan_function(module: ResidualFunction, f: Planner, width: int, stride: int) -> None:
     """Check the kind's state requirement, then plan it."""
-    if module.state == "image" and not f.shape.image or module.state == "vector" and f.shape.image:
-        hint = module.state_hint or f"needs {module.state} states"
+    states = module.states()
+    if states and f.shape.state not in states:
+        hint = module.state_hint or f"needs {' or '.join(states)} states"
         raise f.fail(("kind",), f"module '{module.kind}' {hint}")
     module.plan(f, width, stride)
 
 
 def _register_builtins() -> None:
-    from rkcompile.functions import basic, bottleneck, layers, mlp  # noqa: F401  (each registers itself)
+    from rkcompile.functions import (  # noqa: F401  (each registers itself)
+        attention,
+        basic,
+        bottleneck,
+        ffn,
+        interleaved,
+        layers,
+        mlp,
+        transformer,
+    )
 
 
 _register_builtins()

@@ -17,8 +17,8 @@ class ResNetBlock(ResidualFunction):
     bias: bool = False
     norm: NormKind = "batchnorm"
     act: Activation = "relu"
-    state: ClassVar[str | None] = "image"
-    state_hint: ClassVar[str] = "uses convolutions and needs image states; use 'mlp' for vectors"
+    state: ClassVar[tuple[str, ...]] = ("image", "signal")  # conv2d on images, conv1d on signals
+    state_hint: ClassVar[str] = "uses convolutions and needs image or signal states; use 'mlp' for vectors"
 
     def after_activation(self) -> str | None:
         """Explicit `after`, else relu after the addition for post-activation blocks (He et al. 2016)."""
