@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
 
 import click
 
@@ -53,7 +54,7 @@ def cli(debug: bool) -> None:
     """Compile YAML specs of residual networks (as Runge-Kutta integrators) to torch.fx, and draw them."""
 
 
-def table(rows: list[list[object]], header: list[str]) -> str:
+def table(rows: Sequence[Sequence[object]], header: list[str]) -> str:
     """Render rows as a plain left-aligned text table."""
     return text_table(rows, header)
 

@@ -94,7 +94,7 @@ class MultistepStability:
         """C_0, C_1, ...: C_q = Σ_j (j^q α_j / q! − j^{q−1} β_j / (q−1)!)."""
         out = [sum(self.alpha, Fraction(0))]
         for q in range(1, MAX_ORDER + 2):
-            out.append(sum(Fraction(j**q) * a / math.factorial(q) for j, a in enumerate(self.alpha))
+            out.append(sum((Fraction(j**q) * a / math.factorial(q) for j, a in enumerate(self.alpha)), Fraction(0))
                        - sum(Fraction(j ** (q - 1)) * b / math.factorial(q - 1) for j, b in enumerate(self.beta)))
         return out
 
