@@ -7,6 +7,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import click
 
@@ -14,6 +15,9 @@ from rkcompile import __version__
 from rkcompile.cli_options import BATCH, limit_options, limits_from
 from rkcompile.errors import RkcompileError
 from rkcompile.texttable import text_table
+
+if TYPE_CHECKING:
+    from rkcompile.spec import Spec
 
 __all__ = ["main", "cli"]
 
@@ -163,7 +167,8 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
     rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
     total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
-    click.echo(f"{model.spec.name}: {len(model.graph.nodes)} graph nodes")
+    spec_name = cast("Spec", model.spec).name  # the compiler sets .spec; fx types module attributes as Tensor | Module
+    click.echo(f"{spec_name}: {len(model.graph.nodes)} graph nodes")
     click.echo(table(rows, ["unit", "integrator", "evaluations", "parameters"]))
     if code:
         header = f"# forward() of the torch.fx GraphModule compiled by rkcompile from {spec}\nimport torch\n"

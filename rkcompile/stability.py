@@ -34,9 +34,18 @@ __all__ = ["StabilityMethod", "RungeKuttaStability", "MultistepStability", "stab
 class StabilityMethod(Protocol):
     """What a method supplies to have its stability region computed and plotted."""
 
-    name: str
-    order: int
-    error_coefficient: float
+    # read-only properties, so that frozen dataclasses and properties satisfy the protocol
+    @property
+    def name(self) -> str:
+        """The method's name in legends and tables."""
+
+    @property
+    def order(self) -> int:
+        """The method's order of accuracy."""
+
+    @property
+    def error_coefficient(self) -> float:
+        """The size of the leading local error term."""
 
     def amplification(self, z: np.ndarray) -> np.ndarray:
         """The growth factor per step at z = hλ (the region is where it is ≤ 1)."""
