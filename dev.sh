@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's two commands (see README):  ./dev.sh demo   — set up, then check, build and draw specs/
-#                                           ./dev.sh test   — set up, then run the whole test suite
+#                                           ./dev.sh test   — set up, then type-check (mypy) and run the whole test suite
 # Set-up is idempotent: a project-local .venv with the pinned torch build, the package in editable mode,
 # graphviz's `dot` binary and headless chromium with its driver (Debian packages) when they are missing.
 set -euo pipefail
@@ -40,6 +40,7 @@ case "${1:-}" in
   test)
     setup
     shift
+    "$PY" -m mypy  # the static type check ([tool.mypy] in pyproject.toml); set -e stops the run on errors
     "$PY" -m pytest -n 2 -q "$@"
     ;;
   *)

@@ -6,6 +6,8 @@ import json
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import click
 
@@ -13,6 +15,9 @@ from rkcompile import __version__
 from rkcompile.cli_options import BATCH, limit_options, limits_from
 from rkcompile.errors import RkcompileError
 from rkcompile.texttable import text_table
+
+if TYPE_CHECKING:
+    from rkcompile.spec import Spec
 
 __all__ = ["main", "cli"]
 
@@ -53,7 +58,7 @@ def cli(debug: bool) -> None:
     """Compile YAML specs of residual networks (as Runge-Kutta integrators) to torch.fx, and draw them."""
 
 
-def table(rows: list[list[object]], header: list[str]) -> str:
+def table(rows: Sequence[Sequence[object]], header: list[str]) -> str:
     """Render rows as a plain left-aligned text table."""
     return text_table(rows, header)
 
@@ -175,7 +180,8 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
     rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
     total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
-    click.echo(f"{model.spec.name}: {len(model.graph.nodes)} graph nodes")
+    spec_name = cast("Spec", model.spec).name  # the compiler sets .spec; fx types module attributes as Tensor | Module
+    click.echo(f"{spec_name}: {len(model.graph.nodes)} graph nodes")
     click.echo(table(rows, ["unit", "integrator", "evaluations", "parameters"]))
     if code:
         header = f"# forward() of the torch.fx GraphModule compiled by rkcompile from {spec}\nimport torch\n"

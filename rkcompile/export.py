@@ -95,6 +95,7 @@ def _onnx_bytes(program: torch.export.ExportedProgram) -> bytes:
         onnx_program = torch.onnx.export(program, dynamo=True, verbose=False)
     except Exception as e:  # the exporter raises its own error types per failing operator
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {_first_line(e)}") from e
+    assert onnx_program is not None  # dynamo=True always returns a program (None only from the legacy exporter)
     return onnx_program.model_proto.SerializeToString()
 
 

@@ -7,7 +7,8 @@ or, in a stem (`target` None), keeps the current width.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import typing
+from typing import ClassVar, Literal, cast
 
 from pydantic import Field
 
@@ -116,7 +117,7 @@ class Pool(Layer):
 
 
 for _model in (Conv, Linear, Norm, Act, Dropout, Pool):
-    for _name in _model.model_fields["kind"].annotation.__args__:
+    for _name in typing.get_args(_model.model_fields["kind"].annotation):
         LAYERS.register(_name, _model)
 
 
@@ -127,6 +128,6 @@ def plan_layers(layers: list[Layer], f: Planner, where: tuple, target: int | Non
     torchvision's bottleneck puts the stride on its 3x3 conv in the same way.
     """
     convs = [i for i, layer in enumerate(layers) if isinstance(layer, Conv)]
-    strided = next((i for i in convs if layers[i].kernel > 1), convs[0] if convs else None)
+    strided = next((i for i in convs if cast(Conv, layers[i]).kernel > 1), convs[0] if convs else None)  # convs are Conv
     for i, layer in enumerate(layers):
         layer.plan(f, where + (i,), target, stride if i == strided else 1, residual)

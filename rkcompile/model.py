@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from torch import fx, nn
+
+if TYPE_CHECKING:
+    from rkcompile.spec import Spec
 
 __all__ = ["as_model", "parameter_count", "graph_size"]
 
@@ -18,7 +22,8 @@ def as_model(source, overrides=None, *, limits=None) -> fx.GraphModule:
 
         source = load(source, limits=limits)
     if isinstance(source, fx.GraphModule):
-        return build(source.spec, overrides=overrides, limits=limits) if overrides else source
+        spec = cast("Spec", source.spec)  # the compiler sets .spec; fx types module attributes as Tensor | Module
+        return build(spec, overrides=overrides, limits=limits) if overrides else source
     return build(source, overrides=overrides, limits=limits)
 
 

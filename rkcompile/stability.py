@@ -34,9 +34,18 @@ __all__ = ["StabilityMethod", "RungeKuttaStability", "MultistepStability", "stab
 class StabilityMethod(Protocol):
     """What a method supplies to have its stability region computed and plotted."""
 
-    name: str
-    order: int
-    error_coefficient: float
+    # read-only properties, so that frozen dataclasses and properties satisfy the protocol
+    @property
+    def name(self) -> str:
+        """The method's name in legends and tables."""
+
+    @property
+    def order(self) -> int:
+        """The method's order of accuracy."""
+
+    @property
+    def error_coefficient(self) -> float:
+        """The size of the leading local error term."""
 
     def amplification(self, z: np.ndarray) -> np.ndarray:
         """The growth factor per step at z = hλ (the region is where it is ≤ 1)."""
@@ -94,7 +103,7 @@ class MultistepStability:
         """C_0, C_1, ...: C_q = Σ_j (j^q α_j / q! − j^{q−1} β_j / (q−1)!)."""
         out = [sum(self.alpha, Fraction(0))]
         for q in range(1, MAX_ORDER + 2):
-            out.append(sum(Fraction(j**q) * a / math.factorial(q) for j, a in enumerate(self.alpha))
+            out.append(sum((Fraction(j**q) * a / math.factorial(q) for j, a in enumerate(self.alpha)), Fraction(0))
                        - sum(Fraction(j ** (q - 1)) * b / math.factorial(q - 1) for j, b in enumerate(self.beta)))
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def growth_grid(method: StabilityMethod, points: int = 400) -> tuple[np.ndarray,
     return xs, ys, method.amplification(xs[None, :] + 1j * ys[:, None])
 
 
-def stability_plot(methods: list[StabilityMethod], out_path: str | Path, points: int = 400) -> Path:
+def stability_plot(methods: Sequence[StabilityMethod], out_path: str | Path, points: int = 400) -> Path:
     """Draw each method's region |growth(z)| ≤ 1 in the complex plane, with order, error coefficient, extent."""
     from rkcompile.memory_plot import _pyplot
     from rkcompile.render import check_writable

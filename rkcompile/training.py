@@ -123,7 +123,7 @@ def carry_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer, old_mode
     for name, param in new_model.named_parameters():
         source = old_params.get(sources.get(name, ""))
         state = old.state.get(source) if source is not None else None
-        if not state or source.shape != param.shape:
+        if not state or source is None or source.shape != param.shape:  # no state without a source
             continue
         new.state[param] = {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()}
         carried += 1

@@ -63,7 +63,7 @@ class CostInterpreter(fx.Interpreter):
 
     def __init__(self, module: fx.GraphModule, dtype: torch.dtype = torch.float32) -> None:
         super().__init__(module, garbage_collect_values=False)
-        tensors = dict(module.named_parameters(remove_duplicate=False))
+        tensors: dict[str, torch.Tensor] = dict(module.named_parameters(remove_duplicate=False))
         tensors.update(module.named_buffers(remove_duplicate=False))
         self.state = {name: _meta_like(t, dtype) for name, t in tensors.items()}
         self.scoped: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)  # module path → its tensors by local name
@@ -218,7 +218,8 @@ class _Template:
 
 
 def _inputs(nodes: list[fx.Node]) -> list[fx.Node]:
-    inside, seen = set(nodes), {}
+    inside = set(nodes)
+    seen: dict[fx.Node, None] = {}  # an ordered set
     for node in nodes:
         for arg in node.all_input_nodes:
             if arg not in inside:

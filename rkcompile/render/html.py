@@ -13,6 +13,7 @@ import json
 import re
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import fx
@@ -87,7 +88,7 @@ def view_facts(model: fx.GraphModule, measures: Measures) -> dict:
     units = {}
     for view in read_blocks(model):
         row = measures.blocks.get(view.label)
-        evals = [{"index": e.index, "weights": e.weights, "time": str(e.time), "layers": list(e.layers),
+        evals: list[dict[str, Any]] = [{"index": e.index, "weights": e.weights, "time": str(e.time), "layers": list(e.layers),
                   "nodes": list(e.nodes)} for e in view.evaluations]
         for e in evals:
             for name in e["nodes"]:
@@ -111,7 +112,7 @@ def _target(n: fx.Node) -> str:
 
 def _code_lines(code: str) -> dict[str, tuple[int, str]]:
     """{value name: (line number, the line)} for each assignment in the generated forward()."""
-    out = {}
+    out: dict[str, tuple[int, str]] = {}
     for number, line in enumerate(code.splitlines(), 1):
         m = re.match(r"\s*(\w+) = ", line)
         if m:

@@ -7,6 +7,7 @@ adapter between the two, so a change in the report's field names is mended here 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -55,7 +56,7 @@ def measure(model, batch: int = 1, dtype: torch.dtype = torch.float32) -> Measur
     report = analyze(model, batch=batch, dtype=dtype)
     out = Measures(batch=batch, dtype=report.dtype)
     out.blocks = {row.label: _numbers(row) for row in report.units}
-    out.stages = {row.stage: _numbers(row) for row in report.stages}
+    out.stages = {cast(int, row.stage): _numbers(row) for row in report.stages}  # stage rows always carry their stage
     out.total = _numbers(report.total)
     return out
 

@@ -17,7 +17,7 @@ __all__ = ["UnitShapes", "unit_shapes", "shape_text"]
 class UnitShapes:
     """The shapes entering and leaving each unit ("stem", "stage0.block3", ...), the network's input and output."""
 
-    def __init__(self, inputs: dict[str, tuple], outputs: dict[str, tuple], network_in, network_out) -> None:
+    def __init__(self, inputs: dict[str, tuple | None], outputs: dict[str, tuple | None], network_in, network_out) -> None:
         self.inputs, self.outputs = inputs, outputs
         self.network_in, self.network_out = network_in, network_out
 
@@ -36,8 +36,8 @@ def unit_shapes(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torc
         from rkcompile.analysis import predict
 
         predict(model, batch, dtype)
-    inputs: dict[str, tuple] = {}
-    outputs: dict[str, tuple] = {}
+    inputs: dict[str, tuple | None] = {}  # None: a unit whose shape was not propagated
+    outputs: dict[str, tuple | None] = {}
     network_in = network_out = None
     for n in model.graph.nodes:
         if n.op == "placeholder":
