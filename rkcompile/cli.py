@@ -220,8 +220,8 @@ def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], 
     click.echo(report.table())
     from rkcompile.lowering_registers import lowering_note
 
-    for line in lowering_note(model, batch):
-        click.echo(line)
+    for note in lowering_note(model, batch):
+        click.echo(note)
     if timeline:
         from rkcompile.analysis.timeline import timeline as memory_timeline
         from rkcompile.timeline_plot import timeline_plot
