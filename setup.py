@@ -5,5 +5,5 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["rkcompile", "rkcompile.*"]), "rkcompile.specs"],
     package_dir={"rkcompile.specs": "specs"},
-    package_data={"rkcompile.specs": ["*.yaml"]},
+    package_data={"rkcompile.specs": ["*.yaml"], "rkcompile.render": ["view.html", "view.css", "view.js"]},
 )
