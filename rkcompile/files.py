@@ -20,7 +20,7 @@ from typing import BinaryIO, Union
 
 from rkcompile.errors import RkcompileError
 
-__all__ = ["FileError", "read_bytes", "open_regular", "write_file", "same_file"]
+__all__ = ["FileError", "read_bytes", "open_regular", "write_file", "write_figure", "same_file"]
 
 #: What `write_file` accepts: bytes, text (written as UTF-8), or a function that writes into a binary file.
 Content = Union[bytes, str, Callable[[BinaryIO], None]]
@@ -163,3 +163,13 @@ def _sync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_figure(fig, path: str | os.PathLike, fmt: str = "png", *, inputs: Iterable[str | os.PathLike] = (),
+                 dpi: int = 110) -> Path:
+    """Render a matplotlib figure in memory (reproducible: no software/date stamp) and write it with `write_file`."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else {"Date": None})
+    return write_file(path, buffer.getvalue(), inputs=inputs)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rkcompile.errors import RkcompileError
-from rkcompile.files import write_file
+from rkcompile.files import write_figure
 from rkcompile.stability import StabilityMethod, real_extent
 
 __all__ = ["PLOT_FORMATS", "stability_plot", "window", "growth_grid"]
@@ -63,9 +62,7 @@ def stability_plot(methods: Sequence[StabilityMethod], out_path: str | Path, poi
             ax.set_title(f"{method.name}: order {method.order}\nprincipal error coefficient "
                          f"{method.error_coefficient:.3g}\nreal axis [−{r:.4f}, 0]", fontsize=9)
         fig.tight_layout()
-        buffer = io.BytesIO()  # rendered in memory, then written by the one atomic writer
-        fig.savefig(buffer, format=fmt, dpi=110, metadata={"Software": None} if fmt == "png" else {"Date": None})
-        write_file(out, buffer.getvalue())
+        write_figure(fig, out, fmt)
     finally:
         plt.close(fig)
     return out

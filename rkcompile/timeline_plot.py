@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from rkcompile.analysis.timeline import Timeline
 from rkcompile.errors import RkcompileError
-from rkcompile.files import write_file
+from rkcompile.files import write_figure
 
 __all__ = ["timeline_plot"]
 
@@ -54,9 +53,7 @@ def timeline_plot(line: Timeline, out_path: str | Path) -> Path:
                      fontsize=9)
         ax.legend(fontsize=8, loc="lower center")
         fig.tight_layout()
-        buffer = io.BytesIO()  # rendered in memory, then written by the one atomic writer
-        fig.savefig(buffer, format=fmt, dpi=110, metadata={"Software": None} if fmt == "png" else {"Date": None})
-        write_file(out, buffer.getvalue())
+        write_figure(fig, out, fmt)
     finally:
         plt.close(fig)
     return out
