@@ -138,7 +138,7 @@ def stage_table(spec) -> str:
                      s.weights.label(),
                      s.blocks, s.total_evaluations, format_coefficient(s.h)])
         choice = stage_lowering(s)
-        lowerings.append(f"{choice.lowering} ({choice.registers} live"
+        lowerings.append("accumulate" if choice is None else f"{choice.lowering} ({choice.registers} live"
                          + (f", {choice.extra_axpys:+d} axpys/step)" if choice.extra_axpys else ")"))
         groups.append(", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s.checkpoint) if s.checkpoint else "none")
     header = ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"]

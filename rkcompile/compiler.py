@@ -201,7 +201,8 @@ class Compiler:
 
     def lowering(self, stage: Stage, default):
         """The step emitter: `default` (the family's), or the minimal-register one where the stage's `lowering` picks it."""
-        if stage.family.name == "rk" and stage_lowering(stage).lowering == "registers":
+        choice = stage_lowering(stage)
+        if choice is not None and choice.lowering == "registers":
             return lower_step_registers
         return default
 

@@ -89,7 +89,7 @@ def lowering_note(model: fx.GraphModule, batch: int) -> list[str]:
     lines = []
     for n, stage in enumerate(model.spec.stages):
         choice = stage_lowering(stage)
-        if choice.lowering != "registers":
+        if choice is None or choice.lowering != "registers":
             continue
         size = stage.width
         if model.spec.input.is_image:

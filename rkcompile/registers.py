@@ -369,7 +369,10 @@ def choose_lowering(tableau, scale=1, requested: str = "auto") -> LoweringChoice
                           chosen.axpys, chosen.axpys - acc.axpys)
 
 
-def stage_lowering(stage) -> LoweringChoice:
-    """The lowering a spec stage compiles with (its `lowering` field, scale h * epsilon unless h is learned)."""
+def stage_lowering(stage) -> LoweringChoice | None:
+    """The lowering an RK stage compiles with (its `lowering` field, scale h * epsilon unless h is learned);
+    None for other integrator families, which have their own lowering."""
+    if stage.family.name != "rk":
+        return None
     scale = (1 if stage.step.learn != "none" else stage.h) * stage.step.epsilon.value
     return choose_lowering(stage.tableau, scale, stage.lowering)
