@@ -262,6 +262,12 @@ def test_progress_bars_on_a_terminal_only(specs, capsys, monkeypatch):
     assert train.main(args) == 0
     assert capsys.readouterr().err == ""  # not a terminal: no bar
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    import functools
+
+    import tqdm
+
+    # redraw on every batch: an epoch faster than tqdm's 0.1 s refresh interval would otherwise show no postfix
+    monkeypatch.setattr(tqdm, "tqdm", functools.partial(tqdm.tqdm, mininterval=0))
     assert train.main(args) == 0
     captured = capsys.readouterr()
     assert "epoch 0" in captured.err and "batch" in captured.err and "loss=" in captured.err
