@@ -23,6 +23,7 @@ from torch import fx, nn
 
 from rkcompile.graphmeta import NodeMeta
 from rkcompile.modules import Part, Scale
+from rkcompile.time_modules import Film, film
 
 __all__ = ["call_mixed", "basis_batch_norm"]
 
@@ -85,6 +86,9 @@ def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: lis
         return fn(basis_batch_norm, (x, mixed("weight"), mixed("bias"), *stats, tuple(weights), layer), name, meta)
     if isinstance(module, Scale):
         return fn(torch.mul, (x, mixed("scale")), name, meta)
+    if isinstance(module, Film):  # time-conditioned F (`conditioning`): the map on combined weights
+        return fn(film, (x, *t, *(mixed(p) for p in ("weight1", "bias1", "weight2", "bias2")), module.act,
+                         module.dim), name, meta)
     # any other layer: its own forward on the combined parameters (buffers from the first coefficient F)
     layer = compiler.get_attr(paths[0], meta)
     params = {key: mixed(key) for key, _ in module.named_parameters()}

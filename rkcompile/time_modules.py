@@ -12,7 +12,7 @@ from torch import nn
 
 from rkcompile.modules import activation
 
-__all__ = ["concat_time", "Film"]
+__all__ = ["concat_time", "film", "Film"]
 
 
 def concat_time(x: torch.Tensor, t: float, dim: int) -> torch.Tensor:
@@ -20,6 +20,18 @@ def concat_time(x: torch.Tensor, t: float, dim: int) -> torch.Tensor:
     shape = list(x.shape)
     shape[dim] = 1
     return torch.cat([x, x.new_full(shape, t)], dim)
+
+
+def film(x: torch.Tensor, t: float, weight1, bias1, weight2, bias2, act: str, dim: int) -> torch.Tensor:
+    """FiLM from t on given weights (the functional form `Film` and a continuous basis' combined weights use)."""
+    h = F.linear(x.new_full((1, 1), t), weight1, bias1)
+    fn = activation(act)
+    if fn is not None:
+        h = fn(h)
+    gamma, beta = F.linear(h, weight2, bias2).chunk(2, dim=-1)
+    shape = [1] * x.dim()
+    shape[dim] = x.shape[dim]
+    return x * (1 + gamma.reshape(shape)) + beta.reshape(shape)
 
 
 class Film(nn.Module):
@@ -34,17 +46,10 @@ class Film(nn.Module):
         self.bias1 = nn.Parameter(torch.empty(hidden).uniform_(-1, 1))
         self.weight2 = nn.Parameter(torch.zeros(2 * width, hidden))
         self.bias2 = nn.Parameter(torch.zeros(2 * width))
-        self._act = activation(act)
 
     def forward(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """Modulate x by the scale and shift the map gives at time t."""
-        h = F.linear(x.new_full((1, 1), t), self.weight1, self.bias1)
-        if self._act is not None:
-            h = self._act(h)
-        gamma, beta = F.linear(h, self.weight2, self.bias2).chunk(2, dim=-1)
-        shape = [1] * x.dim()
-        shape[self.dim] = self.width
-        return x * (1 + gamma.reshape(shape)) + beta.reshape(shape)
+        return film(x, t, self.weight1, self.bias1, self.weight2, self.bias2, self.act, self.dim)
 
     def extra_repr(self) -> str:
         return (f"width={self.width}, hidden={self.weight1.shape[0]}, act={self.act}, "
