@@ -100,9 +100,10 @@ class ConcatTime(TimeInput):
         ops: list[Op] = []
         for op in plan.ops:
             if op.kind in _WEIGHTED:
-                if op.kind == "conv" and op.arg("groups") > 1:
+                groups = op.arg("groups") if op.kind == "conv" else 1
+                if isinstance(groups, int) and groups > 1:
                     raise PlanError(f"time: concat adds t as one input channel, which a grouped conv ({op.name}, "
-                                    f"groups {op.arg('groups')}) cannot split evenly; use 'time: film'", path)
+                                    f"groups {groups}) cannot split evenly; use 'time: film'", path)
                 wide = replace(op.shape_in, width=op.shape_in.width + 1)
                 ops.append(Op(f"time{sum(o.kind == 'time' for o in ops) + 1}", "time", op.shape_in, wide,
                               (("dim", _channel_dim(op)),)))

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, field_validator, model_validator
 
 from rkcompile import sequences  # noqa: F401  (registers the sequence stems, heads and entries)
+from rkcompile.conditioning import TIMES, NoTime, TimeInput
 from rkcompile.entries import ENTRIES, NoEntry, StageEntry, Stitch, Transition
 from rkcompile.errors import RkcompileError
 from rkcompile.fields import ACTIVATIONS, Coefficient, Kind, PositiveInt
@@ -23,7 +24,6 @@ from rkcompile.functions.basic import Basic
 from rkcompile.functions.bottleneck import Bottleneck
 from rkcompile.functions.layers import Layers
 from rkcompile.functions.mlp import Mlp
-from rkcompile.conditioning import TIMES, NoTime, TimeInput
 from rkcompile.heads import HEADS, Classifier, HeadKind
 from rkcompile.layers import LAYERS, Act, Conv, Dropout, Linear, Norm, Pool
 from rkcompile.layers import Layer as _LayerBase

@@ -26,7 +26,7 @@ def film(x: torch.Tensor, t: float, weight1, bias1, weight2, bias2, act: str, di
     """FiLM from t on given weights (the functional form `Film` and a continuous basis' combined weights use)."""
     h = F.linear(x.new_full((1, 1), t), weight1, bias1)
     fn = activation(act)
-    if fn is not None:
+    if callable(fn):
         h = fn(h)
     gamma, beta = F.linear(h, weight2, bias2).chunk(2, dim=-1)
     shape = [1] * x.dim()
