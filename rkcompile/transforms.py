@@ -306,6 +306,9 @@ def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rena
         raise TransformError(f"{what}: {e.path + ': ' if e.path else ''}{_one_line(e.message)}") from None
     except RkcompileError as e:
         raise TransformError(f"{what}: {_one_line(e)}") from None
+    from rkcompile.cautions import warn
+
+    warn(new.spec, what)  # e.g. remanifested to steps that straddle basis pieces
     old, fixed = model.state_dict(), fixed or {}
     state, sources = {}, {}
     for key, target in new.state_dict().items():
