@@ -198,10 +198,12 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
 
     from rkcompile.compiler import build as compile_spec
     from rkcompile.model import parameter_count
+    from rkcompile.naming import display
     from rkcompile.summary import units
 
     model = compile_spec(spec, list(overrides), limits=limits_from(options))
-    rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
+    names = [s.name for s in cast("Spec", model.spec).stages]
+    rows = [[display(u.label, names), u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
     total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
     spec_name = cast("Spec", model.spec).name  # the compiler sets .spec; fx types module attributes as Tensor | Module

@@ -114,4 +114,6 @@ def load_model(source: Path, overrides: tuple[str, ...], limits=None):
         raise RkcompileError(f"{source}: expected a .yaml spec or a .pt model, found a {source.suffix} file")
     from rkcompile.model import as_model
 
-    return as_model(source, parse_overrides(overrides) if overrides else None, limits=limits)
+    if overrides:
+        parse_overrides(overrides)  # a malformed PATH=VALUE is refused before any work
+    return as_model(source, list(overrides) or None, limits=limits)  # as written: errors are located at the --set

@@ -43,7 +43,7 @@ class Source:
         """A SpecError located at the YAML node for `path`, or at the override that set it (`--set PATH=VALUE: ...`)."""
         for where, text in sorted(self.overridden.items(), key=lambda item: -len(item[0])):
             if path[:len(where)] == where:  # the node, or something inside it, came from this override
-                return cls(message, file=text, path=format_path(path) if len(path) > len(where) else "")
+                return cls(message, file=text, path=format_path(path))
         line, column = self.locate(path)
         return cls(message, file=self.file, line=line, column=column, path=format_path(path))
 
