@@ -152,7 +152,6 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...], **options) -> None
 
 def stage_table(spec) -> str:
     """Per-stage summary: integrator, weights, blocks, evaluations, step size."""
-    from rkcompile.exact import format_coefficient
     from rkcompile.registers import stage_lowering
 
     rows, lowerings, groups = [], [], []
@@ -160,7 +159,7 @@ def stage_table(spec) -> str:
         t = s.tableau
         rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.label(), f"{t.name} (order {t.order})",
                      s.weights.label(),
-                     s.blocks, s.total_evaluations, format_coefficient(s.h)])
+                     s.blocks, s.total_evaluations, _step_size(s)])
         choice = stage_lowering(s)
         lowerings.append("accumulate" if choice is None else f"{choice.lowering} ({choice.registers} live"
                          + (f", {choice.extra_axpys:+d} axpys/step)" if choice.extra_axpys else ")"))
@@ -174,6 +173,14 @@ def stage_table(spec) -> str:
         header.append("checkpoint")
         rows = [[*row, text] for row, text in zip(rows, groups, strict=True)]
     return table(rows, header)
+
+
+def _step_size(stage) -> str:
+    """h as the spec wrote it: `h: 0.1` shows 0.1, `T: 1` over 3 steps 1/3."""
+    from rkcompile.exact import display_coefficient, is_decimal_text
+
+    given = stage.step.h if stage.step.h is not None else stage.step.T
+    return display_coefficient(stage.h, given is not None and is_decimal_text(given.text))
 
 
 def _indent(text: str) -> str:

@@ -87,7 +87,7 @@ def legend(scale: ColourScale, color_by: str, level: str) -> str:
         return f"<<TABLE BORDER=\"0\" CELLBORDER=\"1\" CELLSPACING=\"0\" CELLPADDING=\"3\">{''.join(rows)}</TABLE>>"
     rows += [
         _wide("k<SUB>i</SUB> = F[weights]: the i-th evaluation, at time t<SUB>n</SUB> + c<SUB>i</SUB>·h; "
-              "coefficients are exact fractions (irrational ones to 4 digits)"),
+              "coefficients as written: fractions, decimals, irrational ones to 4 digits"),
         _wide(f"<FONT COLOR=\"{INTO}\">blue edge k<SUB>j</SUB> → k<SUB>i</SUB></FONT>: a<SUB>ij</SUB>·h, "
               "added into k<SUB>i</SUB>'s input, which starts from y<SUB>n</SUB> (grey)"),
         _wide(f"<FONT COLOR=\"{OUT}\">green edge k<SUB>i</SUB> → y<SUB>n+1</SUB></FONT>: b<SUB>i</SUB>·h; "
