@@ -72,10 +72,12 @@ def draw(source: str, output: str | None, level: str, batch: int, fmt: str | Non
         click.echo(f"wrote {out} ({level} level, batch {batch})")
     if plot is not None:
         from rkcompile.memory_plot import memory_plot as plot_memory
+        from rkcompile.memory_plot import scheme_memory
 
-        plot_memory(model.spec, plot, schemes=[s.strip() for s in schemes.split(",") if s.strip()], batch=batch,
-                    inputs=[src])
-        click.echo(f"wrote {plot} (memory per stage: {schemes})")
+        names = [s.strip() for s in schemes.split(",") if s.strip()]
+        data = scheme_memory(model.spec, names, batch)
+        plot_memory(model.spec, plot, schemes=names, batch=batch, inputs=[src], data=data)
+        click.echo(f"wrote {plot} (memory per stage: {data.summary()})")
 
 
 def resolve_output(path: Path, fmt: str | None, source: Path, force: bool) -> Path:
