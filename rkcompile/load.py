@@ -32,10 +32,12 @@ def load_spec(
             check_bounds(path, limits)
             return path
         source = copy.deepcopy(path._source) if path._source else Source(data=path.data, file=file or "<spec>", text="")
-    else:
-        source = read_source(resolve(path), file=file)  # a shipped spec's name → its file
+        # a Spec changed by overrides: the library's own variants (Euler manifestations, transformations), which
+        # warn for themselves (`cautions`), so no warning here
+        return _validate(source, overrides, limits)
+    source = read_source(resolve(path), file=file)  # a shipped spec's name → its file
     spec = _validate(source, overrides, limits)
-    warn(spec)  # a spec read from a file (an already validated Spec was warned about when it was read)
+    warn(spec)  # a spec read from a file: its cautions, located there or at the --set that caused them
     return spec
 
 

@@ -103,6 +103,7 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise TransformError(f"remanifest: steps must be a positive integer, found {steps!r}")
     tableau = _tableau(integrator) if integrator is not None else None
+    integrator = _as_data(integrator)  # a Tableau object goes into the spec by name, or inline as written
     changes, renames = {}, {}
     for n in _select(spec, stage, "remanifest", lambda st: None):
         st, data = spec.stages[n], _stage_data(spec, n)
@@ -117,6 +118,8 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
             if made != budget:
                 raise TransformError(f"remanifest: stage {n} has per-evaluation weights, a fixed budget of {budget} "
                                      f"evaluations; {steps} steps of {t.name} make {made}")
+            if (t.blocks_for(budget) if hasattr(t, "blocks_for") else budget // t.stages) != st.blocks:
+                _keep_interval(data, st)
             data.pop("steps", None)
             data["evaluations"] = budget
             renames[n] = _evaluation_order(n, st.tableau, st.blocks, t)
@@ -134,6 +137,8 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
                 raise TransformError(f"remanifest: stage {n} learns one step size per block: its {st.blocks} blocks "
                                      f"cannot become {budget // t.stages}; pick a tableau with {st.tableau.stages} "
                                      "evaluations per step")
+            if budget // t.stages != st.blocks:
+                _keep_interval(data, st)  # E Euler blocks of h = 1 integrate [0, E]; so do E/4 RK4 blocks of h = 4
             data.pop("steps", None)
             data["evaluations"] = budget
             renames[n] = _evaluation_order(n, st.tableau, st.blocks, t)
@@ -412,10 +417,35 @@ def _keep_interval(data: dict, st) -> None:
         data["step"] = step
 
 
-def _tableau(integrator):
-    """The method an integrator name or inline-tableau mapping stands for (as a stage resolves it), or a TransformError."""
-    from rkcompile.integrators import resolve_integrator
+def _as_data(integrator):
+    """The spec's `integrator` field for a `Tableau` object: its name when it is the registered one of that name,
+    else the inline mapping of its coefficients as written; names and mappings pass through."""
+    from rkcompile.tableau import Tableau
+    from rkcompile.tableaux import list_tableaux
+    from rkcompile.tableaux import get_tableau as registered
 
+    if not isinstance(integrator, Tableau):
+        return integrator
+    if integrator.name.lower() in list_tableaux() and registered(integrator.name) == integrator:
+        return integrator.name.lower()
+    text = integrator.labels
+    inline = {"name": integrator.name,
+              "c": list(text.c) if text else [format_coefficient(x) for x in integrator.c],
+              "A": [list(r) for r in text.A] if text else [[format_coefficient(x) for x in r] for r in integrator.A],
+              "b": list(text.b) if text else [format_coefficient(x) for x in integrator.b]}
+    if integrator.b_error is not None:
+        inline["b_error"] = [format_coefficient(x) for x in integrator.b_error]  # exact: a display text may round
+    return inline
+
+
+def _tableau(integrator):
+    """The method an integrator name, inline-tableau mapping or Tableau stands for (as a stage resolves it),
+    or a TransformError."""
+    from rkcompile.integrators import resolve_integrator
+    from rkcompile.tableau import Tableau
+
+    if isinstance(integrator, Tableau):
+        return integrator.pruned()  # as a stage resolves a named tableau: stages that never reach the output go
     try:
         if isinstance(integrator, dict) and _integrator_form(integrator) == "MultistepIntegrator":
             return resolve_integrator(MultistepIntegrator.model_validate(integrator))[1]
