@@ -244,12 +244,24 @@ def _by_stage(blocks: list[BlockView]) -> list[tuple[object, list[BlockView]]]:
 def _title(run: list[BlockView], spec) -> str:
     first, n = run[0], len(run)
     if first.kind != "step":
-        return f"<B>{escape(first.label)}</B>"
+        return f"<B>{escape(naming.display(first.label, _names(spec)))}</B>"
     name = _integrator(spec, first.stage) + (f" (start-up: {first.startup})" if first.startup else "")
     blocks = f"block {first.block}" if n == 1 else f"blocks {first.block}–{run[-1].block}"
     times = f"  <B>×{n}</B>" if n > 1 else ""
     again = "  (recomputed in backward)" if _recomputed(spec, first.stage, first.block) else ""
-    return f"<B>stage{first.stage} · {blocks}</B>{times}  {escape(name)}{again}"
+    return f"<B>{escape(stage_title(spec, first.stage))} · {blocks}</B>{times}  {escape(name)}{again}"
+
+
+def stage_title(spec, stage: int) -> str:
+    """`stage0`, or `body (stage0)` for a stage with a `name` (the docs' "a label for tables and drawings")."""
+    names = _names(spec)
+    name = names[stage] if 0 <= stage < len(names) else None
+    return f"{name} ({naming.stage(stage)})" if name else naming.stage(stage)
+
+
+def _names(spec) -> list:
+    """Each stage's `name` (None where unnamed); none without a spec."""
+    return [getattr(s, "name", None) for s in getattr(spec, "stages", ())]
 
 
 def _recomputed(spec, stage: int | None, block) -> bool:

@@ -126,7 +126,12 @@ def stage_rows(stage: int, steps: list[BlockView], entry: BlockView | None, spec
             weights = s.weights.label()
     except (AttributeError, IndexError, TypeError):
         weights = ", ".join(sorted({e.owner for b in steps for e in b.evaluations if e.owner}))[:40]
-    rows = [(naming.stage(stage), escape(name))]
+    try:  # a named stage: "body (stage0)", as the docs promise the name for drawings
+        label = spec.stages[stage].name
+    except (AttributeError, IndexError, TypeError):
+        label = None
+    title = naming.stage(stage)
+    rows = [(escape(f"{label} ({title})" if label else title), escape(name))]
     if entry is not None:
         short = " → ".join(escape(x) for x in entry.shortcut) or "identity"
         eps = "" if entry.epsilon in (None, 1) else f"{entry.epsilon:g}·"
