@@ -50,8 +50,10 @@ def _stage_cautions(spec, n: int, stage) -> list[tuple[tuple, str]]:
         unused = unused_functions(stage)
         if unused:
             steps = f"{stage.blocks} step{'s' if stage.blocks > 1 else ''} of {stage.tableau.name}"
+            one = len(unused) == 1
             found.append((where + ("weights",),
-                          f"{unit} {_indices(unused)} of {weights.size} are never evaluated ({steps}): their weights "
+                          f"{unit[:-1] if one else unit} {_indices(unused)} of {weights.size} "
+                          f"{'is' if one else 'are'} never evaluated ({steps}): {'its' if one else 'their'} weights "
                           f"get no gradient (DistributedDataParallel then needs find_unused_parameters=True); use "
                           f"more steps or fewer {unit}"))
         inside = straddled_boundaries(stage)
@@ -60,9 +62,11 @@ def _stage_cautions(spec, n: int, stage) -> list[tuple[tuple, str]]:
             cells = weights.size if constant else weights.size - 1
             why = ("theta(t) jumps there, and a step across a jump integrates at first order" if constant else
                    "theta(t) has a kink there, and a step across a kink loses the integrator's order")
+            which = (f"the boundary between the 2 {'pieces' if constant else 'elements'} of theta(t) lies" if cells == 2
+                     else f"{len(inside)} of the {cells - 1} boundaries between the {cells} "
+                          f"{'pieces' if constant else 'elements'} of theta(t) {'lies' if len(inside) == 1 else 'lie'}")
             found.append((where + ("weights",),
-                          f"{len(inside)} of the {cells - 1} boundaries between the {cells} "
-                          f"{'pieces' if constant else 'elements'} of theta(t) lie inside a step ({stage.blocks} "
+                          f"{which} inside a step ({stage.blocks} "
                           f"step{'s' if stage.blocks > 1 else ''} of {stage.tableau.name}): {why}; use a multiple "
                           f"of {cells} steps"))
     if stage.step.epsilon.value == 0:
