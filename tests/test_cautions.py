@@ -206,3 +206,13 @@ def test_build_table_rows_add_up_to_the_total_line(spec_file: Path, path: str, s
         model = rkcompile.build(source, list(sets or ()), device="meta")
     assert int(total[-1].replace(",", "")) == sum(p.numel() for p in model.parameters())
 
+
+
+def test_the_documented_warnings_are_the_real_ones():
+    doc = (Path(__file__).parent.parent / "docs" / "spec.md").read_text()
+    text = doc.split("```yaml spec\nname: unused-pieces\n", 1)[1].split("```", 1)[0]
+    shown = [line.removeprefix("warning: ") for line in doc.splitlines() if line.startswith("warning: net.yaml:")]
+    assert len(shown) == 2
+    with pytest.warns(RkcompileWarning):
+        spec = parse_spec("name: unused-pieces\n" + text, file="net.yaml")
+    assert cautions(spec) == shown
