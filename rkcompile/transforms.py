@@ -38,9 +38,11 @@ Rename = Callable[[str], tuple[str, float]]
 def remanifest(model: fx.GraphModule, integrator=None, steps: int | None = None, stage: int | None = None):
     """The same weights wired with another tableau and/or number of steps (ContinuousNet, Queiruga et al. 2020 §4.4/§5.3).
 
-    Basis and shared stages take any scheme and steps; when the steps change, a stage given by `h` is rewritten
-    with T = h * steps so that it integrates over the same interval. Per-evaluation stages keep their budget E
-    and their h: the new tableau (s' evaluations per step) needs E % s' == 0 and gives E / s' blocks; the
+    `integrator` is a tableau name, an inline-tableau mapping or a `Tableau`. Every stage keeps its interval: when
+    its block count changes, a stage given by `h` is rewritten with T = h * blocks, in every weight mode (so 28
+    Euler blocks of h = 1 become 7 RK4 blocks of h = 4). Basis and shared stages take any scheme and steps.
+    Per-evaluation stages keep their budget E: the new tableau (s' evaluations per step) needs E % s' == 0 and
+    gives E / s' blocks; the
     weights move in evaluation order, i.e. the F of old block b, evaluation i (flat index f = b*s + i - 1)
     becomes new block f // s', evaluation f % s' + 1. Learned per-block steps only survive an unchanged block
     count.
@@ -421,8 +423,8 @@ def _as_data(integrator):
     """The spec's `integrator` field for a `Tableau` object: its name when it is the registered one of that name,
     else the inline mapping of its coefficients as written; names and mappings pass through."""
     from rkcompile.tableau import Tableau
-    from rkcompile.tableaux import list_tableaux
     from rkcompile.tableaux import get_tableau as registered
+    from rkcompile.tableaux import list_tableaux
 
     if not isinstance(integrator, Tableau):
         return integrator
