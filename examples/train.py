@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="Learning rate within a cycle (a cycle restarts at each --schedule event).")
     p.add_argument("--schedule", action="append", default=[], metavar="EPOCH:EVENT[:KEY=VALUE...]",
-                   help="Transform the model at the start of EPOCH (0-based): refine, interpolate, remanifest, fold.")
+                   help="Transform the model after EPOCH epochs (between the lines 'epoch EPOCH/N' and "
+                        "'epoch EPOCH+1/N'): refine, interpolate, remanifest, fold.")
     p.add_argument("--seed", type=int, help="Seed of the data order and, when given, of the model (default: spec's).")
     p.add_argument("--out", help="Write log.csv, log.json and model.pt here.")
     p.add_argument("--compile", nargs="?", const="full", choices=("full", "regional"),
@@ -321,14 +322,15 @@ def train(args) -> dict:
             model = current.to(device)
             run = wrap(model, args, world, device)
             if rank == 0:
-                print(f"epoch {epoch}: {', '.join(e for ep, e in schedule.history if ep == epoch)} -> "
+                # 1-based like the epoch lines: the event at `epoch` comes after `epoch` finished epochs
+                print(f"after epoch {epoch}/{args.epochs}: {', '.join(e for ep, e in schedule.history if ep == epoch)} -> "
                       f"{_parameters(model):,} parameters", file=sys.stderr)
         if sampler is not None:
             sampler.set_epoch(epoch)
         tic = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         run.train()
-        bar = functools.partial(progress, total=len(train_loader), desc=f"epoch {epoch}", enabled=show)
+        bar = functools.partial(progress, total=len(train_loader), desc=f"epoch {epoch + 1}/{args.epochs}", enabled=show)
         train_loss, train_score = run_epoch(run, train_loader, adapter, ds.task, optimizer, device, world, bar)
         schedule.end_epoch()
         run.eval()

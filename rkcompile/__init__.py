@@ -21,6 +21,7 @@ _WHERE = {
     "TableauError": "rkcompile.errors",
     "TransformError": "rkcompile.errors",
     "ExportError": "rkcompile.errors",
+    "RkcompileWarning": "rkcompile.errors",
     "export": "rkcompile.export",
     "FileError": "rkcompile.files",
     "BlockReport": "rkcompile.analysis",

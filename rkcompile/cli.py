@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -13,7 +14,7 @@ import click
 
 from rkcompile import __version__
 from rkcompile.cli_options import BATCH, limit_options, limits_from
-from rkcompile.errors import RkcompileError
+from rkcompile.errors import RkcompileError, RkcompileWarning
 from rkcompile.texttable import text_table
 
 if TYPE_CHECKING:
@@ -32,9 +33,23 @@ class _Group(click.Group):
             args = ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
         return super().parse_args(ctx, args)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List every command with its whole first sentence, wrapped, never cut off with '...'."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", RkcompileWarning)
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except RkcompileError as e:
             if ctx.params.get("debug"):
                 traceback.print_exc()
@@ -51,7 +66,16 @@ class _Group(click.Group):
             ctx.exit(3)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one `warning: ...` line on stderr; any other warning as Python prints it."""
+    if issubclass(category, RkcompileWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+# the command list shows each command's whole first sentence (click cuts short help at 45 characters)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
 @click.version_option(__version__, prog_name="rkcompile")
 def cli(debug: bool) -> None:
@@ -128,7 +152,6 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...], **options) -> None
 
 def stage_table(spec) -> str:
     """Per-stage summary: integrator, weights, blocks, evaluations, step size."""
-    from rkcompile.exact import format_coefficient
     from rkcompile.registers import stage_lowering
 
     rows, lowerings, groups = [], [], []
@@ -137,7 +160,7 @@ def stage_table(spec) -> str:
         module = s.module.label() + (f", t: {s.time.label()}" if s.time.active else "")  # F(y, t)
         rows.append([s.name or n, s.width or "-", s.entry.kind, module, f"{t.name} (order {t.order})",
                      s.weights.label(),
-                     s.blocks, s.total_evaluations, format_coefficient(s.h)])
+                     s.blocks, s.total_evaluations, _step_size(s)])
         choice = stage_lowering(s)
         lowerings.append("accumulate" if choice is None else f"{choice.lowering} ({choice.registers} live"
                          + (f", {choice.extra_axpys:+d} axpys/step)" if choice.extra_axpys else ")"))
@@ -151,6 +174,14 @@ def stage_table(spec) -> str:
         header.append("checkpoint")
         rows = [[*row, text] for row, text in zip(rows, groups, strict=True)]
     return table(rows, header)
+
+
+def _step_size(stage) -> str:
+    """h as the spec wrote it: `h: 0.1` shows 0.1, `T: 1` over 3 steps 1/3."""
+    from rkcompile.exact import display_coefficient, is_decimal_text
+
+    given = stage.step.h if stage.step.h is not None else stage.step.T
+    return display_coefficient(stage.h, given is not None and is_decimal_text(given.text))
 
 
 def _indent(text: str) -> str:
@@ -175,10 +206,12 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
 
     from rkcompile.compiler import build as compile_spec
     from rkcompile.model import parameter_count
+    from rkcompile.naming import display
     from rkcompile.summary import units
 
     model = compile_spec(spec, list(overrides), limits=limits_from(options))
-    rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
+    names = [s.name for s in cast("Spec", model.spec).stages]
+    rows = [[display(u.label, names), u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
     total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
     spec_name = cast("Spec", model.spec).name  # the compiler sets .spec; fx types module attributes as Tensor | Module
@@ -198,7 +231,7 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
 
 
 @cli.command()
-@click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(dir_okay=False))
 @click.option("--batch", default=1, show_default=True, type=BATCH, help="Batch size of the memory figures.")
 @click.option("--measure", is_flag=True, help="Also run one real forward and backward on CPU and measure.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")

@@ -17,10 +17,12 @@ FORMATS = ("dot", "html", "pdf", "png", "svg")
 RANKDIRS = ("TB", "LR")
 COLOR_BY = ("inference", "saved", "training", "flops")
 TABLEAU_VIEWS = ("auto", "dag", "matrix")
+#: What `draw` and `analyze` read: a spec (YAML, or JSON, its subset), a saved model, or a shipped spec's name
+SOURCE_SUFFIXES = (".yaml", ".yml", ".json", ".pt", "")
 
 
 @click.command()
-@click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(), help="Drawing to write: .svg, .png, .pdf, .dot (needs no graphviz) or .html (interactive, self-contained).")
 @click.option("--level", type=click.Choice(LEVELS), default="network", show_default=True,
               help="network: identical consecutive blocks drawn once as ×N; stage: one box per stage; block: every block.")
@@ -70,10 +72,12 @@ def draw(source: str, output: str | None, level: str, batch: int, fmt: str | Non
         click.echo(f"wrote {out} ({level} level, batch {batch})")
     if plot is not None:
         from rkcompile.memory_plot import memory_plot as plot_memory
+        from rkcompile.memory_plot import scheme_memory
 
-        plot_memory(model.spec, plot, schemes=[s.strip() for s in schemes.split(",") if s.strip()], batch=batch,
-                    inputs=[src])
-        click.echo(f"wrote {plot} (memory per stage: {schemes})")
+        names = [s.strip() for s in schemes.split(",") if s.strip()]
+        data = scheme_memory(model.spec, names, batch)
+        plot_memory(model.spec, plot, schemes=names, batch=batch, inputs=[src], data=data)
+        click.echo(f"wrote {plot} (memory per stage: {data.summary()})")
 
 
 def resolve_output(path: Path, fmt: str | None, source: Path, force: bool) -> Path:
@@ -105,7 +109,13 @@ def _same(a: Path, b: Path) -> bool:
 
 def load_model(source: Path, overrides: tuple[str, ...], limits=None):
     """Compile a spec, or load a saved model; --set re-compiles the saved model's spec with the changes."""
+    from rkcompile.errors import RkcompileError
     from rkcompile.load import parse_overrides
+
+    if source.suffix.lower() not in SOURCE_SUFFIXES:  # a shipped spec's name has none
+        raise RkcompileError(f"{source}: expected a .yaml spec or a .pt model, found a {source.suffix} file")
     from rkcompile.model import as_model
 
-    return as_model(source, parse_overrides(overrides) if overrides else None, limits=limits)
+    if overrides:
+        parse_overrides(overrides)  # a malformed PATH=VALUE is refused before any work
+    return as_model(source, list(overrides) or None, limits=limits)  # as written: errors are located at the --set

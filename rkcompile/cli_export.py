@@ -18,7 +18,7 @@ def specs() -> None:
 
 
 @click.command()
-@click.argument("model_path", metavar="MODEL.pt", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model_path", metavar="MODEL.pt", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write: .pt2 (torch.export) or .onnx (ONNX, needs rkcompile[export]).")
 def export(model_path: str, output: str) -> None:

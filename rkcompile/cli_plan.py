@@ -11,7 +11,7 @@ __all__ = ["plan"]
 
 
 @click.command()
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--budget", required=True, metavar="SIZE", help="Training memory to fit, e.g. 2GiB, 512MiB, 1.5GB.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size of the training step.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the spec with the chosen checkpoint fields here.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -42,8 +43,13 @@ def build(spec_or_path: Spec | str | Path, overrides=None, *, limits: Limits | N
     YAML text is parsed first with `parse_spec`. `limits` raises the resource limits (`rkcompile.limits`);
     `device="meta"` builds without allocating memory (for counting).
     """
-    changes = parse_overrides(overrides or {})
-    changes.update({k.replace("__", "."): v for k, v in fields.items()})
+    changes: dict | list
+    if fields or isinstance(overrides, Mapping):
+        changes = parse_overrides(overrides or {})
+        changes.update({k.replace("__", "."): v for k, v in fields.items()})
+    else:  # "path=value" strings go on as written, so that an error there is located at that --set
+        changes = list(overrides or ())
+        parse_overrides(changes)  # a malformed one is refused here, before the spec is read
     spec = load_spec(spec_or_path, changes or None, limits=limits)
     if device is None and needs_exact(estimate(spec), limits):
         _checked(spec, torch.device("meta"), limits)  # close to a limit: count exactly on the meta device first

@@ -9,7 +9,8 @@ from typing import Union
 
 from rkcompile.errors import TableauError
 
-__all__ = ["Coefficient", "parse_coefficient", "format_coefficient", "MAX_TEXT_LENGTH", "MAX_DEPTH", "MAX_MAGNITUDE"]
+__all__ = ["Coefficient", "parse_coefficient", "format_coefficient", "display_coefficient", "is_decimal_text",
+           "MAX_TEXT_LENGTH", "MAX_DEPTH", "MAX_MAGNITUDE"]
 
 #: A coefficient is exact (`Fraction`) whenever its expression is rational, otherwise a float.
 Coefficient = Union[Fraction, float]
@@ -64,6 +65,39 @@ def format_coefficient(x: Coefficient) -> str:
     if isinstance(x, numbers.Integral):
         return str(int(x))
     return repr(float(x))
+
+
+def is_decimal_text(text: object) -> bool:
+    """True for a coefficient written as a decimal literal ("0.161", "-8.48e-3"), not a fraction or expression."""
+    if not isinstance(text, str):
+        return isinstance(text, float)
+    t = text.strip().lstrip("+-\u2212")
+    return any(ch in t for ch in ".eE") and all(ch.isdigit() or ch in ".eE+-" for ch in t) and t[:1] != "e"
+
+
+def display_coefficient(x: Coefficient, decimal: bool = False) -> str:
+    """A coefficient for people, in the style it was written: exact fractions as fractions ("-27/140"), values
+    computed from decimal literals (`decimal`) as exact decimals ("-0.008480655492356989") when they terminate,
+    and anything irrational or not terminating to 4 significant digits."""
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return str(int(x))
+    if not isinstance(x, Fraction):
+        return f"{float(x):.4g}"
+    if x.denominator == 1:
+        return str(x.numerator)
+    if not decimal:
+        return str(x)
+    twos = fives = 0
+    d = x.denominator
+    while d % 2 == 0:
+        d, twos = d // 2, twos + 1
+    while d % 5 == 0:
+        d, fives = d // 5, fives + 1
+    if d != 1:  # 0.161 / 3 does not terminate
+        return f"{float(x):.4g}"
+    places = max(twos, fives)
+    digits = str(abs(x.numerator) * 10**places // x.denominator).rjust(places + 1, "0")
+    return ("-" if x < 0 else "") + f"{digits[:-places]}.{digits[-places:]}".rstrip("0").rstrip(".")
 
 
 def _check_magnitude(original: object, result: Coefficient) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import fx, nn
 
 from rkcompile.graphmeta import put
+from rkcompile.modules import public
 
 __all__ = ["trace", "inline"]
 
@@ -49,7 +50,7 @@ def inline(graph: fx.Graph, x: fx.Node, traced: fx.Graph, target: str, name: str
             return env[node.args[0]]
         args = fx.map_arg(node.args, env.__getitem__)
         kwargs = fx.map_arg(node.kwargs, env.__getitem__)
-        op_target = f"{target}.{node.target}" if node.op in ("call_module", "get_attr") else node.target
+        op_target = f"{target}.{node.target}" if node.op in ("call_module", "get_attr") else public(node.target)
         new = graph.create_node(node.op, op_target, args, kwargs, name=f"{name}_{node.name}")
         put(new, meta.but(layer=f"{meta.layer}.{node.name}"))
         env[node] = new

@@ -9,6 +9,7 @@ from pathlib import Path
 import pydantic
 
 from rkcompile.catalog import resolve
+from rkcompile.cautions import warn
 from rkcompile.errors import CompileError, SpecError, did_you_mean
 from rkcompile.limits import Limits, check_bounds
 from rkcompile.shapes import PlanError
@@ -31,9 +32,13 @@ def load_spec(
             check_bounds(path, limits)
             return path
         source = copy.deepcopy(path._source) if path._source else Source(data=path.data, file=file or "<spec>", text="")
-    else:
-        source = read_source(resolve(path), file=file)  # a shipped spec's name → its file
-    return _validate(source, overrides, limits)
+        # a Spec changed by overrides: the library's own variants (Euler manifestations, transformations), which
+        # warn for themselves (`cautions`), so no warning here
+        return _validate(source, overrides, limits)
+    source = read_source(resolve(path), file=file)  # a shipped spec's name → its file
+    spec = _validate(source, overrides, limits)
+    warn(spec)  # a spec read from a file: its cautions, located there or at the --set that caused them
+    return spec
 
 
 def parse_spec(
@@ -46,13 +51,15 @@ def parse_spec(
     """Validate a spec given as YAML text; `file` names it in error messages."""
     if not isinstance(text, str):
         raise SpecError(f"expected YAML text, found {type(text).__name__}", file=file)
-    return _validate(parse_yaml(text, file), overrides, limits)
+    spec = _validate(parse_yaml(text, file), overrides, limits)
+    warn(spec)
+    return spec
 
 
 def _validate(source: Source, overrides, limits: Limits | None) -> Spec:
     """Overrides → Pydantic → semantic checks → the arithmetic resource bound, every error located."""
     if overrides:
-        source.data = apply_overrides(source, parse_overrides(overrides))
+        source.data = apply_overrides(source, parse_overrides(overrides), _override_texts(overrides))
     if not isinstance(source.data, dict):
         raise source.error((), f"a spec is a mapping with 'name' and 'stages', found {_kind_of(source.data)}")
     try:
@@ -77,8 +84,16 @@ def parse_overrides(overrides: Mapping[str, object] | Iterable[str]) -> dict[str
     return out
 
 
-def apply_overrides(source: Source, overrides: Mapping[str, object]) -> object:
-    """Return a copy of the source data with each dotted path set (a None value deletes the key)."""
+def _override_texts(overrides: Mapping[str, object] | Iterable[str]) -> dict[str, str]:
+    """{dotted path: how the user wrote the override}: `--set PATH=VALUE`, or `overrides[PATH]=VALUE` from Python."""
+    if isinstance(overrides, Mapping):
+        return {str(k): f"overrides[{str(k)!r}]={v!r}" for k, v in overrides.items()}
+    return {str(item).partition("=")[0].strip(): f"--set {item}" for item in overrides}
+
+
+def apply_overrides(source: Source, overrides: Mapping[str, object], texts: Mapping[str, str] | None = None) -> object:
+    """Return a copy of the source data with each dotted path set (a None value deletes the key); each set path is
+    recorded in `source.overridden`, so that errors there are located at the override (`texts`: how it was written)."""
     data = copy.deepcopy(source.data)
     for dotted, value in overrides.items():
         parts = [int(p) if p.lstrip("-").isdigit() else p for p in dotted.replace("[", ".").replace("]", "").split(".")]
@@ -86,6 +101,7 @@ def apply_overrides(source: Source, overrides: Mapping[str, object]) -> object:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+                part = part % len(node)  # stages.-1 is the last stage: record its real index
                 if last:
                     node[part] = value
                 else:
@@ -106,6 +122,7 @@ def apply_overrides(source: Source, overrides: Mapping[str, object]) -> object:
                     f"cannot index {_kind_of(node)} with '{part}'")
                 raise SpecError(what, file="--set", path=format_path(path + (part,)))
             path += (part,)
+        source.overridden[path] = (texts or {}).get(dotted, f"--set {dotted}={value}")
     return data
 
 
@@ -131,8 +148,7 @@ def _located(error: pydantic.ValidationError, source: Source) -> SpecError:
         path = _existing(source.data, path + planned.path)
         cls = CompileError if planned.compile else SpecError
         extra = f" (and {len(specific) - 1} more error{'s' if len(specific) > 2 else ''})" if len(specific) > 1 else ""
-        line, column = source.locate(path)
-        return cls(planned.message + extra, file=source.file, line=line, column=column, path=format_path(path))
+        return source.error(path, planned.message + extra, cls)
     if first["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(_get(source.data, path), dict):
         path += ("kind",)
     message = _message(first, _get(source.data, path[:-1]), path)
@@ -206,8 +222,28 @@ def _message(err: dict, parent: object, path: tuple) -> str:
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     found = err.get("input")
+    plain = _plain_bound(kind, ctx, found)
+    if plain:
+        return plain
     shown = "a mapping" if isinstance(found, dict) else "a list" if isinstance(found, list) else repr(found)
     return f"{msg[0].lower()}{msg[1:]}, found {shown}"
+
+
+def _plain_bound(kind: str, ctx: dict, found: object) -> str | None:
+    """Length and range errors in plain words (pydantic says "list should have at least 1 item after validation")."""
+    def count(n: object, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 's'}"
+
+    if kind == "too_short":
+        return f"needs at least {count(ctx.get('min_length'), 'item')}, found {count(ctx.get('actual_length'), 'item')}"
+    if kind == "too_long":
+        return f"takes at most {count(ctx.get('max_length'), 'item')}, found {count(ctx.get('actual_length'), 'item')}"
+    if kind == "string_too_short":
+        return "must not be empty" if ctx.get("min_length") == 1 else \
+            f"needs at least {count(ctx.get('min_length'), 'character')}, found {found!r}"
+    if kind == "string_too_long":
+        return f"takes at most {count(ctx.get('max_length'), 'character')}, found {len(str(found))}"
+    return None
 
 
 def _fields_for(parent: object, extra: str) -> list[str]:

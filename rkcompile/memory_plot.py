@@ -16,9 +16,11 @@ import torch
 from rkcompile.errors import RkcompileError, SpecError
 from rkcompile.files import write_file
 
-__all__ = ["SCHEMES", "SchemeMemory", "scheme_memory", "memory_plot"]
+__all__ = ["SCHEMES", "AS_WRITTEN", "SchemeMemory", "scheme_memory", "memory_plot"]
 
 SCHEMES = ("euler", "midpoint", "rk4", "verner89")
+#: The scheme name of a spec whose stages use different (or inline) integrators: the spec as written.
+AS_WRITTEN = "as written"
 
 
 @dataclass
@@ -33,6 +35,15 @@ class SchemeMemory:
     skipped: dict[str, str] = field(default_factory=dict)  # scheme -> why
     parameters: dict[str, int] = field(default_factory=dict)  # scheme -> total parameters
     evaluations: dict[str, int] = field(default_factory=dict)  # scheme -> evaluations of F in all stages
+    own: str = ""  # the scheme the spec itself uses (its integrator's name, or "as written" for mixed stages)
+
+    def summary(self) -> str:
+        """Which schemes were plotted (the spec's own marked) and which were skipped, and why."""
+        plotted = ", ".join(f"{k} (the spec's own)" if k == self.own else k for k in self.inference) or "none"
+        text = f"plotted {plotted}"
+        if self.skipped:
+            text += "; skipped " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items())
+        return text
 
 
 def scheme_memory(spec, schemes=SCHEMES, batch: int = 1, dtype: torch.dtype = torch.float32) -> SchemeMemory:
@@ -43,10 +54,13 @@ def scheme_memory(spec, schemes=SCHEMES, batch: int = 1, dtype: torch.dtype = to
 
     spec = getattr(spec, "spec", spec)  # a compiled model carries its spec
     spec = load_spec(spec)
-    out = SchemeMemory(spec.name, batch, [s.name or f"stage{i}" for i, s in enumerate(spec.stages)])
+    out = SchemeMemory(spec.name, batch, [s.name or f"stage{i}" for i, s in enumerate(spec.stages)],
+                       own=_own_scheme(spec))
+    schemes = list(schemes) + ([out.own] if out.own not in schemes else [])  # the spec's own scheme, always
     for scheme in schemes:
         try:
-            model = build(spec, overrides={f"stages.{i}.integrator": scheme for i in range(len(spec.stages))})
+            model = build(spec) if scheme == AS_WRITTEN else \
+                build(spec, overrides={f"stages.{i}.integrator": scheme for i in range(len(spec.stages))})
         except RkcompileError as e:
             out.skipped[scheme] = _why(e)
             continue
@@ -58,16 +72,23 @@ def scheme_memory(spec, schemes=SCHEMES, batch: int = 1, dtype: torch.dtype = to
     return out
 
 
+def _own_scheme(spec) -> str:
+    """The integrator every stage of the spec names, or AS_WRITTEN when stages differ or write a tableau inline."""
+    names = {s.integrator if isinstance(s.integrator, str) else AS_WRITTEN for s in spec.stages}
+    return names.pop() if len(names) == 1 else AS_WRITTEN
+
+
 def memory_plot(spec, out_png: str | Path, schemes=SCHEMES, batch: int = 1,
-                dtype: torch.dtype = torch.float32, *, inputs=()) -> Path:
-    """Bar charts of inference peak and saved-for-backward per stage, one bar per scheme, written to a PNG."""
+                dtype: torch.dtype = torch.float32, *, inputs=(), data: SchemeMemory | None = None) -> Path:
+    """Bar charts of inference peak and saved-for-backward per stage, one bar per scheme, written to a PNG;
+    the spec's own scheme is always among them. `data`: the `scheme_memory` result, when already computed."""
     from rkcompile.render import check_writable
 
     out = Path(out_png)
     check_writable(out)
     if isinstance(schemes, str):
         schemes = [s.strip() for s in schemes.split(",") if s.strip()]
-    data = scheme_memory(spec, schemes, batch, dtype)
+    data = data if data is not None else scheme_memory(spec, schemes, batch, dtype)
     if not data.inference:
         raise RkcompileError(f"no scheme fits {data.name}: " + "; ".join(f"{k}: {v}" for k, v in data.skipped.items()))
     plt = _pyplot()

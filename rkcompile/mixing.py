@@ -22,10 +22,12 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from rkcompile.graphmeta import NodeMeta
-from rkcompile.modules import Part, Scale
+from rkcompile.modules import Part, Scale, public
 from rkcompile.time_modules import Film, film
 
 __all__ = ["call_mixed", "basis_batch_norm"]
+
+_LINEAR = public(F.linear)  # reads torch.nn.functional.linear in the generated code, not torch._C._nn.linear
 
 
 def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, object], ...], name: str,
@@ -72,7 +74,7 @@ def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: lis
         return fn(F.conv2d, (x, mixed("weight"), mixed("bias"), module.stride, module.padding, module.dilation,
                              module.groups), name, meta)
     if isinstance(module, nn.Linear):
-        return fn(F.linear, (x, mixed("weight"), mixed("bias")), name, meta)
+        return fn(_LINEAR, (x, mixed("weight"), mixed("bias")), name, meta)
     if isinstance(module, nn.GroupNorm):
         return fn(F.group_norm, (x, module.num_groups, mixed("weight"), mixed("bias"), module.eps), name, meta)
     if isinstance(module, nn.LayerNorm):

@@ -10,15 +10,37 @@ from torch import nn
 
 from rkcompile.shapes import Op, PartPlan
 
-__all__ = ["Part", "LayerCall", "Scale", "activation", "build_part", "ACTIVATION_FUNCTIONS"]
+__all__ = ["Part", "LayerCall", "Scale", "activation", "build_part", "public", "ACTIVATION_FUNCTIONS"]
+
+_PUBLIC: dict[object, object] = {}
+
+
+def public(function):
+    """`function` under its public name, for graph-node targets. torch's C builtins (gelu, softplus, linear) say
+    `torch._C._nn` is their module, so fx's generated code would read `torch._C._nn.gelu(x)`; the wrapper says
+    `torch.nn.functional`, so `model.code` reads `torch.nn.functional.gelu(x)` — which is the same function.
+    Anything else is returned as it is."""
+    name = getattr(function, "__name__", "")
+    if getattr(function, "__module__", None) != "torch._C._nn" or getattr(nn.functional, name, None) is not function:
+        return function
+    if function not in _PUBLIC:
+        def call(*args, **kwargs):
+            return function(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        call.__module__ = "torch.nn.functional"
+        call.__doc__ = function.__doc__
+        _PUBLIC[function] = call
+    return _PUBLIC[function]
+
 
 ACTIVATION_FUNCTIONS = {
     "relu": torch.relu,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
-    "gelu": nn.functional.gelu,
+    "gelu": public(nn.functional.gelu),
     "silu": nn.functional.silu,
-    "softplus": nn.functional.softplus,
+    "softplus": public(nn.functional.softplus),
     "elu": nn.functional.elu,
     "leaky-relu": nn.functional.leaky_relu,
 }

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from rkcompile.errors import RkcompileError
 
 __all__ = ["ModulePath", "NamingError", "STEM", "HEAD", "stage", "block", "evaluation", "shared", "piece", "entry",
-           "controller", "parse", "owner", "local", "node_name"]
+           "controller", "parse", "owner", "local", "node_name", "display"]
 
 STEM, HEAD = "stem", "head"
 ENTRY_PARTS = ("f", "shortcut")
@@ -165,6 +165,20 @@ def local(path: str) -> str:
     """The path below its stage (`stage0.block3.eval2` → `block3.eval2`, `stage1.piece0` → `piece0`), for labels."""
     p = parse(path)
     return str(p) if p.stage is None else str(p).removeprefix(f"{stage(p.stage)}.")
+
+
+def display(label: str, names) -> str:
+    """A unit label for tables and drawings: `stage{n}` replaced by stage n's `name` when it has one
+    (`stage0.block3` → `body.block3`); `names` lists the stages' names (None where unnamed)."""
+    head, dot, rest = label.partition(".")
+    if not head.startswith("stage"):
+        return label
+    try:
+        n = _index(head, "stage", label)
+    except NamingError:
+        return label
+    name = names[n] if 0 <= n < len(names) else None
+    return f"{name}{dot}{rest}" if name else label
 
 
 def node_name(path: str, *suffix: str) -> str:

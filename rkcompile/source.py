@@ -29,6 +29,8 @@ class Source:
     file: str
     text: str
     positions: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    #: the path each override set (`--set stages.0.integrator=rk5`) → how the user wrote it, for locating errors
+    overridden: dict[tuple, str] = field(default_factory=dict)
 
     def locate(self, path: tuple) -> tuple[int | None, int | None]:
         """Line and column of the deepest existing node on `path` (the document start if none)."""
@@ -37,10 +39,13 @@ class Source:
                 return self.positions[path[:n]]
         return (None, None)
 
-    def error(self, path: tuple, message: str) -> SpecError:
-        """A SpecError located at the YAML node for `path`."""
+    def error(self, path: tuple, message: str, cls: type[SpecError] = SpecError) -> SpecError:
+        """A SpecError located at the YAML node for `path`, or at the override that set it (`--set PATH=VALUE: ...`)."""
+        for where, text in sorted(self.overridden.items(), key=lambda item: -len(item[0])):
+            if path[:len(where)] == where:  # the node, or something inside it, came from this override
+                return cls(message, file=text, path=format_path(path))
         line, column = self.locate(path)
-        return SpecError(message, file=self.file, line=line, column=column, path=format_path(path))
+        return cls(message, file=self.file, line=line, column=column, path=format_path(path))
 
 
 def format_path(path: tuple) -> str:

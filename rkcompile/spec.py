@@ -359,8 +359,7 @@ class Spec(_Model):
         cls = cls or SpecError
         if self._source is None:
             return cls(message, path=format_path(path))
-        line, column = self._source.locate(path)
-        return cls(message, file=self._source.file, line=line, column=column, path=format_path(path))
+        return self._source.error(path, message, cls)
 
     @property
     def data(self) -> dict:

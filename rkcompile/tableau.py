@@ -15,7 +15,14 @@ from functools import cached_property
 import numpy as np
 
 from rkcompile.errors import TableauError
-from rkcompile.exact import MAX_MAGNITUDE, Coefficient, format_coefficient, parse_coefficient
+from rkcompile.exact import (
+    MAX_MAGNITUDE,
+    Coefficient,
+    display_coefficient,
+    format_coefficient,
+    is_decimal_text,
+    parse_coefficient,
+)
 from rkcompile.trees import ORDER_RTOL, exact_feasible, orders
 
 __all__ = ["Tableau", "TableauText", "ROW_RTOL"]
@@ -66,11 +73,13 @@ class Tableau:
         if b_error is not None:
             e_val, e_txt = _parse_vector(name, "b_error", b_error)
         elif b_embedded is not None:
-            emb_val, _ = _parse_vector(name, "b_embedded", b_embedded)
+            emb_val, emb_txt = _parse_vector(name, "b_embedded", b_embedded)
             if len(emb_val) != len(b_val):
                 raise TableauError(f"tableau {name!r}: b_embedded has {len(emb_val)} entries but b has {len(b_val)}")
             e_val = tuple(x - y for x, y in zip(b_val, emb_val, strict=True))
-            e_txt = tuple(format_coefficient(x) for x in e_val)
+            # b - b_embedded in the style of its operands: Tsitouras' decimals give a decimal, not a huge fraction
+            e_txt = tuple(display_coefficient(x, is_decimal_text(p) or is_decimal_text(q))
+                          for x, p, q in zip(e_val, b_txt, emb_txt, strict=True))
         text = TableauText(c_txt, tuple(t for _, t in parsed), b_txt, e_txt)
         return cls(name, c_val, tuple(v for v, _ in parsed), b_val, e_val, source, text)
 
@@ -187,6 +196,19 @@ class Tableau:
         """True when every coefficient is an exact Fraction."""
         values = (*self.c, *(x for row in self.A for x in row), *self.b, *(self.b_error or ()))
         return all(isinstance(x, Fraction) for x in values)
+
+    @cached_property
+    def decimal(self) -> bool:
+        """True when the coefficients were written as decimal literals (Tsitouras 2011): values derived from them
+        (a_ij·h, c_i·h) are then shown as decimals too (`exact.display_coefficient`)."""
+        t = self.labels
+        if t is None:
+            return False
+        return any(is_decimal_text(x) for x in (*t.c, *(x for row in t.A for x in row), *t.b))
+
+    def show(self, x: Coefficient) -> str:
+        """A value derived from this tableau's coefficients, in the style they were written."""
+        return display_coefficient(x, self.decimal)
 
     @cached_property
     def fsal(self) -> bool:

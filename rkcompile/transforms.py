@@ -38,9 +38,11 @@ Rename = Callable[[str], tuple[str, float]]
 def remanifest(model: fx.GraphModule, integrator=None, steps: int | None = None, stage: int | None = None):
     """The same weights wired with another tableau and/or number of steps (ContinuousNet, Queiruga et al. 2020 §4.4/§5.3).
 
-    Basis and shared stages take any scheme and steps; when the steps change, a stage given by `h` is rewritten
-    with T = h * steps so that it integrates over the same interval. Per-evaluation stages keep their budget E
-    and their h: the new tableau (s' evaluations per step) needs E % s' == 0 and gives E / s' blocks; the
+    `integrator` is a tableau name, an inline-tableau mapping or a `Tableau`. Every stage keeps its interval: when
+    its block count changes, a stage given by `h` is rewritten with T = h * blocks, in every weight mode (so 28
+    Euler blocks of h = 1 become 7 RK4 blocks of h = 4). Basis and shared stages take any scheme and steps.
+    Per-evaluation stages keep their budget E: the new tableau (s' evaluations per step) needs E % s' == 0 and
+    gives E / s' blocks; the
     weights move in evaluation order, i.e. the F of old block b, evaluation i (flat index f = b*s + i - 1)
     becomes new block f // s', evaluation f % s' + 1. Learned per-block steps only survive an unchanged block
     count.
@@ -103,6 +105,7 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise TransformError(f"remanifest: steps must be a positive integer, found {steps!r}")
     tableau = _tableau(integrator) if integrator is not None else None
+    integrator = _as_data(integrator)  # a Tableau object goes into the spec by name, or inline as written
     changes, renames = {}, {}
     for n in _select(spec, stage, "remanifest", lambda st: None):
         st, data = spec.stages[n], _stage_data(spec, n)
@@ -117,6 +120,8 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
             if made != budget:
                 raise TransformError(f"remanifest: stage {n} has per-evaluation weights, a fixed budget of {budget} "
                                      f"evaluations; {steps} steps of {t.name} make {made}")
+            if (t.blocks_for(budget) if hasattr(t, "blocks_for") else budget // t.stages) != st.blocks:
+                _keep_interval(data, st)
             data.pop("steps", None)
             data["evaluations"] = budget
             renames[n] = _evaluation_order(n, st.tableau, st.blocks, t)
@@ -134,6 +139,8 @@ def _remanifest(model, integrator=None, steps=None, stage=None):
                 raise TransformError(f"remanifest: stage {n} learns one step size per block: its {st.blocks} blocks "
                                      f"cannot become {budget // t.stages}; pick a tableau with {st.tableau.stages} "
                                      "evaluations per step")
+            if budget // t.stages != st.blocks:
+                _keep_interval(data, st)  # E Euler blocks of h = 1 integrate [0, E]; so do E/4 RK4 blocks of h = 4
             data.pop("steps", None)
             data["evaluations"] = budget
             renames[n] = _evaluation_order(n, st.tableau, st.blocks, t)
@@ -306,6 +313,9 @@ def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rena
         raise TransformError(f"{what}: {e.path + ': ' if e.path else ''}{_one_line(e.message)}") from None
     except RkcompileError as e:
         raise TransformError(f"{what}: {_one_line(e)}") from None
+    from rkcompile.cautions import warn
+
+    warn(new.spec, what)  # e.g. remanifested to steps that straddle basis pieces
     old, fixed = model.state_dict(), fixed or {}
     state, sources = {}, {}
     for key, target in new.state_dict().items():
@@ -409,10 +419,35 @@ def _keep_interval(data: dict, st) -> None:
         data["step"] = step
 
 
-def _tableau(integrator):
-    """The method an integrator name or inline-tableau mapping stands for (as a stage resolves it), or a TransformError."""
-    from rkcompile.integrators import resolve_integrator
+def _as_data(integrator):
+    """The spec's `integrator` field for a `Tableau` object: its name when it is the registered one of that name,
+    else the inline mapping of its coefficients as written; names and mappings pass through."""
+    from rkcompile.tableau import Tableau
+    from rkcompile.tableaux import get_tableau as registered
+    from rkcompile.tableaux import list_tableaux
 
+    if not isinstance(integrator, Tableau):
+        return integrator
+    if integrator.name.lower() in list_tableaux() and registered(integrator.name) == integrator:
+        return integrator.name.lower()
+    text = integrator.labels
+    inline = {"name": integrator.name,
+              "c": list(text.c) if text else [format_coefficient(x) for x in integrator.c],
+              "A": [list(r) for r in text.A] if text else [[format_coefficient(x) for x in r] for r in integrator.A],
+              "b": list(text.b) if text else [format_coefficient(x) for x in integrator.b]}
+    if integrator.b_error is not None:
+        inline["b_error"] = [format_coefficient(x) for x in integrator.b_error]  # exact: a display text may round
+    return inline
+
+
+def _tableau(integrator):
+    """The method an integrator name, inline-tableau mapping or Tableau stands for (as a stage resolves it),
+    or a TransformError."""
+    from rkcompile.integrators import resolve_integrator
+    from rkcompile.tableau import Tableau
+
+    if isinstance(integrator, Tableau):
+        return integrator.pruned()  # as a stage resolves a named tableau: stages that never reach the output go
     try:
         if isinstance(integrator, dict) and _integrator_form(integrator) == "MultistepIntegrator":
             return resolve_integrator(MultistepIntegrator.model_validate(integrator))[1]

@@ -135,3 +135,14 @@ def test_extension_example_registers_a_kind_that_builds():
             parse_spec(spec_text.replace("kernel: 5", "kernel: 4"), file="example.yaml")
     finally:
         FUNCTIONS.unregister("gated")
+
+
+@pytest.mark.parametrize(("weights", "scalars"), [("per-evaluation", 8), ("shared", 1),
+                                                  ({"kind": "basis", "pieces": 3}, 3)])
+def test_skip_init_is_one_scalar_per_f(weights, scalars):
+    """docs/spec.md: skip_init is a learnable scalar per F (per evaluation, the shared F, or each piece)."""
+    assert "a learnable scalar per F" in DOC
+    model = build("specs/spirals-rk4.yaml", {"stages.0.step.skip_init": True, "stages.0.weights": weights,
+                                             "stages.0.evaluations": 8}, device="meta")
+    skips = [p for name, p in model.named_parameters() if name.endswith(".skip.scale")]
+    assert len(skips) == scalars and all(p.numel() == 1 for p in skips)

@@ -169,3 +169,38 @@ def test_random_text_parses_or_raises_tableau_error(text):
     else:
         assert isinstance(value, (Fraction, float))
         assert math.isfinite(float(value))
+
+
+# ---------------------------------------------------------------- display in the style written
+@pytest.mark.parametrize(("value", "decimal", "text"), [
+    (Fraction(-8480655492356989, 10**18), True, "-0.008480655492356989"),
+    (Fraction(161, 2000), True, "0.0805"),
+    (Fraction(1, 8), False, "1/8"),
+    (Fraction(1, 8), True, "0.125"),
+    (Fraction(-27, 140), False, "-27/140"),
+    (Fraction(5), True, "5"),
+    (Fraction(-3), False, "-3"),
+])
+def test_display_keeps_the_style_written(value, decimal, text):
+    from rkcompile.exact import display_coefficient
+
+    assert display_coefficient(value, decimal) == text
+    assert parse_coefficient(text) == value  # exact: nothing is rounded
+
+
+def test_display_rounds_only_what_has_no_exact_text():
+    from rkcompile.exact import display_coefficient
+
+    root = (6 + math.sqrt(6)) / 15
+    assert display_coefficient(root) == f"{root:.4g}" == "0.5633"
+    third = Fraction(161, 3000)  # a decimal coefficient over h = 3 does not terminate
+    assert display_coefficient(third, True) == f"{float(third):.4g}"
+
+
+@pytest.mark.parametrize(("text", "decimal"), [("0.161", True), ("-8.4e-3", True), ("1e-3", True), (".5", True),
+                                               ("1/2", False), ("1", False), ("sqrt(2)", False), ("(1+2)/3", False),
+                                               (0.5, True), (2, False)])
+def test_decimal_text_is_a_decimal_literal(text, decimal):
+    from rkcompile.exact import is_decimal_text
+
+    assert is_decimal_text(text) is decimal

@@ -121,16 +121,16 @@ def test_special_files_are_refused_without_reading(work: Path, make, message: st
 # ---------------------------------------------------------------- 3. limits before allocation
 LIMITED = [
     ("net.yaml", ["stages.0.steps=null", "stages.0.evaluations=1000000000"],
-     f"net.yaml:7:5: stages[0].evaluations: the network would have at least 3,000,000,000 graph nodes, above the limit "
+     f"--set stages.0.evaluations=1000000000: stages[0].evaluations: the network would have at least 3,000,000,000 graph nodes, above the limit "
      f"of 200,000; {NODES}"),
     ("net.yaml", ["stages.0.steps=100000000"],
-     f"net.yaml:10:5: stages[0].steps: the network would have at least 1,200,000,000 graph nodes, above the limit of "
+     f"--set stages.0.steps=100000000: stages[0].steps: the network would have at least 1,200,000,000 graph nodes, above the limit of "
      f"200,000; {NODES}"),
     ("net.yaml", ["stages.0.weights={kind: basis, pieces: 1000000000}"],
-     f"net.yaml:11:5: stages[0].weights.pieces: the network would have at least 252,000,000,000 parameters, above the "
+     f"--set stages.0.weights={{kind: basis, pieces: 1000000000}}: stages[0].weights.pieces: the network would have at least 252,000,000,000 parameters, above the "
      f"limit of 2,000,000,000; {PARAMS}"),
     ("img.yaml", ["stages.2.channels=10000000"],
-     f"img.yaml:18:5: stages[2].channels: the network would have at least 2,700,003,060,042,330 parameters, above the "
+     f"--set stages.2.channels=10000000: stages[2].channels: the network would have at least 2,700,003,060,042,330 parameters, above the "
      f"limit of 2,000,000,000; {PARAMS}"),
     ("img.yaml", ["stages.0.module.kernel=4001"],
      f"img.yaml:10:5: stages[0].module: the network would have at least 16,392,356,314 parameters, above the limit of "
@@ -139,7 +139,7 @@ LIMITED = [
      f"net.yaml:8:5: stages[0].module: the network would have at least 10,000,600,002 parameters, above the limit of "
      f"2,000,000,000; {PARAMS}"),
     ("net.yaml", ["output={classes: 1000000000}"],
-     f"net.yaml:3:1: output.classes: the network would have at least 3,000,000,252 parameters, above the limit of "
+     f"--set output={{classes: 1000000000}}: output.classes: the network would have at least 3,000,000,252 parameters, above the limit of "
      f"2,000,000,000; {PARAMS}"),
     ("img.yaml", ["input.height=100000", "input.width=100000"],
      "img.yaml:7:1: stem: one activation would take at least 640,000,000,000 bytes at batch 1, above the limit of "
@@ -232,14 +232,14 @@ def test_exact_order_check_has_a_work_bound():
 
 # ---------------------------------------------------------------- 4. numbers
 NUMBERS = [
-    (["stages.0.step.h=1e-400"], "net.yaml:12:12: stages[0].step.h: coefficient '1e-400' is zero or subnormal in "
+    (["stages.0.step.h=1e-400"], "--set stages.0.step.h=1e-400: stages[0].step.h: coefficient '1e-400' is zero or subnormal in "
                                  "float32 (nonzero magnitudes must lie in 1.175e-38 ... 3.403e+38)"),
-    (["stages.0.step.h=sqrt(1e399)"], "net.yaml:12:12: stages[0].step.h: cannot parse coefficient 'sqrt(1e399)': "
+    (["stages.0.step.h=sqrt(1e399)"], "--set stages.0.step.h=sqrt(1e399): stages[0].step.h: cannot parse coefficient 'sqrt(1e399)': "
                                       "number too large at position 6"),
-    (["stages.0.step.h=sqrt(2)/1e-400"], "net.yaml:12:12: stages[0].step.h: cannot parse coefficient "
-                                         "'sqrt(2)/1e-400': number too small at position 8"),
+    (["stages.0.step.h=sqrt(2)/1e-400"], "--set stages.0.step.h=sqrt(2)/1e-400: stages[0].step.h: cannot parse "
+                                         "coefficient 'sqrt(2)/1e-400': number too small at position 8"),
     (["seed=" + "7" * 4400], "--set:1:1: seed: number with more than 100 digits is not allowed"),
-    (["seed=1000000000000000000000000000000"], "net.yaml:4:1: seed: input should be less than 9223372036854775808, found "
+    (["seed=1000000000000000000000000000000"], "--set seed=1000000000000000000000000000000: seed: input should be less than 9223372036854775808, found "
                                                "1000000000000000000000000000000"),
     (["stages.0.module.hidden=" + "[" * 60000 + "]" * 60000], "--set: 'stages.0.module.hidden': value nested deeper "
                                                                "than 64 levels"),

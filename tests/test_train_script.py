@@ -179,6 +179,8 @@ def test_spirals_with_a_scheduled_interpolation(specs, tmp_path):
     assert result.returncode == 0, result.stderr
     log = json.loads((out / "log.json").read_text())
     assert log["events"] == [{"epoch": 1, "event": "interpolate"}]
+    # printed 1-based like the epoch lines: after "epoch 1/2", before "epoch 2/2"
+    assert "after epoch 1/2: interpolate -> 102 parameters" in result.stderr, result.stderr
     first, second = log["history"]
     assert (first["parameters"], second["parameters"]) == (12 + 40 + 10, 12 + 80 + 10)  # a second block of 2 x F
     assert all(math.isfinite(v) for row in log["history"] for v in row.values())
@@ -270,7 +272,8 @@ def test_progress_bars_on_a_terminal_only(specs, capsys, monkeypatch):
     monkeypatch.setattr(tqdm, "tqdm", functools.partial(tqdm.tqdm, mininterval=0))
     assert train.main(args) == 0
     captured = capsys.readouterr()
-    assert "epoch 0" in captured.err and "batch" in captured.err and "loss=" in captured.err
+    assert "epoch 1/1" in captured.err and "epoch 0" not in captured.err  # 1-based, like the epoch lines
+    assert "batch" in captured.err and "loss=" in captured.err
     assert "samples_s=" in captured.err and "epoch 1/1" in captured.out
     assert train.main([*args, "--quiet"]) == 0
     assert capsys.readouterr() == ("", "")

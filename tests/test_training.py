@@ -158,3 +158,15 @@ def test_state_dict_resumes_the_schedule_exactly(tmp_path, reset_lr):
     assert part_lrs == whole_lrs and len(set(whole_lrs)) > 2  # the cosine cycle continued, not restarted
     reference = whole.state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in again.state_dict().items())
+
+
+def test_readme_schedule_example_runs_as_documented(capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    code = readme.split("from rkcompile.training import Schedule, cosine\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec("import torch\nimport rkcompile\nfrom rkcompile.training import Schedule, cosine\n" + code, namespace)
+    assert capsys.readouterr().out.strip() == "[(2, 'interpolate')]"
+    model, schedule = namespace["model"], namespace["schedule"]
+    assert model.spec.stages[0].blocks == 2 and schedule.model is model

@@ -400,7 +400,7 @@ def test_cli_transforms_print_sizes_and_write(artifact, tmp_path, args, after):
     out, digest = tmp_path / "out.pt", _digest(artifact)
     result = CliRunner().invoke(cli, [args[0], str(artifact), *args[1:], "-o", str(out)])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = [line for line in result.output.splitlines() if not line.startswith("warning: ")]  # e.g. 11 steps, 2 pieces
     assert lines[0].startswith("before:") and "273,210 parameters" in lines[0] and "graph nodes" in lines[0]
     assert lines[1].startswith("after:") and f"{after} parameters" in lines[1]
     assert lines[2] == f"wrote {out}"
@@ -439,3 +439,49 @@ def test_cli_errors_leave_files_untouched(artifact, tmp_path, args, message):
     assert result.exit_code == 1
     assert result.output.strip() == message.format(**names)
     assert _digest(artifact) == digest and not (tmp_path / "out.pt").exists()
+
+
+# ---------------------------------------------------------------- T kept in every weight mode; Tableau objects
+@pytest.mark.parametrize(("integrator", "blocks", "h"), [("rk4", 2, 4), ("midpoint", 4, 2), ("euler", 8, 1)])
+def test_per_evaluation_remanifest_keeps_the_interval_T(integrator, blocks, h):
+    """8 Euler blocks of h = 1 integrate [0, 8]; so must 2 RK4 blocks (h = 4), as basis and shared stages do."""
+    model = build("specs/spirals-rk4.yaml", {"stages.0.integrator": "euler", "stages.0.evaluations": 8})
+    new = remanifest(model, integrator=integrator)
+    st = new.spec.stages[0]
+    assert (st.blocks, st.h, st.h * st.blocks) == (blocks, h, 8)
+    assert new.spec.data["stages"][0]["step"] == ({"T": "8"} if blocks != 8 else {"h": 1})
+
+
+def test_per_evaluation_remanifest_of_an_h_stage_matches_a_hand_written_interval():
+    """Float64, a linear F_i = W_i y: RK4 over T = 8 in 2 steps of h = 4 from the same weights, written out by hand."""
+    text = ("name: lin\ninput: {features: 2}\nstages:\n  - features: 2\n    module: {kind: layers, layers: "
+            "[{kind: linear, bias: false}]}\n    integrator: euler\n    evaluations: 8\n")
+    model = build(parse_spec(text)).double().eval()
+    new = remanifest(model, integrator="rk4").double().eval()
+    weights = dict(new.named_parameters())
+    assert len(weights) == 8  # one bias-free weight per evaluation
+    w = [[weights[f"stage0.block{b}.eval{i}.fc1.weight"] for i in range(1, 5)] for b in range(2)]
+    x = torch.randn(3, 2, dtype=torch.float64)
+    y = x
+    for b in range(2):
+        k1 = y @ w[b][0].T
+        k2 = (y + 2 * k1) @ w[b][1].T
+        k3 = (y + 2 * k2) @ w[b][2].T
+        k4 = (y + 4 * k3) @ w[b][3].T
+        y = y + 4 / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    assert torch.allclose(new(x), y, rtol=1e-12, atol=1e-12)
+
+
+def test_remanifest_takes_a_tableau_object(tmp_path):
+    from rkcompile import Tableau, get_tableau
+
+    model = build("specs/continuousnet-2-2-2.yaml").double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    by_object = remanifest(model, integrator=get_tableau("heun"))
+    assert by_object.spec.data["stages"][0]["integrator"] == "heun"
+    assert torch.equal(by_object.double().eval()(x), remanifest(model, integrator="heun").double().eval()(x))
+    mine = Tableau.from_text("mine", ["0", "2/3"], [[], ["2/3"]], ["1/4", "3/4"])
+    inline = remanifest(model, integrator=mine, stage=1)
+    assert inline.spec.stages[1].tableau == mine and inline.spec.stages[0].tableau.name == "rk4"
+    save(inline, tmp_path / "m.pt")
+    assert load(tmp_path / "m.pt").spec.stages[1].tableau == mine

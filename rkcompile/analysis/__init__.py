@@ -115,7 +115,8 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
     rest = [sum(v[0] for v in owned.values()), sum(v[1] for v in owned.values())]  # stage-owned and unowned
     total = combine("total", None, list(units), *rest)
     hidden = tuple(n.target for n in model.graph.nodes if getattr(graphmeta.get(n), "opaque", False))
-    return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total, hidden)
+    return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total, hidden,
+                  tuple(s.name for s in model.spec.stages))
 
 
 def _check_measure(peak: int, batch: int, limits: Limits) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
+from rkcompile import naming
 from rkcompile.texttable import text_table
 
 __all__ = ["BlockReport", "Report", "combine", "human_bytes", "RELATIVE_FIELDS"]
@@ -76,6 +77,8 @@ class Report:
     total: BlockReport
     #: layers compiled as one node because they could not be traced: their temporaries are hidden from the prediction
     hidden: tuple[str, ...] = ()
+    #: each stage's `name` (None if unnamed): tables show it in place of `stage{n}`
+    stage_names: tuple[str | None, ...] = ()
 
     @property
     def rows(self) -> tuple[BlockReport, ...]:
@@ -113,7 +116,7 @@ class Report:
         head += ["x euler at equal evaluations (inf/saved/train)"]
         lines = []
         for r in self.rows:
-            cells = [r.label, f"{r.parameters:,}", human_bytes(r.inference_peak), human_bytes(r.saved_bytes),
+            cells = [naming.display(r.label, self.stage_names), f"{r.parameters:,}", human_bytes(r.inference_peak), human_bytes(r.saved_bytes),
                      human_bytes(r.training_peak), f"{r.flops / 1e6:,.1f}"]
             if measured:
                 cells += [human_bytes(getattr(r, f)) for f in _MEASURED]

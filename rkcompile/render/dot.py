@@ -7,14 +7,13 @@ box marked ×N; `stage` draws one box per stage.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from html import escape
 
 import graphviz
 
 from rkcompile import naming
 from rkcompile.checkpointing import plain_model
-from rkcompile.exact import format_coefficient
+from rkcompile.exact import display_coefficient, is_decimal_text
 from rkcompile.render import matrix, tables
 from rkcompile.render.metrics import Measures, Numbers
 from rkcompile.render.shapes import UnitShapes, unit_shapes
@@ -110,7 +109,7 @@ def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spe
         if first.kind == "step":
             entry, out = _step(c, uid, run, spec, opts)
         elif first.kind == "entry":
-            entry, out = _entry(c, uid, first)
+            entry, out = _entry(c, uid, first, spec)
         else:
             entry = out = f"{uid}_layers"
             c.node(entry, f"<<B>{first.kind}</B><BR/>{_arrows(first.layers)}>", group="spine")
@@ -128,6 +127,7 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
     step = "n" if len(run) > 1 else str(n0)
     nxt = "n+1" if len(run) > 1 else str(n0 + 1)
     h = _h(spec, first.stage)
+    coef = _style(spec, first.stage)
     suffix = "·h" if first.learned_h else ""
     y_in, y_out = f"{uid}_y_in", f"{uid}_y_out"
     c.node(y_in, f"<y<SUB>{step}</SUB>>", shape="oval", group="spine")
@@ -135,7 +135,7 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
         return _matrix_step(c, uid, run, spec, opts, step, nxt, suffix)
     for e in first.evaluations:
         weights = _weights([b.evaluations[e.index - 1].weights for b in run])
-        time = _time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None)
+        time = _time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None, coef)
         scaled = "".join(f"<BR/><FONT POINT-SIZE=\"9\">{_SCALES.get(s, '× ' + escape(s))}</FONT>" for s in e.scales)
         c.node(f"{uid}_k{e.index}", f"<<B>k<SUB>{e.index}</SUB></B> = F[{escape(weights)}]<BR/>"
                                      f"<FONT POINT-SIZE=\"9\">t = {time}</FONT>{scaled}>",
@@ -144,19 +144,19 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
         c.edge(y_in, f"{uid}_k{e.index}", color="gray55" if first_input else "gray75",
                style="solid" if first_input else "dashed", arrowsize="0.5")
     for j, i, a in first.into:
-        c.edge(f"{uid}_k{j}", f"{uid}_k{i}", label=_coef(a) + suffix, color=tables.INTO, fontcolor=tables.INTO)
+        c.edge(f"{uid}_k{j}", f"{uid}_k{i}", label=coef(a) + suffix, color=tables.INTO, fontcolor=tables.INTO)
     after = f" <FONT POINT-SIZE=\"9\">(after {escape(first.after)})</FONT>" if first.after else ""
     c.node(y_out, f"<y<SUB>{nxt}</SUB>{after}>", shape="oval", group="spine")
     for i, b in first.out:
-        c.edge(f"{uid}_k{i}", y_out, label=_coef(b) + suffix, color=tables.OUT, fontcolor=tables.OUT)
+        c.edge(f"{uid}_k{i}", y_out, label=coef(b) + suffix, color=tables.OUT, fontcolor=tables.OUT)
     for label, coefficient, learned in first.history:  # a multistep step's carried history: y_{n−j}, f_{n−j}
         what, lag = label[0], int(label.rsplit("−", 1)[1].rstrip("}")) if "−" in label else 0
         node = y_in if (what, lag) == ("y", 0) else f"{uid}_k1" if lag == 0 else f"{uid}_{what}{lag}"
         if lag:
             index = f"n−{lag}" if len(run) > 1 else str(n0 - lag)
             c.node(node, f"<{what}<SUB>{index}</SUB>>", shape="oval", style="dashed,filled", fillcolor="white")
-        text = f"{learned}<SUB>{step}</SUB>·({_coef(coefficient)})" if learned else \
-            _coef(coefficient) + ("·h" if what == "f" else "")
+        text = f"{learned}<SUB>{step}</SUB>·({coef(coefficient)})" if learned else \
+            coef(coefficient) + ("·h" if what == "f" else "")
         c.edge(node, y_out, label=f"<{text}>" if learned else text, color=tables.HISTORY, fontcolor=tables.HISTORY,
                style="dashed")
     if first.skip != 0:
@@ -177,9 +177,11 @@ def _matrix_step(c, uid: str, run: list[BlockView], spec, opts: _Options, step: 
     first = run[0]
     y_in, y_out, table = f"{uid}_y_in", f"{uid}_y_out", f"{uid}_tableau"
     h = _h(spec, first.stage)
-    times = [_time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None) for e in first.evaluations]
+    coef = _style(spec, first.stage)
+    times = [_time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None, coef)
+             for e in first.evaluations]
     weights = [_weights([b.evaluations[e.index - 1].weights for b in run]) for e in first.evaluations]
-    c.node(table, matrix.butcher_table(first, _coef, times, weights, suffix), shape="plaintext", style="",
+    c.node(table, matrix.butcher_table(first, coef, times, weights, suffix), shape="plaintext", style="",
            **opts.id(f"tableau:{first.label}"))
     c.edge(y_in, table, color="gray55", arrowsize="0.5")
     after = f" <FONT POINT-SIZE=\"9\">(after {escape(first.after)})</FONT>" if first.after else ""
@@ -190,7 +192,7 @@ def _matrix_step(c, uid: str, run: list[BlockView], spec, opts: _Options, step: 
     return y_in, y_out
 
 
-def _entry(c, uid: str, view: BlockView) -> tuple[str, str]:
+def _entry(c, uid: str, view: BlockView, spec=None) -> tuple[str, str]:
     """A stage's entry: F and the shortcut summed (stitch: shortcut + ε·R(x))."""
     x, f, short, out = (f"{uid}_{s}" for s in ("x", "f", "shortcut", "sum"))
     c.node(x, "<x>", shape="oval", group="spine")
@@ -201,7 +203,11 @@ def _entry(c, uid: str, view: BlockView) -> tuple[str, str]:
     c.edge(x, f)
     c.edge(x, short)
     eps = view.epsilon if view.epsilon is not None else 1
-    c.edge(f, out, label="" if eps == 1 else _coef(eps), color=tables.OUT, fontcolor=tables.OUT)
+    try:  # ε as the spec wrote it (0.1, not 1/10)
+        decimal = is_decimal_text(spec.stages[view.stage].entry.epsilon.text)
+    except (AttributeError, IndexError, TypeError):
+        decimal = False
+    c.edge(f, out, label="" if eps == 1 else _coef(eps, decimal), color=tables.OUT, fontcolor=tables.OUT)
     c.edge(short, out, style="bold")
     return x, out
 
@@ -238,12 +244,24 @@ def _by_stage(blocks: list[BlockView]) -> list[tuple[object, list[BlockView]]]:
 def _title(run: list[BlockView], spec) -> str:
     first, n = run[0], len(run)
     if first.kind != "step":
-        return f"<B>{escape(first.label)}</B>"
+        return f"<B>{escape(naming.display(first.label, _names(spec)))}</B>"
     name = _integrator(spec, first.stage) + (f" (start-up: {first.startup})" if first.startup else "")
     blocks = f"block {first.block}" if n == 1 else f"blocks {first.block}–{run[-1].block}"
     times = f"  <B>×{n}</B>" if n > 1 else ""
     again = "  (recomputed in backward)" if _recomputed(spec, first.stage, first.block) else ""
-    return f"<B>stage{first.stage} · {blocks}</B>{times}  {escape(name)}{again}"
+    return f"<B>{escape(stage_title(spec, first.stage))} · {blocks}</B>{times}  {escape(name)}{again}"
+
+
+def stage_title(spec, stage: int) -> str:
+    """`stage0`, or `body (stage0)` for a stage with a `name` (the docs' "a label for tables and drawings")."""
+    names = _names(spec)
+    name = names[stage] if 0 <= stage < len(names) else None
+    return f"{name} ({naming.stage(stage)})" if name else naming.stage(stage)
+
+
+def _names(spec) -> list:
+    """Each stage's `name` (None where unnamed); none without a spec."""
+    return [getattr(s, "name", None) for s in getattr(spec, "stages", ())]
 
 
 def _recomputed(spec, stage: int | None, block) -> bool:
@@ -275,23 +293,32 @@ def _weights(labels: list[str]) -> str:
     return unique[0] if len(unique) == 1 else f"{unique[0]} … {unique[-1]}"
 
 
-def _time(offset, h, step: str, absolute) -> str:
-    """`t_n + c_i·h` (with c_i exact when rational), and the absolute time for a single block."""
+def _time(offset, h, step: str, absolute, coef=None) -> str:
+    """`t_n + c_i·h` (c_i as the tableau writes it), and the absolute time for a single block."""
+    coef = coef or _coef
     if offset == 0:
         rel = f"t<SUB>{step}</SUB>"
     elif h:
         c = offset / h
-        rel = f"t<SUB>{step}</SUB> + " + ("h" if c == 1 else f"{_coef(c)}·h")
+        rel = f"t<SUB>{step}</SUB> + " + ("h" if c == 1 else f"{coef(c)}·h")
     else:
-        rel = f"t<SUB>{step}</SUB> + {_coef(offset)}"
-    return rel if absolute is None else f"{rel} = {_coef(absolute)}"
+        rel = f"t<SUB>{step}</SUB> + {coef(offset)}"
+    return rel if absolute is None else f"{rel} = {coef(absolute)}"
 
 
-def _coef(x) -> str:
-    """An exact fraction as written ("-27/140"), an irrational coefficient to 4 significant digits."""
-    if isinstance(x, (Fraction, int)):
-        return format_coefficient(Fraction(x))
-    return f"{float(x):.4g}"
+def _coef(x, decimal: bool = False) -> str:
+    """A coefficient as written: exact fractions as fractions ("-27/140"), values from decimal literals as
+    decimals ("0.161"), irrational ones to 4 significant digits (`exact.display_coefficient`)."""
+    return display_coefficient(x, decimal)
+
+
+def _style(spec, stage: int | None):
+    """The coefficient formatter for a stage: decimal when its tableau was written in decimals (tsit5)."""
+    try:
+        decimal = bool(getattr(spec.stages[stage].tableau, "decimal", False))
+    except (AttributeError, IndexError, TypeError):
+        decimal = False
+    return lambda x: _coef(x, decimal)
 
 
 def _arrows(layers: list[str]) -> str:

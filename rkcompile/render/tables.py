@@ -87,7 +87,7 @@ def legend(scale: ColourScale, color_by: str, level: str) -> str:
         return f"<<TABLE BORDER=\"0\" CELLBORDER=\"1\" CELLSPACING=\"0\" CELLPADDING=\"3\">{''.join(rows)}</TABLE>>"
     rows += [
         _wide("k<SUB>i</SUB> = F[weights]: the i-th evaluation, at time t<SUB>n</SUB> + c<SUB>i</SUB>·h; "
-              "coefficients are exact fractions (irrational ones to 4 digits)"),
+              "coefficients as written: fractions, decimals, irrational ones to 4 digits"),
         _wide(f"<FONT COLOR=\"{INTO}\">blue edge k<SUB>j</SUB> → k<SUB>i</SUB></FONT>: a<SUB>ij</SUB>·h, "
               "added into k<SUB>i</SUB>'s input, which starts from y<SUB>n</SUB> (grey)"),
         _wide(f"<FONT COLOR=\"{OUT}\">green edge k<SUB>i</SUB> → y<SUB>n+1</SUB></FONT>: b<SUB>i</SUB>·h; "
@@ -126,7 +126,12 @@ def stage_rows(stage: int, steps: list[BlockView], entry: BlockView | None, spec
             weights = s.weights.label()
     except (AttributeError, IndexError, TypeError):
         weights = ", ".join(sorted({e.owner for b in steps for e in b.evaluations if e.owner}))[:40]
-    rows = [(naming.stage(stage), escape(name))]
+    try:  # a named stage: "body (stage0)", as the docs promise the name for drawings
+        label = spec.stages[stage].name
+    except (AttributeError, IndexError, TypeError):
+        label = None
+    title = naming.stage(stage)
+    rows = [(escape(f"{label} ({title})" if label else title), escape(name))]
     if entry is not None:
         short = " → ".join(escape(x) for x in entry.shortcut) or "identity"
         eps = "" if entry.epsilon in (None, 1) else f"{entry.epsilon:g}·"
