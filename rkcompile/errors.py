@@ -13,6 +13,8 @@ __all__ = [
     "ArtifactError",
     "TransformError",
     "ExportError",
+    "PluginError",
+    "PluginWarning",
     "did_you_mean",
 ]
 
@@ -67,6 +69,14 @@ class TransformError(RkcompileError):
 
 class ExportError(RkcompileError):
     """A model cannot be exported (unknown format, missing ONNX packages, or the exporter failed)."""
+
+
+class PluginError(RkcompileError, ValueError):
+    """A plugin registers a kind whose name is already taken (by rkcompile or another plugin); names both."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin of the `rkcompile.plugins` entry-point group failed to load and was skipped."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

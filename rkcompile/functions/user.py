@@ -63,4 +63,6 @@ def register_user_module(kind: str, factory, args: type[BaseModel] | None = None
     model = create_model(f"UserModule[{kind}]", __base__=UserModule, kind=(Literal[kind], ...), **fields)
     model.factory = staticmethod(factory)
     model.__doc__ = f"User module '{kind}' ({getattr(factory, '__qualname__', factory)})."
-    return FUNCTIONS.register(kind, model)
+    from rkcompile.plugins import origin_of
+
+    return FUNCTIONS.register(kind, model, origin_of(factory))
