@@ -257,3 +257,15 @@ def test_an_installed_plugin_package_is_used_by_rkcompile_build(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "rkcompile", "check", "net.yaml"], cwd=tmp_path, env=env,
                            capture_output=True, text=True)
     assert plain.returncode == 1 and plain.stderr.startswith("error: net.yaml:5:5: stages[0].module: unknown kind 'gated-linear'; expected one of")
+
+
+def test_the_documented_plugin_is_the_demo_package():
+    doc = (ROOT / "docs" / "spec.md").read_text()
+    section = doc[doc.index("## Plugins"):doc.index("## More examples")]
+    toml = section[section.index("```toml\n") + 8:]
+    toml = toml[:toml.index("```")]
+    pyproject = (PLUGIN / "pyproject.toml").read_text()
+    assert all(line in pyproject for line in toml.splitlines())
+    source = (PLUGIN / "rkcompile_demo_plugin.py").read_text()
+    assert 'rkcompile.register_tableau(rkcompile.Tableau.from_text(\n        "ralston3", ["0", "1/2", "3/4"]' in source
+    assert 'rkcompile.register_tableau(rkcompile.Tableau.from_text(\n        "ralston3", ["0", "1/2", "3/4"]' in section
