@@ -79,7 +79,7 @@ class PluginWarning(UserWarning):
     """A plugin of the `rkcompile.plugins` entry-point group failed to load and was skipped."""
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the nearest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

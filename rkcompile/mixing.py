@@ -27,7 +27,7 @@ from rkcompile.modules import Part, Scale
 __all__ = ["call_mixed", "basis_batch_norm"]
 
 
-def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, object], ...], name: str,
+def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, float], ...], name: str,
                meta: NodeMeta) -> fx.Node:
     """Emit F's layers with weights combined from the coefficient F's `parts` (at the paths in `mix`)."""
     weights = [float(w) for _, w in mix]
@@ -90,7 +90,7 @@ def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: lis
 
 
 def basis_batch_norm(x: torch.Tensor, weight, bias, means: tuple, variances: tuple, counts: tuple, phi: tuple,
-                     layer: nn.Module) -> torch.Tensor:
+                     layer: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     """BatchNorm whose running statistics are sum_beta phi_beta r_beta over the coefficient layers (see above)."""
     if not layer.training:
         mean = sum(p * r for p, r in zip(phi, means))

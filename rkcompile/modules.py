@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,7 +82,7 @@ class SqueezeExcitation(nn.Module):
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
 
 
-def activation(kind: str | None) -> object | None:
+def activation(kind: str | None) -> Callable[..., torch.Tensor] | None:
     """The function for an activation name, or None for identity/none."""
     return None if kind in (None, "identity", "none") else ACTIVATION_FUNCTIONS[kind]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast, overload
 
 from rkcompile import plugins
 from rkcompile.errors import RkcompileError, did_you_mean
@@ -29,6 +29,12 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
 
+    @overload
+    def register(self, name: str, entry: T, origin: str | None = None) -> T: ...
+
+    @overload
+    def register(self, name: str, entry: None = None, origin: str | None = None) -> Callable[[T], T]: ...
+
     def register(self, name: str, entry: T | None = None, origin: str | None = None) -> T | Callable[[T], T]:
         """Add `entry` under `name` (once); without `entry`, return a decorator that registers what it decorates.
         `origin` says where it comes from (default: the plugin being loaded, "built in" or the entry's module)."""
@@ -48,7 +54,7 @@ class Registry(Generic[T]):
 
     def register_kind(self, model: T) -> T:
         """Register a spec model class under the single value of its `kind: Literal[...]` (a class decorator)."""
-        return self.register(kind_of(model), model)
+        return self.register(kind_of(cast(type, model)), model)
 
     def get(self, name: object) -> T:
         """The entry called `name`; an unknown name is quoted with the nearest valid one and the full list."""
@@ -96,7 +102,7 @@ class Registry(Generic[T]):
 def kind_of(model: type) -> str:
     """The `kind` a model class is registered under: the single value of its `kind: Literal[...]` field."""
     field = getattr(model, "model_fields", {}).get("kind")
-    values = getattr(field.annotation, "__args__", ()) if field is not None else ()
+    values: tuple = getattr(field.annotation, "__args__", ()) if field is not None else ()
     if len(values) != 1 or not isinstance(values[0], str):
         raise RegistryError(f"{getattr(model, '__name__', model)!r} needs a field `kind: Literal['<name>']` naming "
                             "its kind")
