@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -241,7 +242,8 @@ def test_an_installed_plugin_package_is_used_by_rkcompile_build(tmp_path):
     # --system-site-packages sees the base interpreter's packages; this environment's (torch, setuptools, pip) too:
     purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env)
     Path(purelib.stdout.strip(), "parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", PLUGIN],
+    source = shutil.copytree(PLUGIN, tmp_path / "demo-plugin")  # the build writes beside its sources: not here
+    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", source],
          tmp_path, env)
     (tmp_path / "net.yaml").write_text(SPEC)
     built = _run([python, "-m", "rkcompile", "build", "net.yaml", "-o", "net.pt"], tmp_path, env).stdout
