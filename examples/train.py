@@ -149,7 +149,10 @@ def check_output(model, adapter, ds: data.Dataset) -> None:
     if ds.task == "classification" and spec.output is None:
         raise UserError(f"spec '{spec.name}' has no classification head but dataset '{ds.name}' has {ds.classes} "
                         f"classes (add `output: {{classes: {ds.classes}}}`)")
-    if ds.task == "regression" and spec.output is not None:
+    if ds.task == "classification" and spec.output.kind == "regression":
+        raise UserError(f"spec '{spec.name}' ends in a regression head ({spec.output.outputs} outputs) but dataset "
+                        f"'{ds.name}' has {ds.classes} classes (use `output: {{classes: {ds.classes}}}`)")
+    if ds.task == "regression" and spec.output is not None and spec.output.kind != "regression":
         raise UserError(f"spec '{spec.name}' ends in a classification head ({spec.output.classes} classes) but "
                         f"dataset '{ds.name}' is a regression of {ds.outputs} values (remove `output`)")
     x = torch.stack([ds.train[i][0] for i in range(2)])

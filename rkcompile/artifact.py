@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import yaml
@@ -80,6 +81,7 @@ def load(path: str | Path, map_location: object = "cpu", *, limits: Limits | Non
     path = Path(path)
     payload = _read(path, map_location, max_bytes)
     _check_header(path, payload)
+    assert isinstance(payload, dict)  # _check_header raised otherwise
     text = payload.get("spec")
     if not isinstance(text, str):
         raise ArtifactError(f"{path}: the 'spec' entry is {_describe(text)}, expected the spec's YAML text")
@@ -94,7 +96,7 @@ def load(path: str | Path, map_location: object = "cpu", *, limits: Limits | Non
         raise ArtifactError(f"{path}: the state_dict does not fit the spec '{spec.name}': {problem}")
     model = build(spec, limits=limits)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(cast(Mapping, state), strict=True)  # state_dict_mismatch checked it is one
     except (RuntimeError, TypeError, ValueError) as e:  # pragma: no cover - state_dict_mismatch catches these first
         raise ArtifactError(f"{path}: cannot load the state_dict: {_one_line(e)}") from None
     return model
@@ -121,7 +123,7 @@ def state_dict_mismatch(model: nn.Module, state_dict: object) -> str | None:
 
 
 # ---------------------------------------------------------------- helpers
-def _read(path: Path, map_location: object, max_bytes: int) -> object:
+def _read(path: Path, map_location: Any, max_bytes: int) -> object:  # map_location: whatever torch.load takes
     """torch.load with weights_only=True of a regular file, each way it can fail turned into one ArtifactError."""
     try:
         f = open_regular(path, limit=max_bytes, what="saved model file")

@@ -103,7 +103,9 @@ def outline_checkpoints(module: fx.GraphModule, groups: list[tuple[int, int, int
         with graph.inserting_before(members[0]):
             function = graph.get_attr(name)
             call = graph.call_function(checkpoint_group, (function, *inputs), name=f"{name}_call")
-        rk = graphmeta.get(outputs[0]).but(role=graphmeta.Role.CHECKPOINT, block=first, evaluation=None,
+        first_meta = graphmeta.get(outputs[0])
+        assert first_meta is not None, "every node the compiler emits carries its NodeMeta"
+        rk = first_meta.but(role=graphmeta.Role.CHECKPOINT, block=first, evaluation=None,
                                             layer=f"blocks {first}-{last}")
         graphmeta.put(function, rk)
         graphmeta.put(call, rk)

@@ -286,10 +286,11 @@ def _register() -> None:
     from rkcompile.cli_draw import draw
     from rkcompile.cli_export import COMMANDS as PACKAGE_COMMANDS
     from rkcompile.cli_integrators import integrators
+    from rkcompile.cli_kinds import kinds
     from rkcompile.cli_plan import plan
     from rkcompile.cli_transform import COMMANDS
 
-    for command in (draw, integrators, plan, *COMMANDS, *PACKAGE_COMMANDS):
+    for command in (draw, integrators, kinds, plan, *COMMANDS, *PACKAGE_COMMANDS):
         cli.add_command(command)
 
 

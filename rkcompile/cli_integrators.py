@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 __all__ = ["integrators", "integrator_rows"]
@@ -33,7 +35,8 @@ def integrators(name: str | None) -> None:
     from rkcompile.integrators import resolve_integrator
 
     if name:
-        click.echo(resolve_integrator(name)[1].describe())
+        method: Any = resolve_integrator(name)[1]  # a Tableau or a LinearMultistep: both describe themselves
+        click.echo(method.describe())
         return
     click.echo(table(integrator_rows(), HEADER))
     click.echo("(history: steps of y or F the method reads; multistep start-up evaluations count in a stage's budget)")

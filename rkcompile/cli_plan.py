@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING, cast
 
 import click
 import yaml
+
+if TYPE_CHECKING:
+    from rkcompile.spec import Spec
 
 __all__ = ["plan"]
 
@@ -23,6 +27,7 @@ def plan(spec: str, budget: str, batch: int, output: str | None, measure: bool, 
     from rkcompile.planner import plan as make_plan
 
     model = build(spec, list(overrides))
+    validated = cast("Spec", model.spec)
     chosen = make_plan(model, budget, batch=batch)
     click.echo(chosen.summary())
     fields = chosen.overrides()
@@ -33,13 +38,13 @@ def plan(spec: str, budget: str, batch: int, output: str | None, measure: bool, 
         from rkcompile.analysis.measure import measure_step
         from rkcompile.analysis.report import human_bytes
 
-        measured = measure_step(build(model.spec, fields), batch)["training_peak"]
+        measured = measure_step(build(validated, fields), batch)["training_peak"]
         click.echo(f"  measured training peak {human_bytes(measured)} "
                    f"({measured / chosen.training_peak - 1:+.1%} of the prediction)")
     if output:
         from rkcompile.files import write_file
 
-        data = copy.deepcopy(model.spec.data)
+        data = copy.deepcopy(validated.data)
         for n, stage in enumerate(data["stages"]):
             groups = fields[f"stages.{n}.checkpoint"]
             stage.pop("checkpoint", None)

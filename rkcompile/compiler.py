@@ -31,6 +31,7 @@ from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
 from rkcompile.planning import StagePlan
 from rkcompile.shapes import PartPlan, Shape
 from rkcompile.spec import Spec, Stage
+from rkcompile.stage_options import Init, drop_rates, initialise
 
 __all__ = ["build", "compile_spec", "Compiler"]
 
@@ -179,7 +180,8 @@ class Compiler:
         targets = stage.weights.functions(n, blocks, layout(tableau, blocks))
         lower = lowering(stage.family, step, self, n, stage)
         functions = plan.functions or (plan.function,)  # an interleaved cycle: F number j is member j mod its length
-        parts = [self._new_f(stage, functions[j % len(functions)], target) for j, target in enumerate(targets)]
+        rates = drop_rates(stage.drop_path, len(targets))
+        parts = [self._new_f(stage, functions[j % len(functions)], target, rates[j]) for j, target in enumerate(targets)]
         after_name = stage.module.after_activation()
         after = activation(after_name)
         lower = self.lowering(stage, lower)
@@ -213,11 +215,20 @@ class Compiler:
             return lower_step_registers
         return default
 
-    def _new_f(self, stage: Stage, plan: PartPlan, target: str) -> Part:
+    def _new_f(self, stage: Stage, plan: PartPlan, target: str, drop: float = 0.0) -> Part:
         self.functions.append(target)
         part = build_part(plan)
+        if stage.init != Init():
+            initialise(part, stage.init)
+        calls = list(part.calls)
         if stage.step.skip_init:  # s * F with s = 0 at init (ContinuousNet's skip-init), one s per F
-            part = Part([*part.calls, LayerCall("skip", Scale(0.0))])
+            calls.append(LayerCall("skip", Scale(0.0)))
+        if drop:  # stochastic depth: each sample's F output zeroed with probability `drop` (training only)
+            from torchvision.ops import StochasticDepth
+
+            calls.append(LayerCall("drop_path", StochasticDepth(drop, "row")))
+        if len(calls) > len(part.calls):
+            part = Part(calls)
         self.attach(target, part)
         return part
 

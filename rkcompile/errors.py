@@ -14,6 +14,8 @@ __all__ = [
     "TransformError",
     "ExportError",
     "RkcompileWarning",
+    "PluginError",
+    "PluginWarning",
     "did_you_mean",
     "ALIASES",
 ]
@@ -71,6 +73,14 @@ class ExportError(RkcompileError):
     """A model cannot be exported (unknown format, missing ONNX packages, or the exporter failed)."""
 
 
+class PluginError(RkcompileError, ValueError):
+    """A plugin registers a kind whose name is already taken (by rkcompile or another plugin); names both."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin of the `rkcompile.plugins` entry-point group failed to load and was skipped."""
+
+
 class RkcompileWarning(UserWarning):
     """A valid spec that probably does not do what its author meant: one located line (`FILE:LINE:COL: path: ...`);
     the CLI prints it as `warning: ...`."""
@@ -91,7 +101,7 @@ ALIASES = {
 }
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for a known alias or the nearest choice, or '' when nothing is close."""
     names = [str(c) for c in choices]
     key = str(word).strip().lower().replace(" ", "-")

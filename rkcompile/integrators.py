@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from rkcompile.errors import RkcompileError
 from rkcompile.registry import Registry
@@ -64,7 +65,7 @@ def _rk_resolve(value: object):
     """A tableau name (library) or an InlineTableau → the pruned Tableau (stages never reaching the output dropped)."""
     from rkcompile.tableaux import get_tableau
 
-    tableau = get_tableau(value) if isinstance(value, str) else value.to_tableau()
+    tableau = get_tableau(value) if isinstance(value, str) else cast(Any, value).to_tableau()  # an InlineTableau
     return tableau.pruned()
 
 

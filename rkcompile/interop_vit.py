@@ -9,6 +9,7 @@ midpoint or RK4 blocks. Nothing is ever downloaded: pass a model whose weights y
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from torch import fx, nn
 
@@ -40,7 +41,7 @@ def vit_spec_data(tv: nn.Module, name: str = "vit") -> dict:
     evaluations of [attention, ffn] (LayerNorm eps 1e-6, GELU), and the class-token head."""
     if getattr(tv, "representation_size", None) is not None or tv.conv_proj.__class__ is not nn.Conv2d:
         raise ArtifactError("ViTs with a pre-logits representation layer or a conv stem have no spec here")
-    layers = tv.encoder.layers
+    layers = cast(nn.Sequential, cast(nn.Module, tv.encoder).layers)
     heads = layers[0].num_heads
     dropout = {"dropout": tv.dropout} if tv.dropout else {}
     attention_dropout = {"attention_dropout": tv.attention_dropout} if tv.attention_dropout else {}

@@ -16,7 +16,7 @@ from rkcompile.fields import Model, PositiveInt
 from rkcompile.registry import Registry
 from rkcompile.shapes import Planner
 
-__all__ = ["LAYERS", "Layer", "Conv", "Linear", "Norm", "Act", "Dropout", "Pool", "plan_layers"]
+__all__ = ["LAYERS", "Layer", "Conv", "Linear", "Norm", "Act", "Dropout", "Pool", "SqueezeExcitation", "plan_layers"]
 
 LAYERS: Registry[type[Model]] = Registry("layer kind")
 
@@ -116,7 +116,35 @@ class Pool(Layer):
         f.pool(self.kind, self.kernel, self.stride * stride, where)
 
 
-for _model in (Conv, Linear, Norm, Act, Dropout, Pool):
+class SqueezeExcitation(Layer):
+    """Squeeze-and-excitation (Hu et al. 2018): x · sigmoid(W₂ relu(W₁ mean(x) + b₁) + b₂), one gate per channel;
+    W₁ maps the channels C to `squeeze` (default C / `reduction`), W₂ back (1x1 convs, as torchvision's)."""
+
+    kind: Literal["squeeze-excitation"]
+    reduction: PositiveInt = 16
+    squeeze: PositiveInt | None = None
+    example: ClassVar[dict] = {"reduction": 2}
+
+    def plan(self, f: Planner, where: tuple, target: int | None, stride: int = 1, residual: bool = False) -> None:
+        """One module (inlined: pool, fc1, relu, fc2, sigmoid, multiply) that keeps the shape."""
+        f.need(("image", "signal"), "layer 'squeeze-excitation'", where)
+        width = f.shape.width
+        squeeze = self.squeeze or width // self.reduction
+        if squeeze < 1:
+            raise f.fail(where + ("reduction",), f"reduction {self.reduction} leaves no channels of {width}; "
+                         f"nearest valid: {width}")
+        dims = 2 if f.shape.image else 1
+        f.module(f._name("se", None), lambda shape_in, shape: _squeeze_excitation(shape.width, squeeze, dims),
+                 f.shape, label=f"squeeze-excitation {width}→{squeeze}", inline=True)
+
+
+def _squeeze_excitation(channels: int, squeeze: int, dims: int) -> object:
+    from rkcompile.modules import SqueezeExcitation as Module
+
+    return Module(channels, squeeze, dims)
+
+
+for _model in (Conv, Linear, Norm, Act, Dropout, Pool, SqueezeExcitation):
     for _name in typing.get_args(_model.model_fields["kind"].annotation):
         LAYERS.register(_name, _model)
 

@@ -136,7 +136,9 @@ def estimate(spec) -> Estimate:
     plan = spec.plan
     params = nodes = 0
     biggest = _elements(plan.input)
-    params_at = nodes_at = activation_at = ("input",)
+    params_at: tuple = ("input",)
+    nodes_at: tuple = ("input",)
+    activation_at: tuple = ("input",)
     top_params = top_nodes = 0
     if plan.stem is not None:
         params, nodes = _part(plan.stem)[:2]

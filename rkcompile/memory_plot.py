@@ -10,11 +10,15 @@ import io
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from rkcompile.errors import RkcompileError, SpecError
 from rkcompile.files import write_file
+
+if TYPE_CHECKING:
+    from rkcompile.spec import Spec
 
 __all__ = ["SCHEMES", "AS_WRITTEN", "SchemeMemory", "scheme_memory", "memory_plot"]
 
@@ -68,7 +72,7 @@ def scheme_memory(spec, schemes=SCHEMES, batch: int = 1, dtype: torch.dtype = to
         out.inference[scheme] = [r.inference_peak for r in report.stages]
         out.saved[scheme] = [r.saved_bytes for r in report.stages]
         out.parameters[scheme] = report.total.parameters
-        out.evaluations[scheme] = sum(s.total_evaluations for s in model.spec.stages)
+        out.evaluations[scheme] = sum(s.total_evaluations for s in cast("Spec", model.spec).stages)
     return out
 
 

@@ -30,7 +30,7 @@ __all__ = ["call_mixed", "basis_batch_norm"]
 _LINEAR = public(F.linear)  # reads torch.nn.functional.linear in the generated code, not torch._C._nn.linear
 
 
-def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, object], ...], name: str,
+def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, float], ...], name: str,
                meta: NodeMeta) -> fx.Node:
     """Emit F's layers with weights combined from the coefficient F's `parts` (at the paths in `mix`)."""
     weights = [float(w) for _, w in mix]
@@ -38,7 +38,9 @@ def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, ob
     for call in parts[0].calls:
         layer_meta = meta.but(layer=call.label or call.name)
         node = f"{name}_{call.name}"
-        t = (float(meta.time),) if call.timed else ()  # a time-conditioned layer reads t (`conditioning`)
+        if call.timed and meta.time is None:
+            raise AssertionError(f"{node}: a time-conditioned layer without an evaluation time")
+        t = (float(meta.time),) if call.timed and meta.time is not None else ()  # reads t (`conditioning`)
         if call.module is None:
             x = compiler.function(call.function, (x, *t, *call.args), node, layer_meta)
             continue
@@ -98,7 +100,7 @@ def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: lis
 
 
 def basis_batch_norm(x: torch.Tensor, weight, bias, means: tuple, variances: tuple, counts: tuple, phi: tuple,
-                     layer: nn.Module) -> torch.Tensor:
+                     layer: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     """BatchNorm whose running statistics are sum_beta phi_beta r_beta over the coefficient layers (see above)."""
     if not layer.training:
         mean = sum(p * r for p, r in zip(phi, means))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from rkcompile.shapes import Op, PartPlan
 
-__all__ = ["Part", "LayerCall", "Scale", "activation", "build_part", "public", "ACTIVATION_FUNCTIONS"]
+__all__ = ["Part", "LayerCall", "Scale", "SqueezeExcitation", "activation", "build_part", "public", "ACTIVATION_FUNCTIONS"]
 
 _PUBLIC: dict[object, object] = {}
 
@@ -90,7 +91,23 @@ class Scale(nn.Module):
         return x * self.scale
 
 
-def activation(kind: str | None) -> object | None:
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018) on images (dims 2) or signals (dims 1): a gate per channel."""
+
+    def __init__(self, channels: int, squeeze: int, dims: int = 2) -> None:
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv1d
+        self.fc1 = conv(channels, squeeze, 1)
+        self.fc2 = conv(squeeze, channels, 1)
+        self.positions = tuple(range(2, 2 + dims))  # the dims averaged by the squeeze
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x times sigmoid(fc2(relu(fc1(mean of x over positions))))."""
+        s = torch.mean(x, self.positions, keepdim=True)
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+
+
+def activation(kind: str | None) -> Callable[..., torch.Tensor] | None:
     """The function for an activation name, or None for identity/none."""
     return None if kind in (None, "identity", "none") else ACTIVATION_FUNCTIONS[kind]
 

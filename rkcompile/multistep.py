@@ -120,8 +120,8 @@ class LinearMultistep:
     def reversible(self) -> bool:
         """True when y_{n−1} follows from y_n and y_{n+1} (a two-step method with α_1 ≠ 0 and β_1 = 0)."""
         alpha, beta = self.at(self.theta)
-        return self.steps == 2 and beta[1] == 0 and self.beta1[1:2] in ((), (0,)) and \
-            (alpha[1] != 0 or (self.learn and self.alpha1[1] != 0))
+        return bool(self.steps == 2 and beta[1] == 0 and self.beta1[1:2] in ((), (0,)) and
+                    (alpha[1] != 0 or (self.learn and self.alpha1[1] != 0)))
 
     def inverse_step(self, y_n, y_next, f_n, h, theta=None):
         """The inverse step y_{n−1} = (y_{n+1} − α_0 y_n − h^q β_0 f_n) / α_1 of a reversible two-step method.

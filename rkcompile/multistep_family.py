@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import PrivateAttr, model_validator
 
@@ -44,7 +44,7 @@ class MultistepIntegrator(Model):
     learn: bool = False
     source: str = ""
 
-    _resolved: object = PrivateAttr(default=None)
+    _resolved: LinearMultistep | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _valid(self) -> MultistepIntegrator:
@@ -67,6 +67,7 @@ class MultistepIntegrator(Model):
             elif self.method == "momentum":
                 method = momentum(self.gamma.value if self.gamma is not None else Fraction(9, 10), self.learn)
             else:
+                assert self.method is not None  # one of method and alpha/beta is given (checked above)
                 method = get_multistep(self.method)
         except TableauError as e:
             field = "alpha" if inline else "gamma" if self.gamma is not None else "method"
@@ -83,6 +84,7 @@ class MultistepIntegrator(Model):
 
     def to_method(self) -> LinearMultistep:
         """The validated method."""
+        assert self._resolved is not None, "set by validation"
         return self._resolved
 
 
@@ -175,7 +177,8 @@ def resolve_multistep(value: object) -> MultistepStage:
     if isinstance(value, str):
         method, startup = get_multistep(value), None
     else:
-        method, startup = value.to_method(), value.startup
+        integrator = cast(MultistepIntegrator, value)  # `_knows` admits only names and MultistepIntegrators
+        method, startup = integrator.to_method(), integrator.startup
     if startup is None:
         startup = method.startup
         if startup is None:

@@ -108,7 +108,7 @@ def _sum(graph: fx.Graph, base, terms, name: str, meta: NodeMeta, eps, skip) -> 
         if out is None:
             new = graph.create_node("call_function", torch.mul, (node, float(value)), {}, name=f"{name}_{suffix}")
         else:
-            kwargs = {} if value == 1 else {"alpha": float(value)}
+            kwargs: dict[str, fx.node.Argument] = {} if value == 1 else {"alpha": float(value)}
             new = graph.create_node("call_function", torch.add, (out, node), kwargs, name=f"{name}_{suffix}")
         if suffix == "y1" and meta.learned is None:
             put(new, meta.but(role=Role.OUTPUT, evaluation=1, source=1, coefficient=coef,

@@ -95,7 +95,25 @@ def plan_stage(stage, shape: Shape, path: tuple) -> StagePlan:
     functions = tuple(stage.time.condition(plan_residual(m, shape, shape.width, 1, where + stage.module.member_path(j)),
                                            path + ("time",))
                       for j, m in enumerate(members))
+    _check_options(stage, functions, path)
     return StagePlan(entry, shape, functions[0], functions)
+
+
+def _check_options(stage, functions: tuple[PartPlan, ...], path: tuple) -> None:
+    """`init.zero_last_norm` needs a norm layer in every F; a growing `drop_path` needs one F per evaluation."""
+    from rkcompile.stage_options import NORMS
+
+    if stage.init.zero_last_norm:
+        for j, plan in enumerate(functions):
+            if not any(op.kind in NORMS or op.kind == "module" for op in plan.ops):
+                member = f" ({stage.module.cycle()[j].kind})" if len(functions) > 1 else ""
+                raise PlanError(f"zero-γ sets the scale of F's last norm layer to 0, but F{member} has no norm layer",
+                                path + ("init", "zero_last_norm"), compile=False)
+    rate = stage.drop_path
+    if rate is not None and not rate.constant and stage.weights.kind != "per-evaluation":
+        raise PlanError(f"a growing drop_path gives each F its own rate; with '{stage.weights.kind}' weights F's serve "
+                        "many evaluations: use one rate (drop_path: P) or per-evaluation weights",
+                        path + ("drop_path",), compile=False)
 
 
 

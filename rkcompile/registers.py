@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from itertools import combinations
+from typing import Any
 
 __all__ = ["LOWERINGS", "LoweringChoice", "Op", "Program", "accumulate_program", "choose_lowering", "register_program",
            "register_ranks", "stage_lowering"]
@@ -182,7 +183,7 @@ class _Builder:
         vector = tuple(one if d == i + 1 else zero for d in range(len(self.vectors[0])))
         return self.emit("eval", (z,), vector, stage=i)
 
-    def combine(self, terms: list[tuple[int, object]], early: int | None = None) -> int:
+    def combine(self, terms: list[tuple[int, Any]], early: int | None = None) -> int:
         """sum coefficient * tensor as a chain of axpys, starting from a term with coefficient 1 if there is one.
 
         The `early` tensor is added first, so that the chain is its last reader as soon as possible."""
@@ -293,6 +294,7 @@ def _cheapest(needed: list[list], target: list, exact: bool):
         cost = sum(sum(not _zero(x, exact) for x in row) - 1 for row in rows) + _chain_cost(z_terms, exact)
         if best is None or cost < best[0]:
             best = (cost, rows, list(pivots), z_terms)
+    assert best is not None, "some `rank` columns always pivot a matrix of that rank"
     return best[1], best[2], best[3]
 
 
@@ -304,7 +306,7 @@ def _chain_cost(terms: list, exact: bool) -> int:
 def _echelon(rows: list[list], pivots: tuple[int, ...], exact: bool) -> list[list] | None:
     """A basis of the row space with the identity on `pivots` (Gauss-Jordan), or None if they cannot be pivots."""
     m = [list(r) if exact else [float(x) for x in r] for r in rows]
-    out = []
+    out: list[list] = []
     for p in pivots:
         pick = max(range(len(m)), key=lambda r: abs(m[r][p]), default=None)
         if pick is None or _zero(m[pick][p], exact):

@@ -29,6 +29,7 @@ from rkcompile.layers import LAYERS, Act, Conv, Dropout, Linear, Norm, Pool
 from rkcompile.layers import Layer as _LayerBase
 from rkcompile.multistep_family import MultistepIntegrator
 from rkcompile.shapes import PlanError
+from rkcompile.stage_options import DROP_PATH_SCHEMA, DropPath, Init
 from rkcompile.stems import STEMS, ConvStem, LayersStem, StemKind
 from rkcompile.weights import WEIGHTS, Basis, PerEvaluation, Shared, WeightMode
 
@@ -210,6 +211,8 @@ class Stage(_Model):
     step: Step = Step()
     lowering: Literal["auto", "accumulate", "registers"] = "auto"
     checkpoint: list[tuple[BlockIndex, BlockIndex]] | None = None
+    init: Init = Init()
+    drop_path: DropPath | None = Field(None, json_schema_extra=DROP_PATH_SCHEMA)
 
     _family: object = PrivateAttr(default=None)
     _method: object = PrivateAttr(default=None)

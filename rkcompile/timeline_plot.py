@@ -31,6 +31,7 @@ def timeline_plot(line: Timeline, out_path: str | Path) -> Path:
         ax.plot(fwd, [v / mib for v in line.forward], color="#b2182b", lw=1.2, label="training forward (predicted)")
         ax.plot(bwd, [v / mib for v in line.backward], color="#762a83", lw=1.2, label="backward (predicted)")
         if line.measured_forward is not None:
+            assert line.measured_inference is not None and line.measured_backward is not None  # measured together
             ax.plot(fwd, [v / mib for v in line.measured_inference], "o", color="#2166ac", ms=2, label="measured")
             ax.plot(fwd, [v / mib for v in line.measured_forward], "o", color="#b2182b", ms=2)
             xs = [x for x, v in zip(bwd, line.measured_backward, strict=True) if v is not None]

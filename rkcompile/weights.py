@@ -139,7 +139,9 @@ class Basis(WeightMode):
     @property
     def size(self) -> int:
         """The number of coefficient tensors theta_beta (pieces, nodes, or degree + 1)."""
-        return self.degree + 1 if self.basis == "legendre" else self.pieces
+        size = self.degree + 1 if self.degree is not None and self.basis == "legendre" else self.pieces
+        assert size is not None, "validated: a legendre basis has a degree, the others pieces"
+        return size
 
     def functions(self, n: int, blocks: int, stages: int) -> list[str]:
         """stage{n}.piece{p} for every coefficient, sampled or not."""

@@ -121,6 +121,18 @@ def test_vector_specs_are_checked_against_the_head(specs, capsys):
     assert capsys.readouterr().err == f"error: --spec: no such file: {specs / 'missing.yaml'}\n"
 
 
+def test_a_regression_head_trains_on_a_regression_dataset(specs, tmp_path, capsys):
+    pendulum = str(ROOT / "specs" / "pendulum-odenet.yaml")
+    head = ["--set", "output={kind: regression, outputs: 2, norm: layernorm}"]
+    assert train.main(["--spec", pendulum, *head, "--dataset", "pendulum", "--epochs", "1", "--threads", "1",
+                       "--quiet", "--out", str(tmp_path / "run")]) == 0
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert log["final"]["parameters"] == 2 * 50 + 50 + 50 * 2 + 2 + (2 + 2) + (2 * 2 + 2)  # G, layernorm, linear
+    assert train.main(["--spec", pendulum, *head, "--dataset", "spirals"]) == 1
+    assert capsys.readouterr().err.endswith("error: spec 'pendulum-odenet' ends in a regression head (2 outputs) but "
+                                            "dataset 'spirals' has 2 classes (use `output: {classes: 2}`)\n")
+
+
 def test_the_command_line_shows_no_traceback(specs):
     result = _run("--spec", str(specs / "digits.yaml"), "--dataset", "spirals")
     assert result.returncode == 1

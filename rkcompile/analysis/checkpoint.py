@@ -37,10 +37,10 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
     nodes = [n for n in model.graph.nodes if "cost" in n.meta]
     index = {n: i for i, n in enumerate(nodes)}
     size, alive = _alive(nodes)
-    group_of = {}
-    for g, (n, first, last) in enumerate(groups):
+    group_of: dict[str | None, int] = {}
+    for group, (n, first, last) in enumerate(groups):
         for b in range(first, last + 1):
-            group_of[f"stage{n}.block{b}"] = g
+            group_of[f"stage{n}.block{b}"] = group
     member = [group_of.get(node_unit(n)) for n in nodes]
     inputs: dict[int, dict[int, int]] = defaultdict(dict)
     created: dict[int, set[int]] = defaultdict(set)
@@ -61,7 +61,7 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
     before: dict[int, dict[int, int]] = {}
     training: dict[str, int] = {}
     saved: dict[str, int] = {}
-    inference = {n.name: total(alive[i], inputs[member[i]] if member[i] is not None else ()) for i, n in enumerate(nodes)}
+    inference = {n.name: total(alive[i], inputs[g] if (g := member[i]) is not None else ()) for i, n in enumerate(nodes)}
     for i, n in enumerate(nodes):
         g, had = member[i], held_bytes
         new = n.meta["cost"]["saves"] if g is None else inputs[g] if g not in before else {}

@@ -87,7 +87,7 @@ class MeasureInterpreter(fx.Interpreter):
         self._input_key: int | None = None
         self._input_done: set[str] = set()
 
-    def run(self, x: torch.Tensor):
+    def run(self, x: torch.Tensor):  # type: ignore[override]  # one input, the network's
         """Run on `x`, which the caller holds; it counts as live until its last user has run."""
         self.tracker.track(x)
         self._input_key = _storage(x)[0]
@@ -107,7 +107,7 @@ class MeasureInterpreter(fx.Interpreter):
         self.tracker.peak = self.tracker.current()
         out = super().run_node(n)
         self.peaks[n.name] = self.tracker.peak
-        if n.name in self._input_done:
+        if n.name in self._input_done and self._input_key is not None:
             self.tracker.release(self._input_key)
         return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import fx
@@ -122,12 +123,12 @@ def _attr(model: fx.GraphModule, target: str):
 
 
 def measure_backward(model: fx.GraphModule, batch: int, dtype: torch.dtype = torch.float32,
-                     seed: int = 0) -> dict[str, list[int]]:
+                     seed: int = 0) -> dict[str, dict[str, int]]:
     """One real training forward and backward on CPU: {"forward": {node: peak}, "backward": {node: bytes}}."""
     spec, copy_ = model.spec, copy.deepcopy(model).to(dtype)
     for p in copy_.parameters():  # weight gradients exist up front and are accumulated in place: not activations
         p.grad = torch.zeros_like(p)
-    ignore = {_storage(t)[0] for t in [*copy_.parameters(), *copy_.buffers(), *(p.grad for p in copy_.parameters())]}
+    ignore = {_storage(t)[0] for t in [*copy_.parameters(), *copy_.buffers(), *(cast(torch.Tensor, p.grad) for p in copy_.parameters())]}
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(meta_input(spec, batch, dtype).shape, generator=gen, dtype=dtype)
     arrivals: dict[str, int] = {}

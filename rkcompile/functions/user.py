@@ -9,6 +9,7 @@ hidden. A spec names only the kind: nothing in a spec or artifact imports code.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, create_model
@@ -24,7 +25,7 @@ __all__ = ["UserModule", "register_user_module"]
 class UserModule(ResidualFunction):
     """Base of registered user modules: the spec's fields (besides kind and after) are the factory's arguments."""
 
-    factory: ClassVar[object] = None
+    factory: ClassVar[Callable[..., object] | None] = None
 
     def plan(self, f: Planner, width: int, stride: int) -> None:
         """One module (inlined when traceable) mapping the state to itself."""
@@ -40,7 +41,9 @@ class UserModule(ResidualFunction):
 
     def make(self, width: int) -> nn.Module:
         """factory(width, **arguments), checked to be an nn.Module."""
-        module = type(self).factory(width, **self.arguments())
+        factory = type(self).factory
+        assert factory is not None, "register_user_module sets the factory"
+        module = factory(width, **self.arguments())
         if not isinstance(module, nn.Module):
             raise CompileError(f"the factory of user module '{self.kind}' returned {type(module).__name__}, expected "
                                "an nn.Module")
@@ -60,7 +63,11 @@ def register_user_module(kind: str, factory, args: type[BaseModel] | None = None
             if name in ResidualFunction.model_fields:
                 raise TypeError(f"user module '{kind}': field '{name}' is reserved; rename it")
             fields[name] = (field.annotation, field)
-    model = create_model(f"UserModule[{kind}]", __base__=UserModule, kind=(Literal[kind], ...), **fields)
+    model = create_model(f"UserModule[{kind}]", __base__=UserModule, kind=(Literal[kind], ...),  # type: ignore[call-overload]  # a Literal built at run time
+                         **fields)
     model.factory = staticmethod(factory)
     model.__doc__ = f"User module '{kind}' ({getattr(factory, '__qualname__', factory)})."
-    return FUNCTIONS.register(kind, model)
+    from rkcompile.plugins import origin_of
+
+    FUNCTIONS.register(kind, model, origin_of(factory))
+    return model

@@ -4,35 +4,51 @@ from __future__ import annotations
 
 import re
 
+from rkcompile import plugins
 from rkcompile.errors import TableauError, did_you_mean
 from rkcompile.tableau import Tableau
 
-__all__ = ["get_tableau", "list_tableaux", "register_tableau"]
+__all__ = ["get_tableau", "list_tableaux", "register_tableau", "tableau_origin"]
 
 # Insertion order is preference order among tableaux of the same order (used for "rk5" -> "dopri5").
 _REGISTRY: dict[str, Tableau] = {}
+_ORIGINS: dict[str, str] = {}  # name -> "built in", the registering module, or the plugin (rkcompile.plugins)
 
 
 def register_tableau(tableau: Tableau) -> Tableau:
     """Add a tableau under its (lower-cased) name; a name can be registered once."""
     if not isinstance(tableau, Tableau):
         raise TableauError(f"register_tableau expects a Tableau, found {type(tableau).__name__}")
+    return _add(tableau, plugins.origin_of())
+
+
+def _add(tableau: Tableau, origin: str) -> Tableau:
     key = tableau.name.lower()
     if key in _REGISTRY:
-        raise TableauError(f"a tableau named {key!r} is already registered")
+        raise plugins.clash("tableau", key, _ORIGINS[key], origin) or TableauError(
+            f"a tableau named {key!r} is already registered ({_ORIGINS[key]})")
     _REGISTRY[key] = tableau
+    _ORIGINS[key] = origin
+    plugins.note(lambda: (_REGISTRY.pop(key), _ORIGINS.pop(key)))
     return tableau
 
 
 def list_tableaux() -> list[str]:
     """Registered names, by order and then by name."""
+    plugins.discover()
     return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].order, n))
+
+
+def tableau_origin(name: str) -> str:
+    """Where the tableau called `name` was registered from ("built in", a module path or a plugin)."""
+    return _ORIGINS[get_tableau(name).name.lower()]
 
 
 def get_tableau(name: str) -> Tableau:
     """The registered tableau called `name` (case-insensitive); unknown names get a suggestion and the full list."""
     if not isinstance(name, str):
         raise TableauError(f"a tableau name must be a string, found {type(name).__name__} ({name!r})")
+    plugins.discover()
     key = name.strip().lower()
     if key in _REGISTRY:
         return _REGISTRY[key]
@@ -57,7 +73,7 @@ def _register_builtins() -> None:
 
     for family in (low_order, fourth_order, embedded, eighth_order):
         for tableau in family.TABLEAUX:
-            register_tableau(tableau)
+            _add(tableau, "built in")
 
 
 _register_builtins()
