@@ -84,7 +84,7 @@ def test_stacking_smoke(tmp_path, monkeypatch, mnist1d_cache):
     assert data["selection"]["chosen_lr"] == best
     # equal parameters (the plain baseline too), T = blocks x h: the equal-T control matches RK4's T
     assert len({r["parameters"] for r in data["table"]}) == 1
-    assert data["integration_time"]["euler"] == 28 and data["integration_time"]["rk4"] == 7
+    assert data["integration_time"]["euler"] == 8 and data["integration_time"]["rk4"] == 2
     assert data["integration_time"]["euler h=1/4"] == data["integration_time"]["rk4"]
     for row in data["table"]:
         assert row["test_acc"]["n"] == len(data["seeds"]) and _finite(row["test_acc"]["values"])
