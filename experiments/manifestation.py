@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import torch
 from common import Clock, evaluate, parse_args, pyplot, run_all, save_figure, write_json
@@ -113,6 +114,7 @@ def main() -> None:
     results.update(started=started, seconds=clock(), machine_start=start_machine, machine_end=machine(),
                    jobs=args.jobs)
     write_json(f"{args.out}/manifestation.json", results)
+    Path(f"{args.out}/manifestation-runs.json").unlink()
     _plot(results, f"{args.out}/manifestation.png")
     clock.log(f"wrote {args.out}/manifestation.json and manifestation.png")
 

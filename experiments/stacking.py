@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 from common import Clock, parameters, parse_args, pyplot, run_all, save_figure, write_json
@@ -128,6 +129,7 @@ def main() -> None:
     results.update(started=started, seconds=clock(), machine_start=start_machine, machine_end=machine(),
                    jobs=args.jobs)
     write_json(f"{args.out}/stacking.json", results)
+    Path(f"{args.out}/stacking-runs.json").unlink()
     _plot(results, f"{args.out}/stacking.png")
     clock.log(f"wrote {args.out}/stacking.json and stacking.png")
 

@@ -164,3 +164,28 @@ def test_multilevel_smoke(tmp_path):
         assert len(run["epochs"]) == data["epochs"]
         assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0
     assert _finite({k: v for k, v in data.items() if k != "runs"})
+
+
+def test_batch_norm_recalibration_re_estimates_statistics_and_keeps_the_original():
+    import importlib.util
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    spec = importlib.util.spec_from_file_location("rkcompile_exp_manifestation", ROOT / "experiments" / "manifestation.py")
+    manifestation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(manifestation)
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 1, bias=False), torch.nn.BatchNorm1d(2)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[[2.0]], [[-1.0]]]))
+    x = 3 + 0.5 * torch.randn(700, 1, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    before = model.state_dict()
+    new = manifestation.recalibrate(model, x, batch=250)
+    features = torch.cat([2 * x, -x], 1).transpose(0, 1).reshape(2, -1)     # what the BN sees, per channel
+    # cumulative averages over the 3 batches (250, 250, 200) of the batch mean and the unbiased batch variance
+    batches = [features[:, 9 * i:9 * j] for i, j in ((0, 250), (250, 500), (500, 700))]
+    mean = sum(b.mean(1) for b in batches) / 3
+    var = sum(b.var(1) for b in batches) / 3
+    assert torch.allclose(new[1].running_mean, mean, atol=1e-12) and torch.allclose(new[1].running_var, var, atol=1e-12)
+    assert not new.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(new[0].weight, model[0].weight)   # weights untouched
