@@ -1,12 +1,18 @@
-"""Datasets for the training script and the experiments: generated (spirals, pendulum), shipped (digits), local (CIFAR-10).
+"""Datasets for the training script and the experiments: generated (spirals, pendulum, MNIST-1D), shipped (digits),
+local (CIFAR-10).
 
-Nothing is ever downloaded: spirals and the pendulum are computed, scikit-learn ships the 8x8 digits, and CIFAR-10
-is read from a directory the user already has.
+Nothing is ever downloaded: spirals and the pendulum are computed, MNIST-1D is regenerated from its templates by
+the `mnist1d` package (Greydanus 2020) and cached, scikit-learn ships the 8x8 digits, and CIFAR-10 is read from a
+directory the user already has.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +21,11 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import TensorDataset
 
-__all__ = ["DATASETS", "DataError", "Dataset", "load", "spirals", "digits", "pendulum", "cifar10",
+__all__ = ["DATASETS", "DataError", "Dataset", "load", "spirals", "digits", "pendulum", "cifar10", "mnist1d",
+           "mnist1d_arrays", "cache_dir",
            "pendulum_state", "pendulum_field", "pendulum_period", "GRAVITY", "RHO0"]
 
-DATASETS = ("digits", "spirals", "pendulum", "cifar10")
+DATASETS = ("digits", "mnist1d", "spirals", "pendulum", "cifar10")
 GRAVITY = 9.81             # Queiruga et al. 2020, Sec. 3.3.1 writes g = -9.81 in rho'' = g sin(rho); we keep g > 0 and the minus
 RHO0 = 3 * math.pi / 4     # the initial angle of Queiruga et al. 2020 (released from rest)
 
@@ -34,7 +41,7 @@ class Dataset:
     name: str
     train: TorchDataset
     test: TorchDataset
-    shape: tuple[int, ...]          # one sample: (C, H, W) for images, (F,) for vectors
+    shape: tuple[int, ...]          # one sample: (C, H, W) for images, (C, L) for signals, (F,) for vectors
     task: str                       # "classification" or "regression"
     classes: int | None = None      # classification only
     outputs: int | None = None      # regression only: the target's size
@@ -44,10 +51,17 @@ class Dataset:
         """True when samples are images (C, H, W)."""
         return len(self.shape) == 3
 
+    @property
+    def is_signal(self) -> bool:
+        """True when samples are 1-d signals (C, L)."""
+        return len(self.shape) == 2
+
     def describe(self) -> str:
-        """The sample shape in words, e.g. 'images 1x8x8' or 'vectors of 2 features'."""
+        """The sample shape in words, e.g. 'images 1x8x8', 'signals of 1 channel x 40 samples' or 'vectors of 2 features'."""
         if self.is_image:
             return "images " + "x".join(map(str, self.shape))
+        if self.is_signal:
+            return f"signals of {self.shape[0]} channel{'s' * (self.shape[0] != 1)} x {self.shape[1]} samples"
         return f"vectors of {self.shape[0]} features"
 
 
@@ -126,6 +140,83 @@ def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
                    (1, 8, 8), "classification", classes=10)
 
 
+# ---------------------------------------------------------------- MNIST-1D (Greydanus 2020), regenerated locally
+def cache_dir() -> Path:
+    """Where generated datasets are cached: $XDG_CACHE_HOME/rkcompile, else ~/.cache/rkcompile (the XDG default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "rkcompile"
+
+
+def _mnist1d_args() -> tuple[dict, str]:
+    """The package's standard generation arguments (5,000 samples, 80% train, seed 42) and their cache key."""
+    try:
+        from importlib.metadata import version
+
+        from mnist1d.data import get_dataset_args
+    except ImportError:
+        raise DataError("the mnist1d dataset needs the mnist1d package: pip install mnist1d") from None
+    args = get_dataset_args(as_dict=True)
+    recipe = {k: v for k, v in args.items() if k != "url"}   # the URL is only used for downloading, which we never do
+    key = json.dumps({"mnist1d": version("mnist1d"), "args": recipe}, sort_keys=True)
+    return args, hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def mnist1d_arrays(cache: bool = True) -> dict[str, np.ndarray]:
+    """MNIST-1D's standard split as arrays {x (4000x40), y, x_test (1000x40), y_test}, from the templates.
+
+    `mnist1d.data.make_dataset` regenerates the split deterministically (its own seed 42; never the download in
+    `get_dataset`); numpy's and Python's global random states are restored afterwards. The arrays are cached
+    as cache_dir()/mnist1d-<hash>.npz, the hash covering the package version and the generation arguments.
+    """
+    args, key = _mnist1d_args()
+    path = cache_dir() / f"mnist1d-{key}.npz"
+    if cache and path.is_file():
+        import zipfile
+
+        from rkcompile.files import FileError, read_bytes
+
+        try:
+            with np.load(io.BytesIO(read_bytes(path, limit=64 << 20, what="cache file")), allow_pickle=False) as z:
+                arrays = {name: z[name] for name in ("x", "y", "x_test", "y_test")}
+            if arrays["x"].shape == (4000, 40) and arrays["x_test"].shape == (1000, 40):
+                return arrays
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, FileError):  # a damaged cache is regenerated
+            pass
+    import random
+
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(ObjectView(dict(args)))
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    arrays = {"x": data["x"].astype(np.float32), "y": data["y"].astype(np.int64),
+              "x_test": data["x_test"].astype(np.float32), "y_test": data["y_test"].astype(np.int64)}
+    if cache:
+        from rkcompile.files import write_file
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file(path, buffer.getvalue())
+    return arrays
+
+
+def mnist1d(cache: bool = True) -> Dataset:
+    """MNIST-1D (Greydanus 2020): 40-sample 1-d signals of 10 digit templates, the standard 4,000 / 1,000 split.
+
+    Samples are signals of shape (1, 40) for a spec with `input: {channels: 1, length: 40}`.
+    """
+    a = mnist1d_arrays(cache)
+    x, x_test = (torch.from_numpy(a[k]).unsqueeze(1) for k in ("x", "x_test"))
+    y, y_test = torch.from_numpy(a["y"]), torch.from_numpy(a["y_test"])
+    return Dataset("mnist1d", TensorDataset(x, y), TensorDataset(x_test, y_test), (1, 40), "classification",
+                   classes=10)
+
+
 # ---------------------------------------------------------------- CIFAR-10 (local files only)
 def cifar10(root: str | Path | None) -> Dataset:
     """CIFAR-10 from `root` (torchvision's layout: root/cifar-10-batches-py); never downloads."""
@@ -155,6 +246,8 @@ def load(name: str, data_root: str | Path | None = None, seed: int = 0, dt: floa
     """A dataset by name (one of DATASETS); DataError for an unknown name or missing files."""
     if name == "digits":
         return digits(seed)
+    if name == "mnist1d":
+        return mnist1d()
     if name == "spirals":
         return _spirals(seed=seed)
     if name == "pendulum":

@@ -135,6 +135,12 @@ def input_adapter(spec, ds: data.Dataset):
             return None
         raise UserError(f"spec '{spec.name}' takes images {'x'.join(map(str, want))} but dataset '{ds.name}' "
                         f"gives {ds.describe()}")
+    if i.state == "signal":
+        want = (i.channels, i.length)
+        if ds.shape == want:
+            return None
+        raise UserError(f"spec '{spec.name}' takes signals of {i.channels} channel{'s' * (i.channels != 1)} x "
+                        f"{i.length} samples but dataset '{ds.name}' gives {ds.describe()}")
     if ds.shape == (i.features,):
         return None
     if ds.is_image and math.prod(ds.shape) == i.features:

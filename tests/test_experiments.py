@@ -56,20 +56,46 @@ def test_pendulum_smoke(tmp_path):
     assert data["numerical"]["midpoint"]["slope_below"] == pytest.approx(2, abs=0.3)
 
 
+@pytest.fixture(scope="module")
+def mnist1d_cache(tmp_path_factory):
+    """One MNIST-1D cache directory for the experiments' smoke runs (never the user's ~/.cache)."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+def _claims_ok(data: dict) -> None:
+    assert data["claims"], "no summary rows"
+    for row in data["claims"]:
+        assert set(row) == {"claim", "paper", "measured", "verdict", "why"}
+        assert row["verdict"] in ("supported", "contradicted", "undecided") and row["measured"]
+
+
 @pytest.mark.slow
-def test_stacking_smoke(tmp_path):
+def test_stacking_smoke(tmp_path, monkeypatch, mnist1d_cache):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(mnist1d_cache))
     data = _smoke("stacking", tmp_path)
-    assert {"width", "budgets", "accuracy", "sweep", "table", "seconds"} <= set(data)
-    schemes = {(r["scheme"], r["evaluations"]) for r in data["table"]}
-    assert ("verner89", 28) in schemes and ("verner89", 4) not in schemes  # only where the budget divides
+    assert {"dataset", "selection", "accuracy", "sweep", "table", "comparisons", "thresholds", "claims",
+            "integration_time", "min_detectable_difference", "seconds", "machine_start", "machine_end"} <= set(data)
+    assert data["dataset"] == "mnist1d" and len(data["seeds"]) >= 2
+    # the lr is chosen on the validation split with a seed none of the reported runs uses
+    assert data["selection"]["seed"] not in data["seeds"]
+    assert data["accuracy"]["lr"] == data["selection"]["chosen_lr"] in data["selection"]["lrs"]
+    best = max(data["selection"]["lrs"], key=lambda lr: sum(r["val_acc"] for r in data["selection"]["runs"]
+                                                            if r["lr"] == lr))
+    assert data["selection"]["chosen_lr"] == best
+    # equal parameters (the plain baseline too), T = blocks x h: the equal-T control matches RK4's T
+    assert len({r["parameters"] for r in data["table"]}) == 1
+    assert data["integration_time"]["euler"] == 8 and data["integration_time"]["rk4"] == 2
+    assert data["integration_time"]["euler h=1/4"] == data["integration_time"]["rk4"]
     for row in data["table"]:
-        assert {"scheme", "evaluations", "blocks", "parameters", "test_acc_mean", "initial_loss"} <= set(row)
-        assert 0 <= row["test_acc_mean"] <= 1 and _finite(row["test_acc_runs"])
-    deepest = [r for r in data["table"] if r["evaluations"] == 28]
-    assert len({r["parameters"] for r in deepest}) == 1  # equal parameters at one budget
-    assert all("largest_lr_that_trains" in r for r in deepest)
-    assert {r["lr"] for r in data["sweep"]["runs"]} == set(data["sweep"]["lrs"])
-    assert all(isinstance(r["trains"], bool) for r in data["sweep"]["runs"])
+        assert row["test_acc"]["n"] == len(data["seeds"]) and _finite(row["test_acc"]["values"])
+    pairs = {(c["a"], c["b"]) for c in data["comparisons"]}
+    assert ("rk4", "euler") in pairs and ("rk4", "euler h=1/4") in pairs
+    for run in data["sweep"]["runs"]:
+        assert run["outcome"] in ("trains", "poor", "stuck", "diverged")
+        assert (run["outcome"] == "diverged") == (run["diverged"] or run["val_loss"] is None)
+    for th in data["thresholds"].values():
+        assert set(th["per_seed"]) == {str(s) for s in data["seeds"]}
+    _claims_ok(data)
 
 
 @pytest.mark.slow
@@ -87,21 +113,26 @@ def test_spirals_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_manifestation_smoke(tmp_path):
+def test_manifestation_smoke(tmp_path, monkeypatch, mnist1d_cache):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(mnist1d_cache))
     data = _smoke("manifestation", tmp_path)
-    assert {"width", "pieces", "epochs", "seeds", "steps", "runs", "table", "summary", "seconds"} <= set(data)
-    assert {r["train"] for r in data["runs"]} == {"euler", "rk4"}
+    assert {"dataset", "selection", "seeds", "steps", "runs", "table", "drops", "claims", "seconds"} <= set(data)
+    assert data["selection"]["seed"] not in data["seeds"]
+    assert {r["scheme"] for r in data["runs"]} == {"euler", "rk4"}
+    assert len({r["parameters"] for r in data["runs"]}) == 1
     for run in data["runs"]:
-        assert set(run["eval"]) == {"euler", "midpoint", "rk4", "rk4-38"}
+        assert set(run["eval"]) == {"euler", "midpoint", "rk4"}
         for curve in run["eval"].values():
-            assert len(curve["test_acc"]) == len(data["steps"])
-    assert len(data["table"]) == 2 * 4 * len(data["steps"])
-    assert sum(r["native"] for r in data["table"]) == 2           # one native manifestation per training scheme
-    for row in data["table"]:
-        assert 0 <= row["test_acc_mean"] <= 1 and _finite(row["test_acc_runs"])
-    for row in data["summary"]:
-        assert {"train", "native_acc", "worst_other_acc", "mean_other_acc", "largest_drop"} <= set(row)
-        assert _finite(row)
+            for key in ("test_acc", "recal_test_acc"):
+                assert len(curve[key]) == len(data["steps"]) and _finite(curve[key])
+    assert len(data["table"]) == 2 * 3 * len(data["steps"]) * 2       # train x eval x steps x (as is, re-calibrated)
+    assert sum(r["native"] for r in data["table"]) == 2 * 2
+    native = [r for r in data["table"] if r["native"] and not r["recalibrated"]]
+    for row in native:  # the training manifestation's change from itself is exactly zero for every seed
+        drop = next(d for d in data["drops"] if d["eval"] == row["train"] and d["steps"] == row["steps"]
+                    and not d["recalibrated"])
+        assert drop["change"][row["train"]]["values"] == [0.0] * len(data["seeds"])
+    _claims_ok(data)
 
 
 @pytest.mark.slow
@@ -135,3 +166,28 @@ def test_multilevel_smoke(tmp_path):
         assert len(run["epochs"]) == data["epochs"]
         assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0
     assert _finite({k: v for k, v in data.items() if k != "runs"})
+
+
+def test_batch_norm_recalibration_re_estimates_statistics_and_keeps_the_original():
+    import importlib.util
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    spec = importlib.util.spec_from_file_location("rkcompile_exp_manifestation", ROOT / "experiments" / "manifestation.py")
+    manifestation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(manifestation)
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 1, bias=False), torch.nn.BatchNorm1d(2)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[[2.0]], [[-1.0]]]))
+    x = 3 + 0.5 * torch.randn(700, 1, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    before = model.state_dict()
+    new = manifestation.recalibrate(model, x, batch=250)
+    features = torch.cat([2 * x, -x], 1).transpose(0, 1).reshape(2, -1)     # what the BN sees, per channel
+    # cumulative averages over the 3 batches (250, 250, 200) of the batch mean and the unbiased batch variance
+    batches = [features[:, 9 * i:9 * j] for i, j in ((0, 250), (250, 500), (500, 700))]
+    mean = sum(b.mean(1) for b in batches) / 3
+    var = sum(b.var(1) for b in batches) / 3
+    assert torch.allclose(new[1].running_mean, mean, atol=1e-12) and torch.allclose(new[1].running_var, var, atol=1e-12)
+    assert not new.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(new[0].weight, model[0].weight)   # weights untouched

@@ -89,3 +89,30 @@ def test_bad_signal_specs_are_located_errors(data, message):
     with pytest.raises(CompileError) as info:
         parse_spec(yaml.safe_dump({"name": "s", **data}), file="s.yaml")
     assert str(info.value).startswith("s.yaml:") and message in str(info.value), str(info.value)
+
+
+MNIST1D = sorted(p for p in __import__("pathlib").Path("specs/mnist1d").glob("mnist1d-*.yaml")
+                 if p.stem != "mnist1d-continuousnet")
+
+
+@pytest.mark.parametrize("path", MNIST1D, ids=lambda p: p.stem)
+def test_mnist1d_specs_have_equal_parameters_and_t_is_blocks_times_h(path):
+    model = build(path)
+    stem, f, head = 1 * 16 * 3 + 2 * 16, 2 * (16 * 16 * 3) + 2 * 2 * 16, 16 * 10 + 10
+    stage = model.spec.stages[0]
+    extra = stage.blocks - 1 if path.stem == "mnist1d-lm-resnet" else 0  # one learnable k_n per step after the first
+    assert stage.total_evaluations == 28
+    assert parameters(model) == stem + 28 * f + head + extra == 45_050 + extra
+    blocks = {"euler": 28, "midpoint": 14, "rk4": 7, "verner89": 2, "ab3": 24, "lm-resnet": 28, "momentum": 28}
+    assert stage.blocks == blocks[path.stem.removeprefix("mnist1d-")]
+    assert model(torch.randn(3, 1, 40)).shape == (3, 10)
+    # the equal-T control is one field: h = 1/4 keeps the parameters and makes T = blocks / 4
+    control = build(path, {"stages.0.step": {"h": "1/4"}})
+    assert parameters(control) == parameters(model) and control.spec.stages[0].blocks == stage.blocks
+
+
+def test_mnist1d_continuousnet_parameters_do_not_depend_on_scheme_or_steps():
+    counts = {parameters(build("specs/mnist1d/mnist1d-continuousnet.yaml",
+                               {"stages.0.integrator": s, "stages.0.steps": n})) for s in ("euler", "rk4") for n in (4, 8)}
+    piece = 2 * (24 * 24 * 3 + 24) + 2 * 2 * 24
+    assert counts == {24 * 3 + 2 * 24 + 4 * piece + 24 * 10 + 10} == {14_770}

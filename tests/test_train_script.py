@@ -183,6 +183,32 @@ def test_digits_one_epoch_writes_logs_and_an_artifact(specs, tmp_path):
     assert sum(p.numel() for p in model.parameters()) == log["final"]["parameters"]
 
 
+def test_signal_specs_and_mnist1d_are_checked_against_each_other(specs, capsys, monkeypatch, tmp_path):
+    pytest.importorskip("mnist1d")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert train.main(["--spec", "specs/resnet1d-signals.yaml", "--dataset", "digits"]) == 1
+    assert capsys.readouterr().err == ("error: spec 'resnet1d-signals' takes signals of 1 channel x 40 samples but "
+                                       "dataset 'digits' gives images 1x8x8\n")
+    assert train.main(["--spec", str(specs / "digits.yaml"), "--dataset", "mnist1d"]) == 1
+    assert capsys.readouterr().err == ("error: spec 'tiny-digits' takes images 1x8x8 but dataset 'mnist1d' gives "
+                                       "signals of 1 channel x 40 samples\n")
+
+
+@pytest.mark.slow
+def test_mnist1d_one_epoch_with_a_signal_spec(tmp_path):
+    pytest.importorskip("mnist1d")
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    command = [sys.executable, str(SCRIPT), "--spec", "specs/resnet1d-signals.yaml", "--set",
+               "stages.0.evaluations=4", "--dataset", "mnist1d", "--epochs", "1", "--threads", "1",
+               "--optimizer", "adam", "--lr", "0.01", "--out", str(out), "--no-progress"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    log = json.loads((out / "log.json").read_text())
+    assert log["dataset"] == "mnist1d" and log["final"]["test_acc"] > 0.2  # chance is 0.1
+    assert list((tmp_path / "cache" / "rkcompile").glob("mnist1d-*.npz"))
+
+
 def test_spirals_with_a_scheduled_interpolation(specs, tmp_path):
     out = tmp_path / "run"
     result = _run("--spec", str(specs / "spirals.yaml"), "--dataset", "spirals", "--epochs", "2", "--threads", "1",
