@@ -8,7 +8,9 @@ with euler, midpoint and rk4 over step counts that do and do not align with the 
 are compared in float64 (eval mode, BatchNorm statistics as trained) with a fine rk4 reference (`REFERENCE`
 steps, a multiple of every piece count). The fitted order over the unaligned step counts answers the question:
 a jump in theta(t) inside a step costs O(h) per jump, a kink O(h^2), so the prediction is order 1 for constant
-and min(2, p) for linear at unaligned steps, and the scheme's order p at aligned ones.
+and min(2, p) for linear at unaligned steps, and the scheme's order p at aligned ones. A third row is a
+shared-weight ODE-Net of the same F whose dependence on t is smooth (`time: film`, FiLM after each BatchNorm;
+fewer parameters: one F plus the film maps): with nothing to align with, it should converge at p everywhere.
 
     .venv/bin/python experiments/bases.py [--smoke]
 """
@@ -16,6 +18,7 @@ and min(2, p) for linear at unaligned steps, and the scheme's order p at aligned
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from common import (
@@ -34,7 +37,9 @@ from common import (
 import rkcompile
 from rkcompile.transforms import parameter_count, remanifest
 
-BASES = {"constant": "{{kind: basis, pieces: {m}}}", "linear": "{{kind: basis, functions: linear, pieces: {m}}}"}
+BASES = {"constant": "{{kind: basis, pieces: {m}}}", "linear": "{{kind: basis, functions: linear, pieces: {m}}}",
+         "shared-film": "shared"}  # one F whose t-dependence is FiLM from t (`TIME`)
+TIME = {"shared-film": "{kind: film, hidden: 16}"}
 SCHEMES = {"euler": 1, "midpoint": 2, "rk4": 4}
 REFERENCE = 240
 
@@ -52,20 +57,24 @@ stages:
     integrator: rk4
     steps: {steps}
     weights: {weights}
+    time: {time}
     step: {{T: 1}}
 output: {{classes: 10}}
 """
 
 
 def network(basis: str, m: int, width: int, seed: int):
-    """One basis stage of `width` channels, M pieces or nodes, trained with M - 1 or M rk4 steps."""
-    steps = m if basis == "constant" else m - 1  # steps aligned with the pieces / elements
+    """One basis stage of `width` channels, M pieces or nodes, trained with M - 1 or M rk4 steps (shared: M)."""
+    steps = m - 1 if basis == "linear" else m  # steps aligned with the pieces / elements
     return rkcompile.build(rkcompile.parse_spec(SPEC.format(seed=seed, width=width, steps=steps,
-                                                        weights=BASES[basis].format(m=m))))
+                                                        weights=BASES[basis].format(m=m),
+                                                        time=TIME.get(basis, "none"))))
 
 
 def aligned(basis: str, m: int, steps: int) -> bool:
-    """Every piece boundary / FEM node falls on a step boundary."""
+    """Every piece boundary / FEM node falls on a step boundary (a shared F has none: counted as unaligned)."""
+    if basis not in ("constant", "linear"):
+        return False
     cells = m if basis == "constant" else m - 1
     return steps % cells == 0
 
@@ -92,6 +101,7 @@ def train_one(config: dict) -> dict:
                            lambda p: torch.optim.Adam(p, lr=3e-3), config["seed"])
     model = model.double().eval()
     x = test[0].double()
+    started = time.process_time()
     with torch.no_grad():
         reference = remanifest(model, integrator="rk4", steps=REFERENCE)(x)
         out = {}
@@ -103,9 +113,12 @@ def train_one(config: dict) -> dict:
                 rows.append({"steps": n, "aligned": aligned(basis, m, n), "logit_error": error,
                              "test_acc": evaluate(new.float(), *test)[1]})
             out[scheme] = rows
-    print(f"{basis:8s} M={m}: test acc {run['test_acc_final']:.4f} ({run['seconds']:.1f}s)", flush=True)
+    eval_cpu = time.process_time() - started
+    print(f"{basis:8s} M={m}: test acc {run['test_acc_final']:.4f} (train {run['seconds']:.1f}s, "
+          f"re-manifestations {eval_cpu:.1f}s CPU)", flush=True)
     return {"basis": basis, "m": m, "parameters": parameter_count(model), "test_acc": run["test_acc_final"],
-            "train_seconds": run["seconds"], "eval": out}
+            "train_seconds": run["seconds"], "eval_cpu_seconds": eval_cpu, "cpu_seconds": time.process_time(),
+            "eval": out}
 
 
 def main() -> None:
@@ -117,7 +130,8 @@ def main() -> None:
         width, m, epochs, subset, steps = 12, 4, 20, None, [3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 24, 25, 48, 49]
     configs = [{"basis": b, "m": m, "width": width, "epochs": epochs, "seed": 0, "subset": subset, "steps": steps}
                for b in BASES]
-    runs = run_all(train_one, configs, args.jobs)
+    # the linear basis costs most (its evaluations combine weights): first, so that the two processes end together
+    runs = run_all(train_one, configs, args.jobs, cost=lambda c: 2 if c["basis"] == "linear" else 1)
     summary = []
     for r in runs:
         for scheme, p in SCHEMES.items():

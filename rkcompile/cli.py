@@ -157,7 +157,8 @@ def stage_table(spec) -> str:
     rows, lowerings, groups = [], [], []
     for n, s in enumerate(spec.stages):
         t = s.tableau
-        rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.label(), f"{t.name} (order {t.order})",
+        module = s.module.label() + (f", t: {s.time.label()}" if s.time.active else "")  # F(y, t)
+        rows.append([s.name or n, s.width or "-", s.entry.kind, module, f"{t.name} (order {t.order})",
                      s.weights.label(),
                      s.blocks, s.total_evaluations, _step_size(s)])
         choice = stage_lowering(s)

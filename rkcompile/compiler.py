@@ -133,10 +133,11 @@ class Compiler:
                     x = inline(self.graph, x, traced, f"{target}.{call.name}", f"{name}_{call.name}",
                                meta.but(layer=call.label or call.name))
                     continue
+            inputs = (x, _time(meta)) if call.timed else (x,)  # a time-conditioned F's layers read t
             if call.module is not None:
-                x = self.graph.create_node("call_module", f"{target}.{call.name}", (x,), {}, name=f"{name}_{call.name}")
+                x = self.graph.create_node("call_module", f"{target}.{call.name}", inputs, {}, name=f"{name}_{call.name}")
             else:
-                x = self.graph.create_node("call_function", call.function, (x, *call.args), {},
+                x = self.graph.create_node("call_function", call.function, (*inputs, *call.args), {},
                                            name=f"{name}_{call.name}")
             # asked to inline but untraceable: one node whose temporaries analyses cannot see
             put(x, meta.but(layer=call.label or call.name, opaque=call.inline))
@@ -273,6 +274,13 @@ class EntryEmitter:
         name = self.stage.module.after_activation()
         fn = activation(name)
         return y if fn is None else self.function(fn, (y,), name.replace("-", "_"), role=Role.AFTER)
+
+
+def _time(meta: NodeMeta) -> float:
+    """The time a time-conditioned F sees: its evaluation's t_n + c_i h, the one its metadata and drawings carry."""
+    if meta.time is None:
+        raise CompileError(f"a time-conditioned layer outside an evaluation of F ({meta.unit})")
+    return float(meta.time)
 
 
 def _has(root: nn.Module, target: str) -> bool:

@@ -23,6 +23,7 @@ from torch import fx, nn
 
 from rkcompile.graphmeta import NodeMeta
 from rkcompile.modules import Part, Scale, public
+from rkcompile.time_modules import Film, film
 
 __all__ = ["call_mixed", "basis_batch_norm"]
 
@@ -37,8 +38,9 @@ def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, ob
     for call in parts[0].calls:
         layer_meta = meta.but(layer=call.label or call.name)
         node = f"{name}_{call.name}"
+        t = (float(meta.time),) if call.timed else ()  # a time-conditioned layer reads t (`conditioning`)
         if call.module is None:
-            x = compiler.function(call.function, (x, *call.args), node, layer_meta)
+            x = compiler.function(call.function, (x, *t, *call.args), node, layer_meta)
             continue
         module = call.module
         if not any(True for _ in module.parameters()) and not any(True for _ in module.buffers()):
@@ -51,7 +53,7 @@ def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, ob
             reads = [compiler.get_attr(f"{t}.{call.name}.{param}", layer_meta) for t in targets]
             return combine(compiler, reads, weights, f"{node}_{param}", layer_meta)
 
-        x = _layer(compiler, x, module, mixed, [f"{t}.{call.name}" for t in targets], weights, node, layer_meta)
+        x = _layer(compiler, x, module, mixed, [f"{p}.{call.name}" for p in targets], weights, node, layer_meta, t)
     return x
 
 
@@ -64,8 +66,9 @@ def combine(compiler, reads: list[fx.Node], weights: list[float], name: str, met
     return out
 
 
-def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: list[float], name: str, meta):
-    """One layer run functionally on combined weights."""
+def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: list[float], name: str, meta,
+           t: tuple = ()):
+    """One layer run functionally on combined weights (`t`: the time a time-conditioned layer also reads)."""
     fn = compiler.function
     if isinstance(module, nn.Conv2d):
         return fn(F.conv2d, (x, mixed("weight"), mixed("bias"), module.stride, module.padding, module.dilation,
@@ -85,10 +88,13 @@ def _layer(compiler, x, module: nn.Module, mixed, paths: list[str], weights: lis
         return fn(basis_batch_norm, (x, mixed("weight"), mixed("bias"), *stats, tuple(weights), layer), name, meta)
     if isinstance(module, Scale):
         return fn(torch.mul, (x, mixed("scale")), name, meta)
+    if isinstance(module, Film):  # time-conditioned F (`conditioning`): the map on combined weights
+        return fn(film, (x, *t, *(mixed(p) for p in ("weight1", "bias1", "weight2", "bias2")), module.act,
+                         module.dim), name, meta)
     # any other layer: its own forward on the combined parameters (buffers from the first coefficient F)
     layer = compiler.get_attr(paths[0], meta)
     params = {key: mixed(key) for key, _ in module.named_parameters()}
-    return fn(torch.func.functional_call, (layer, params, (x,)), name, meta)
+    return fn(torch.func.functional_call, (layer, params, (x, *t)), name, meta)
 
 
 def basis_batch_norm(x: torch.Tensor, weight, bias, means: tuple, variances: tuple, counts: tuple, phi: tuple,

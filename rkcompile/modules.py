@@ -56,6 +56,7 @@ class LayerCall:
     args: tuple = ()
     label: str | None = None  # the drawing's name for the layer, when not `name`
     inline: bool = False  # the compiler inlines the module's traced forward (`inlining`) instead of calling it
+    timed: bool = False  # called as layer(x, t) with the evaluation's time t (`rkcompile.conditioning`)
 
 
 class Part(nn.Module):
@@ -71,6 +72,8 @@ class Part(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Eager reference: run the layers in order (the compiled graph inlines the same calls)."""
         for call in self.calls:
+            if call.timed:
+                raise RuntimeError("a time-conditioned F runs in the compiled graph, which passes it t")
             x = getattr(self, call.name)(x) if call.module is not None else call.function(x, *call.args)
         return x
 
@@ -103,6 +106,14 @@ def _call(op: Op) -> LayerCall:
     if op.kind == "function":
         function, args = _FUNCTIONS[op.arg("function")](op)
         return LayerCall(op.name, function=function, args=args, label=op.label)
+    if op.kind in ("time", "film"):
+        from rkcompile import time_modules
+
+        if op.kind == "time":
+            return LayerCall(op.name, function=time_modules.concat_time, args=(op.arg("dim"),), label=op.label,
+                             timed=True)
+        module = time_modules.Film(op.shape.width, op.arg("hidden"), op.arg("act"), op.arg("dim"))
+        return LayerCall(op.name, module=module, label=op.label, timed=True)
     if op.kind == "module":
         return LayerCall(op.name, module=op.arg("factory")(op.shape_in, op.shape), label=op.label,
                          inline=dict(op.args).get("inline", False))

@@ -92,7 +92,8 @@ def plan_stage(stage, shape: Shape, path: tuple) -> StagePlan:
     shape = entry.shape if entry is not None else shape
     members = stage.module.cycle()
     where = path + ("module",)
-    functions = tuple(plan_residual(m, shape, shape.width, 1, where + stage.module.member_path(j))
+    functions = tuple(stage.time.condition(plan_residual(m, shape, shape.width, 1, where + stage.module.member_path(j)),
+                                           path + ("time",))
                       for j, m in enumerate(members))
     return StagePlan(entry, shape, functions[0], functions)
 

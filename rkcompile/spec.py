@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, field_validator, model_validator
 
 from rkcompile import sequences  # noqa: F401  (registers the sequence stems, heads and entries)
+from rkcompile.conditioning import TIMES, NoTime, TimeInput
 from rkcompile.entries import ENTRIES, NoEntry, StageEntry, Stitch, Transition
 from rkcompile.errors import RkcompileError
 from rkcompile.fields import ACTIVATIONS, Coefficient, Kind, PositiveInt
@@ -33,7 +34,7 @@ from rkcompile.weights import WEIGHTS, Basis, PerEvaluation, Shared, WeightMode
 
 __all__ = [
     "Spec", "Stage", "Input", "Output", "Step", "Stem",
-    "Layer", "Module", "Entry", "Weights", "InlineTableau", "ACTIVATIONS",
+    "Layer", "Module", "Entry", "Weights", "Time", "InlineTableau", "ACTIVATIONS",
     "Basic", "Bottleneck", "Mlp", "Layers", "NoEntry", "Transition", "Stitch", "PerEvaluation", "Shared", "Basis",
     "ConvStem", "LayersStem", "Conv", "Linear", "Norm", "Act", "Dropout", "Pool", "Classifier",
 ]
@@ -43,6 +44,7 @@ Layer = Annotated[_LayerBase, Kind(LAYERS)]
 Entry = Annotated[StageEntry, Kind(ENTRIES)]
 Stem = Annotated[StemKind, Kind(STEMS)]
 Weights = Annotated[WeightMode, Kind(WEIGHTS)]
+Time = Annotated[TimeInput, Kind(TIMES)]
 Output = Annotated[HeadKind, Kind(HEADS, default="classifier")]
 #: 0 <= seed < 2**63 (torch.manual_seed's range), strict: `seed: true` is an error.
 Seed = Annotated[int, Strict(), Field(ge=0, lt=2**63)]
@@ -190,7 +192,8 @@ class Stage(_Model):
     `lowering` picks how each step becomes graph nodes: `accumulate` (each stage input summed from the k_j it
     uses, k_j kept until its last use), `registers` (only a basis of what later stages still need), or `auto`
     (registers where they keep fewer activations alive). `checkpoint` lists groups of consecutive blocks
-    [first, last] recomputed in backward instead of saved (as `rkcompile plan` writes them).
+    [first, last] recomputed in backward instead of saved (as `rkcompile plan` writes them). `time` makes F
+    depend on t (`none`, `concat`, `film`: `rkcompile.conditioning`).
     """
 
     name: str | None = None
@@ -203,6 +206,7 @@ class Stage(_Model):
     evaluations: PositiveInt | None = None
     steps: PositiveInt | None = None
     weights: Weights = PerEvaluation(kind="per-evaluation")
+    time: Time = NoTime(kind="none")
     step: Step = Step()
     lowering: Literal["auto", "accumulate", "registers"] = "auto"
     checkpoint: list[tuple[BlockIndex, BlockIndex]] | None = None
@@ -261,6 +265,9 @@ class Stage(_Model):
             field = "evaluations" if self.evaluations is not None else "steps"
             raise PlanError(f"{self.total_evaluations} evaluations do not cycle evenly over the {cycle} interleaved "
                             f"modules; use a multiple of {cycle} (and of {method.stages} per step)", (field,))
+        if self.step.learn != "none" and self.time.active:
+            raise PlanError(f"time: {self.time.kind} gives F the nominal time t_n + c_i h, which learned step sizes "
+                            "would change; use 'learn: none' (or 'time: none')", ("time",))
         if self.step.learn != "none" and not self.weights.per_block:
             raise PlanError(f"a learnable step needs per-evaluation weights (one step size per block); with "
                             f"'{self.weights.kind}' weights h = T/steps stays fixed", ("step", "learn"))

@@ -108,13 +108,15 @@ def test_manifestation_smoke(tmp_path):
 def test_bases_smoke(tmp_path):
     data = _smoke("bases", tmp_path)
     assert {"width", "m", "epochs", "reference_steps", "steps", "runs", "summary", "seconds"} <= set(data)
-    assert [r["basis"] for r in data["runs"]] == ["constant", "linear"]
-    assert len({r["parameters"] for r in data["runs"]}) == 1  # M pieces and M nodes: the same parameters
+    assert [r["basis"] for r in data["runs"]] == ["constant", "linear", "shared-film"]
+    assert len({r["parameters"] for r in data["runs"][:2]}) == 1  # M pieces and M nodes: the same parameters
+    assert data["runs"][2]["parameters"] < data["runs"][0]["parameters"]  # one time-conditioned F
     for run in data["runs"]:
         assert set(run["eval"]) == {"euler", "midpoint", "rk4"}
         for rows in run["eval"].values():
             assert [r["steps"] for r in rows] == data["steps"] and _finite([r["logit_error"] for r in rows])
-    assert len(data["summary"]) == 6
+    assert not any(r["aligned"] for rows in data["runs"][2]["eval"].values() for r in rows)  # no pieces to align
+    assert len(data["summary"]) == 9
 
 
 @pytest.mark.slow

@@ -138,6 +138,12 @@ def stage_rows(stage: int, steps: list[BlockView], entry: BlockView | None, spec
         rows.append(("entry", f"{short} + {eps}F({' → '.join(escape(x) for x in entry.layers)})"))
     rows.append(("steps × evaluations", f"{len(steps)} × {per} = {len(steps) * per}"))
     rows.append(("weights", escape(weights)))
+    try:
+        time = spec.stages[stage].time
+    except (AttributeError, IndexError, TypeError):
+        time = None
+    if time is not None and time.active:  # F(y, t): how F receives the times its evaluations are labelled with
+        rows.append(("time", escape(f"F(y, t): {time.label()}")))
     return rows
 
 
