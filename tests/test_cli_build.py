@@ -44,7 +44,7 @@ def test_build_invalid_budget_is_one_located_line():
     result = run("build", "specs/ho-resnet58-rk4.yaml", "--set", "stages.0.evaluations=9")
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0
-    assert "specs/ho-resnet58-rk4.yaml:12:5: stages[0].evaluations:" in result.output
+    assert "error: --set stages.0.evaluations=9: stages[0].evaluations:" in result.output  # located at the --set
     assert "nearest valid budgets: 8, 12" in result.output and "Traceback" not in result.output
 
 
