@@ -112,7 +112,7 @@ def test_cli_export(tmp_path):
 
 @pytest.mark.parametrize("args, code, message", [
     (["{pt}", "-o", "{tmp}/m.txt"], 1, "error: {tmp}/m.txt: unknown export format '.txt'; expected one of .pt2, .onnx\n"),
-    (["{tmp}/nope.pt", "-o", "{tmp}/m.pt2"], 2, "does not exist"),
+    (["{tmp}/nope.pt", "-o", "{tmp}/m.pt2"], 1, "error: {tmp}/nope.pt: no such file\n"),
     (["{pt}", "-o", "{pt}"], 1, "error: cannot write {pt}: it is the input file {pt}; write the result to another file\n"),
     (["{pt}"], 2, "Missing option '-o' / '--output'"),
     (["{tmp}/foreign.pt", "-o", "{tmp}/m.pt2"], 1, "error: {tmp}/foreign.pt: "),
