@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 import click
 
 from rkcompile import __version__
-from rkcompile.cli_options import BATCH, limit_options, limits_from
+from rkcompile.cli_options import BATCH, DTYPES, OPTIMIZER_NAMES, limit_options, limits_from
 from rkcompile.errors import RkcompileError
 from rkcompile.texttable import text_table
 
@@ -199,36 +199,54 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
 @cli.command()
 @click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(exists=True, dir_okay=False))
 @click.option("--batch", default=1, show_default=True, type=BATCH, help="Batch size of the memory figures.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES),
+              help="Element type of weights and activations.")
+@click.option("--optimizer", default="sgd-momentum", show_default=True, type=click.Choice(OPTIMIZER_NAMES),
+              help="Optimizer whose state the training total counts.")
 @click.option("--measure", is_flag=True, help="Also run one real forward and backward on CPU and measure.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (one record per row) instead of a table.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the report as CSV (one line per row) instead of a table.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
 @click.option("--timeline", type=click.Path(dir_okay=False), metavar="OUT.png|svg",
               help="Also plot live bytes per graph node, forward and backward, with unit boundaries.")
 @limit_options
-def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], timeline: str | None,
-            **options) -> None:
-    """Print parameters, memory and FLOPs per unit, with ratios to Euler at equal evaluations per stage."""
+def analyze(source: str, batch: int, dtype: str, optimizer: str, measure: bool, as_json: bool, as_csv: bool,
+            overrides: tuple[str, ...], timeline: str | None, **options) -> None:
+    """Print parameters, memory (per unit, and a training total) and FLOPs, with ratios to the same network as
+    forward Euler at equal evaluations per stage."""
     from pathlib import Path
 
+    import torch
+
     from rkcompile.analysis import analyze as run
+    from rkcompile.analysis.formats import to_csv, to_json
     from rkcompile.cli_draw import load_model
 
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
     if timeline and Path(timeline).suffix.lower() not in (".png", ".svg"):
         raise RkcompileError(f"cannot plot the timeline to {timeline}: expected a .png or .svg file")
     limits = limits_from(options)
     model = load_model(Path(source), overrides, limits)
-    report = run(model, batch=batch, measure=measure, limits=limits)
-    click.echo(report.table())
+    report = run(model, batch=batch, dtype=getattr(torch, dtype), measure=measure, optimizer=optimizer, limits=limits)
     from rkcompile.lowering_registers import lowering_note
 
-    for note in lowering_note(model, batch):
-        click.echo(note)
+    notes = lowering_note(model, batch)
+    if as_json:
+        click.echo(to_json(report, notes))
+    elif as_csv:
+        click.echo(to_csv(report), nl=False)
+    else:
+        click.echo(report.table())
+        for note in notes:
+            click.echo(note)
     if timeline:
         from rkcompile.analysis.timeline import timeline as memory_timeline
         from rkcompile.timeline_plot import timeline_plot
 
         line = memory_timeline(model, batch=batch, measure=measure)
         click.echo(f"wrote {timeline_plot(line, timeline)} (timeline peaks: inference "
-                   f"{line.inference_peak:,} B, training {line.training_peak:,} B)")
+                   f"{line.inference_peak:,} B, training {line.training_peak:,} B)", err=as_json or as_csv)
 
 
 @cli.command()

@@ -65,9 +65,13 @@ def test_analyze_prints_units_and_ratios():
                  "--set", "input.height=8", "--set", "input.width=8")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("ho-resnet58-rk4  (batch 1, float32)")
-    assert any(line.startswith("stage0.block1") and "295,936" in line for line in lines)
-    assert lines[-1].split()[:2] == ["total", "594,378"] and lines[-1].endswith("1.33/1.00/1.03")
+    assert lines[0] == "ho-resnet58-rk4  (batch 1, float32, optimizer sgd-momentum)"
+    assert lines[1].startswith("ratios (×euler) are to the same network as forward Euler at equal evaluations")
+    assert "(stage0 8 Euler steps for 2 rk4 blocks; nothing checkpointed)" in lines[1]
+    block = next(line for line in lines if line.startswith("stage0.block1"))
+    assert block.split()[1:3] == ["4", "295,936"] and block.split()[-4:] == ["1.33", "1.00", "1.05", "1.00"]
+    total = next(line for line in lines if line.startswith("total"))
+    assert total.split()[:3] == ["total", "8", "594,378"] and total.split()[-4:] == ["1.33", "1.00", "1.03", "1.00"]
 
 
 def test_analyze_bad_input():
