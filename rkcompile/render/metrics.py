@@ -13,7 +13,7 @@ import torch
 
 from rkcompile.analysis.report import human_bytes
 
-__all__ = ["Numbers", "Measures", "measure", "count", "size", "flops"]
+__all__ = ["Numbers", "Measures", "measure", "count", "size", "flops", "spread"]
 
 FIELDS = ("parameters", "parameter_bytes", "inference_peak", "saved_bytes", "training_peak", "flops")
 
@@ -28,14 +28,6 @@ class Numbers:
     saved_bytes: int | None = None
     training_peak: int | None = None
     flops: int | None = None
-
-    def key(self) -> tuple:
-        """The per-block values a drawing shows, for comparing two blocks.
-
-        The training peak is left out: it accumulates everything saved so far, so it grows along the
-        network even over identical blocks.
-        """
-        return (self.parameters, self.parameter_bytes, self.inference_peak, self.saved_bytes, self.flops)
 
 
 @dataclass
@@ -82,6 +74,32 @@ def flops(n: int | None) -> str:
 def size(n: int | None) -> str:
     """A byte count in B/KiB/MiB/GiB, written as the analysis report writes it."""
     return "–" if n is None else human_bytes(n)
+
+
+def spread(values: list[int | None], unit) -> str:
+    """One figure, or the range 'smallest–largest' of several that differ, in `unit`'s format.
+
+    A range in one unit writes it once (`96.00–128.00 KiB`, `2.07–2.10M`); otherwise both ends keep theirs.
+    """
+    known = [v for v in values if v is not None]
+    if not known or len(known) < len(values):
+        return unit(known[0]) if len(set(known)) == 1 and known else unit(None)
+    low, high = unit(min(known)), unit(max(known))
+    if low == high:
+        return low
+    a, b = low.rsplit(" ", 1) if " " in low else (low, ""), high.rsplit(" ", 1) if " " in high else (high, "")
+    if a[1] == b[1] and a[1]:  # "96.00 KiB", "128.00 KiB" → "96.00–128.00 KiB"
+        return f"{a[0]}–{b[0]} {a[1]}"
+    ta, tb = _suffix(low), _suffix(high)
+    if ta[1] == tb[1] and ta[1] and not a[1]:  # "2.07M", "2.10M" → "2.07–2.10M"
+        return f"{ta[0]}–{tb[0]}{ta[1]}"
+    return f"{low}–{high}"
+
+
+def _suffix(text: str) -> tuple[str, str]:
+    """Split '2.07M' into ('2.07', 'M')."""
+    digits = text.rstrip("KMGT")
+    return digits, text[len(digits):]
 
 
 def _scaled(n: int | None, base: int, units: list[str]) -> str:
