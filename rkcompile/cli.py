@@ -134,7 +134,8 @@ def stage_table(spec) -> str:
     rows, lowerings, groups = [], [], []
     for n, s in enumerate(spec.stages):
         t = s.tableau
-        rows.append([s.name or n, s.width or "-", s.entry.kind, s.module.label(), f"{t.name} (order {t.order})",
+        width = s.width or f"{spec.plan.stages[n].shape.width} (inherited)"
+        rows.append([s.name or n, width, s.entry.kind, s.module.label(), f"{t.name} (order {t.order})",
                      s.weights.label(),
                      s.blocks, s.total_evaluations, format_coefficient(s.h)])
         choice = stage_lowering(s)
@@ -142,7 +143,11 @@ def stage_table(spec) -> str:
                          + (f", {choice.extra_axpys:+d} axpys/step)" if choice.extra_axpys else ")"))
         groups.append(", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s.checkpoint) if s.checkpoint else "none")
     header = ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"]
-    # the columns appear where they say something: a stage lowered with minimal registers, or checkpointed blocks
+    # the columns appear where they say something: learned steps (and their controllers), skip-init scalars, a
+    # step scaled by epsilon, a stage lowered with minimal registers, checkpointed blocks
+    for name, cells in _step_columns(spec.stages):
+        header.append(name)
+        rows = [[*row, text] for row, text in zip(rows, cells, strict=True)]
     if any(not text.startswith("accumulate") for text in lowerings):
         header.append("lowering")
         rows = [[*row, text] for row, text in zip(rows, lowerings, strict=True)]
@@ -150,6 +155,25 @@ def stage_table(spec) -> str:
         header.append("checkpoint")
         rows = [[*row, text] for row, text in zip(rows, groups, strict=True)]
     return table(rows, header)
+
+
+def _step_columns(stages) -> list[tuple[str, list[str]]]:
+    """The step columns some stage needs: 'learned h' (with its controller), 'skip_init', 'epsilon'."""
+    from rkcompile.exact import format_coefficient
+
+    learned = []
+    for s in stages:
+        step = s.step
+        text = "no" if step.learn == "none" else {"scalar": "per block", "channel": "per block and channel"}[step.learn]
+        if step.controller != "none":
+            text += f", {step.controller} controller (reduction {step.reduction})"
+        if step.frozen:
+            text += ", frozen"
+        learned.append(text)
+    skip = ["per F, from 0" if s.step.skip_init else "no" for s in stages]
+    epsilon = [format_coefficient(s.step.epsilon.value) for s in stages]
+    columns = [("learned h", learned, "no"), ("skip_init", skip, "no"), ("epsilon", epsilon, "1")]
+    return [(name, cells) for name, cells, default in columns if any(c != default for c in cells)]
 
 
 def _indent(text: str) -> str:
@@ -180,9 +204,14 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
     rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
     total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
+    header = ["unit", "integrator", "evaluations", "parameters"]
+    extras = [", ".join(f"{kind} {n:,}" for kind, n in u.extras) for u in units(model)]
+    if any(extras):  # learned steps, controllers, skip-init scalars, multistep coefficients: where they are
+        header.append("of which not F")
+        rows = [[*row, text] for row, text in zip(rows, [*extras, ""], strict=True)]
     spec_name = cast("Spec", model.spec).name  # the compiler sets .spec; fx types module attributes as Tensor | Module
     click.echo(f"{spec_name}: {len(model.graph.nodes)} graph nodes")
-    click.echo(table(rows, ["unit", "integrator", "evaluations", "parameters"]))
+    click.echo(table(rows, header))
     if code:
         header = f"# forward() of the torch.fx GraphModule compiled by rkcompile from {spec}\nimport torch\n"
         from rkcompile.files import write_file
