@@ -204,14 +204,14 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
     rows = [[u.label, u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
     total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
-    header = ["unit", "integrator", "evaluations", "parameters"]
+    columns = ["unit", "integrator", "evaluations", "parameters"]
     extras = [", ".join(f"{kind} {n:,}" for kind, n in u.extras) for u in units(model)]
     if any(extras):  # learned steps, controllers, skip-init scalars, multistep coefficients: where they are
-        header.append("of which not F")
+        columns.append("of which not F")
         rows = [[*row, text] for row, text in zip(rows, [*extras, ""], strict=True)]
     spec_name = cast("Spec", model.spec).name  # the compiler sets .spec; fx types module attributes as Tensor | Module
     click.echo(f"{spec_name}: {len(model.graph.nodes)} graph nodes")
-    click.echo(table(rows, header))
+    click.echo(table(rows, columns))
     if code:
         header = f"# forward() of the torch.fx GraphModule compiled by rkcompile from {spec}\nimport torch\n"
         from rkcompile.files import write_file
