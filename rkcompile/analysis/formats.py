@@ -1,6 +1,6 @@
 """Machine-readable analysis reports: JSON and CSV, one flat record per row (units, stages, total).
 
-The fields are `report.RECORD_FIELDS`, documented in docs/spec.md ("Analysis records"); bytes are integers,
+The fields are `report.RECORD_FIELDS`, documented in the README ("Memory: what each scheme really costs", Records); bytes are integers,
 ratios floats (null / empty where the baseline has 0 or no counterpart).
 """
 
