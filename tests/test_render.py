@@ -375,3 +375,13 @@ def test_gallery_is_not_stale():
     make = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make)
     assert make.stale() == [], "run .venv/bin/python gallery/make.py"
+
+
+def test_ranges_write_a_shared_unit_once():
+    from rkcompile.render.metrics import count, flops, spread
+
+    assert spread([96 * 1024, 128 * 1024, 96 * 1024], size) == "96.00–128.00 KiB"
+    assert spread([500, 2048], size) == "500 B–2.00 KiB"
+    assert spread([2_070_000, 2_100_000], count) == "2.07–2.10M"
+    assert spread([100, 100_000], flops) == "100–100K"
+    assert spread([7, 7], size) == "7 B" and spread([None], size) == "–"

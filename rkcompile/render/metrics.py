@@ -77,29 +77,24 @@ def size(n: int | None) -> str:
 
 
 def spread(values: list[int | None], unit) -> str:
-    """One figure, or the range 'smallest–largest' of several that differ, in `unit`'s format.
+    """One figure, or the range 'smallest–largest' of figures that differ, in `unit`'s format (None: unknown).
 
-    A range in one unit writes it once (`96.00–128.00 KiB`, `2.07–2.10M`); otherwise both ends keep theirs.
+    A unit both ends share is written once: `96.00–128.00 KiB`, `2.07–2.10M`; otherwise `768 B–1.50 KiB`.
     """
     known = [v for v in values if v is not None]
-    if not known or len(known) < len(values):
-        return unit(known[0]) if len(set(known)) == 1 and known else unit(None)
+    if not known:
+        return unit(None)
     low, high = unit(min(known)), unit(max(known))
     if low == high:
         return low
-    a, b = low.rsplit(" ", 1) if " " in low else (low, ""), high.rsplit(" ", 1) if " " in high else (high, "")
-    if a[1] == b[1] and a[1]:  # "96.00 KiB", "128.00 KiB" → "96.00–128.00 KiB"
-        return f"{a[0]}–{b[0]} {a[1]}"
-    ta, tb = _suffix(low), _suffix(high)
-    if ta[1] == tb[1] and ta[1] and not a[1]:  # "2.07M", "2.10M" → "2.07–2.10M"
-        return f"{ta[0]}–{tb[0]}{ta[1]}"
-    return f"{low}–{high}"
+    (a, suffix), (b, other) = _split(low), _split(high)
+    return f"{a}–{b}{suffix}" if suffix == other and suffix else f"{low}–{high}"
 
 
-def _suffix(text: str) -> tuple[str, str]:
-    """Split '2.07M' into ('2.07', 'M')."""
-    digits = text.rstrip("KMGT")
-    return digits, text[len(digits):]
+def _split(text: str) -> tuple[str, str]:
+    """'96.00 KiB' → ('96.00', ' KiB'); '2.07M' → ('2.07', 'M'); '252' → ('252', '')."""
+    number = text.split(" ")[0].rstrip("KMGT")
+    return number, text[len(number):]
 
 
 def _scaled(n: int | None, base: int, units: list[str]) -> str:
