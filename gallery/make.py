@@ -52,7 +52,7 @@ def readme(entries: list) -> str:
 
     lines = ["# Gallery", "",
              f"Every spec in `specs/`, compiled and drawn at {LEVEL} level (batch {BATCH}, float32): one box per",
-             "block (identical consecutive blocks drawn once, marked ×N), each evaluation k_i with its weights and",
+             "block (consecutive blocks of one structure drawn once, marked ×N), each evaluation k_i with its weights and",
              "time t_n + c_i·h, edges labelled a_ij·h and b_i·h, the skip connection in bold, blocks coloured by",
              "inference peak. Regenerate with `.venv/bin/python gallery/make.py`; `--check` lists stale files.", "",
              "Interactive views (one self-contained HTML file each: zoom, expand stage → block → evaluation → layer,",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 import click
 
 from rkcompile import __version__
-from rkcompile.cli_options import BATCH, limit_options, limits_from
+from rkcompile.cli_options import BATCH, DTYPES, OPTIMIZER_NAMES, limit_options, limits_from
 from rkcompile.errors import RkcompileError, RkcompileWarning
 from rkcompile.texttable import text_table
 
@@ -158,7 +158,8 @@ def stage_table(spec) -> str:
     for n, s in enumerate(spec.stages):
         t = s.tableau
         module = s.module.label() + (f", t: {s.time.label()}" if s.time.active else "")  # F(y, t)
-        rows.append([s.name or n, s.width or "-", s.entry.kind, module, f"{t.name} (order {t.order})",
+        width = s.width or f"{spec.plan.stages[n].shape.width} (inherited)"
+        rows.append([s.name or n, width, s.entry.kind, module, f"{t.name} (order {t.order})",
                      s.weights.label(),
                      s.blocks, s.total_evaluations, _step_size(s)])
         choice = stage_lowering(s)
@@ -166,7 +167,11 @@ def stage_table(spec) -> str:
                          + (f", {choice.extra_axpys:+d} axpys/step)" if choice.extra_axpys else ")"))
         groups.append(", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s.checkpoint) if s.checkpoint else "none")
     header = ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"]
-    # the columns appear where they say something: a stage lowered with minimal registers, or checkpointed blocks
+    # the columns appear where they say something: learned steps (and their controllers), skip-init scalars, a
+    # step scaled by epsilon, a stage lowered with minimal registers, checkpointed blocks
+    for name, cells in _step_columns(spec.stages):
+        header.append(name)
+        rows = [[*row, text] for row, text in zip(rows, cells, strict=True)]
     if any(not text.startswith("accumulate") for text in lowerings):
         header.append("lowering")
         rows = [[*row, text] for row, text in zip(rows, lowerings, strict=True)]
@@ -182,6 +187,25 @@ def _step_size(stage) -> str:
 
     given = stage.step.h if stage.step.h is not None else stage.step.T
     return display_coefficient(stage.h, given is not None and is_decimal_text(given.text))
+
+
+def _step_columns(stages) -> list[tuple[str, list[str]]]:
+    """The step columns some stage needs: 'learned h' (with its controller), 'skip_init', 'epsilon'."""
+    from rkcompile.exact import format_coefficient
+
+    learned = []
+    for s in stages:
+        step = s.step
+        text = "no" if step.learn == "none" else {"scalar": "per block", "channel": "per block and channel"}[step.learn]
+        if step.controller != "none":
+            text += f", {step.controller} controller (reduction {step.reduction})"
+        if step.frozen:
+            text += ", frozen"
+        learned.append(text)
+    skip = ["per F, from 0" if s.step.skip_init else "no" for s in stages]
+    epsilon = [format_coefficient(s.step.epsilon.value) for s in stages]
+    columns = [("learned h", learned, "no"), ("skip_init", skip, "no"), ("epsilon", epsilon, "1")]
+    return [(name, cells) for name, cells, default in columns if any(c != default for c in cells)]
 
 
 def _indent(text: str) -> str:
@@ -214,9 +238,14 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
     rows = [[display(u.label, names), u.integrator, u.evaluations or "-", f"{u.parameters:,}"] for u in units(model)]
     total = parameter_count(model)
     rows.append(["total", "", sum(u.evaluations for u in units(model)), f"{total:,}"])
+    columns = ["unit", "integrator", "evaluations", "parameters"]
+    extras = [", ".join(f"{kind} {n:,}" for kind, n in u.extras) for u in units(model)]
+    if any(extras):  # learned steps, controllers, skip-init scalars, multistep coefficients: where they are
+        columns.append("of which not F")
+        rows = [[*row, text] for row, text in zip(rows, [*extras, ""], strict=True)]
     spec_name = cast("Spec", model.spec).name  # the compiler sets .spec; fx types module attributes as Tensor | Module
     click.echo(f"{spec_name}: {len(model.graph.nodes)} graph nodes")
-    click.echo(table(rows, ["unit", "integrator", "evaluations", "parameters"]))
+    click.echo(table(rows, columns))
     if code:
         header = f"# forward() of the torch.fx GraphModule compiled by rkcompile from {spec}\nimport torch\n"
         from rkcompile.files import write_file
@@ -233,36 +262,54 @@ def build(spec: str, output: str | None, code: str | None, overrides: tuple[str,
 @cli.command()
 @click.argument("source", metavar="SPEC|MODEL.pt", type=click.Path(dir_okay=False))
 @click.option("--batch", default=1, show_default=True, type=BATCH, help="Batch size of the memory figures.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES),
+              help="Element type of weights and activations.")
+@click.option("--optimizer", default="sgd-momentum", show_default=True, type=click.Choice(OPTIMIZER_NAMES),
+              help="Optimizer whose state the training total counts.")
 @click.option("--measure", is_flag=True, help="Also run one real forward and backward on CPU and measure.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (one record per row) instead of a table.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the report as CSV (one line per row) instead of a table.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override one field, e.g. stages.0.integrator=rk4.")
 @click.option("--timeline", type=click.Path(dir_okay=False), metavar="OUT.png|svg",
               help="Also plot live bytes per graph node, forward and backward, with unit boundaries.")
 @limit_options
-def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], timeline: str | None,
-            **options) -> None:
-    """Print parameters, memory and FLOPs per unit, with ratios to Euler at equal evaluations per stage."""
+def analyze(source: str, batch: int, dtype: str, optimizer: str, measure: bool, as_json: bool, as_csv: bool,
+            overrides: tuple[str, ...], timeline: str | None, **options) -> None:
+    """Print parameters, memory (per unit, and a training total) and FLOPs, with ratios to the same network as
+    forward Euler at equal evaluations per stage."""
     from pathlib import Path
 
+    import torch
+
     from rkcompile.analysis import analyze as run
+    from rkcompile.analysis.formats import to_csv, to_json
     from rkcompile.cli_draw import load_model
 
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
     if timeline and Path(timeline).suffix.lower() not in (".png", ".svg"):
         raise RkcompileError(f"cannot plot the timeline to {timeline}: expected a .png or .svg file")
     limits = limits_from(options)
     model = load_model(Path(source), overrides, limits)
-    report = run(model, batch=batch, measure=measure, limits=limits)
-    click.echo(report.table())
+    report = run(model, batch=batch, dtype=getattr(torch, dtype), measure=measure, optimizer=optimizer, limits=limits)
     from rkcompile.lowering_registers import lowering_note
 
-    for note in lowering_note(model, batch):
-        click.echo(note)
+    notes = lowering_note(model, batch)
+    if as_json:
+        click.echo(to_json(report, notes))
+    elif as_csv:
+        click.echo(to_csv(report), nl=False)
+    else:
+        click.echo(report.table())
+        for note in notes:
+            click.echo(note)
     if timeline:
         from rkcompile.analysis.timeline import timeline as memory_timeline
         from rkcompile.timeline_plot import timeline_plot
 
         line = memory_timeline(model, batch=batch, measure=measure)
         click.echo(f"wrote {timeline_plot(line, timeline)} (timeline peaks: inference "
-                   f"{line.inference_peak:,} B, training {line.training_peak:,} B)")
+                   f"{line.inference_peak:,} B, training {line.training_peak:,} B)", err=as_json or as_csv)
 
 
 @cli.command()

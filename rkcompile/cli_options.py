@@ -6,10 +6,14 @@ import click
 
 from rkcompile.limits import DEFAULT, Limits
 
-__all__ = ["limit_options", "limits_from", "BATCH"]
+__all__ = ["limit_options", "limits_from", "BATCH", "DTYPES", "OPTIMIZER_NAMES"]
 
 #: --batch: a positive integer small enough for int64 tensor sizes (the analysis' MAX_BATCH)
 BATCH = click.IntRange(min=1, max=2**31 - 1)
+#: --dtype: the floating-point element types the analysis costs (torch's names)
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+#: --optimizer: the optimizers whose state `analyze` counts (rkcompile.analysis.optimizer.OPTIMIZERS, without torch)
+OPTIMIZER_NAMES = ("sgd", "sgd-momentum", "adam", "adamw")
 
 
 def limit_options(command):

@@ -9,7 +9,7 @@ from torch import fx
 from rkcompile import graphmeta, naming
 from rkcompile.graphmeta import Role
 
-__all__ = ["Unit", "units", "owned_parameters"]
+__all__ = ["Unit", "units", "owned_parameters", "network_order"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class Unit:
     integrator: str
     evaluations: int
     parameters: int
+    #: parameters that are not F's, by what they are: "h" (learned steps), "controller", "skip_init", "k"/"gamma"
+    extras: tuple[tuple[str, int], ...] = ()
 
 
 def owned_parameters(model: fx.GraphModule) -> dict[str, list]:
@@ -46,15 +48,45 @@ def units(model: fx.GraphModule) -> list[Unit]:
         evaluations.setdefault(meta.unit, set())
         if meta.role is Role.EVAL:
             evaluations[meta.unit].add(meta.evaluation)
+    extras = _extras(model)
     rows = []
-    for label, evals in evaluations.items():  # dicts keep first-seen (graph) order
+    for label in sorted(evaluations, key=network_order):  # network order, whatever order the graph uses them in
         path = naming.parse(label)
         integrator = model.spec.stages[path.stage].tableau.name if path.kind == "block" else "-"
-        rows.append(Unit(label, integrator, len(evals), owned.get(label, [0])[0]))
-    return _with_stage_rows(rows, owned)
+        rows.append(Unit(label, integrator, len(evaluations[label]), owned.get(label, [0])[0],
+                         tuple(sorted(extras.get(label, {}).items()))))
+    return _with_stage_rows(rows, owned, extras)
 
 
-def _with_stage_rows(rows: list[Unit], owned: dict[str, list]) -> list[Unit]:
+def network_order(label: str) -> tuple:
+    """A sort key putting unit labels in network order: stem, each stage's entry, blocks and own row, head."""
+    path = naming.parse(label)
+    if path.stage is None:
+        return (0,) if path.kind == naming.STEM else (2,)
+    rank = {"entry": (0, 0), "block": (1, path.block)}.get(path.kind, (2, 0))
+    return (1, path.stage, *rank)
+
+
+def _extras(model: fx.GraphModule) -> dict[str, dict[str, int]]:
+    """{owner unit: {kind: count}} for the parameters that are not F's weights (read from their module paths)."""
+    out: dict[str, dict[str, int]] = {}
+    for name, p in model.named_parameters():
+        path = naming.parse(name)
+        words = path.rest.split(".") if path.rest else []
+        if path.kind == "controller":
+            kind = "controller"
+        elif words[-2:] == ["skip", "scale"]:
+            kind = "skip_init"
+        elif path.kind == "block" and words in (["h"], ["k"], ["gamma"]):
+            kind = words[0]
+        else:
+            continue
+        counts = out.setdefault(path.owner, {})
+        counts[kind] = counts.get(kind, 0) + p.numel()
+    return out
+
+
+def _with_stage_rows(rows: list[Unit], owned: dict[str, list], extras: dict[str, dict[str, int]]) -> list[Unit]:
     """Insert a row for each stage owning weights itself, after the stage's last unit."""
     out: list[Unit] = []
     for k, row in enumerate(rows):
@@ -64,5 +96,5 @@ def _with_stage_rows(rows: list[Unit], owned: dict[str, list]) -> list[Unit]:
         if stage is not None and (following is None or naming.parse(following.label).stage != stage):
             label = naming.stage(stage)
             if label in owned:
-                out.append(Unit(label, "-", 0, owned[label][0]))
+                out.append(Unit(label, "-", 0, owned[label][0], tuple(sorted(extras.get(label, {}).items()))))
     return out

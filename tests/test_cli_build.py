@@ -65,9 +65,13 @@ def test_analyze_prints_units_and_ratios():
                  "--set", "input.height=8", "--set", "input.width=8")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("ho-resnet58-rk4  (batch 1, float32)")
-    assert any(line.startswith("stage0.block1") and "295,936" in line for line in lines)
-    assert lines[-1].split()[:2] == ["total", "594,378"] and lines[-1].endswith("1.33/1.00/1.03")
+    assert lines[0] == "ho-resnet58-rk4  (batch 1, float32, optimizer sgd-momentum)"
+    assert lines[1].startswith("ratios (×euler) are to the same network as forward Euler at equal evaluations")
+    assert "(stage0 8 Euler steps for 2 rk4 blocks; nothing checkpointed)" in lines[1]
+    block = next(line for line in lines if line.startswith("stage0.block1"))
+    assert block.split()[1:3] == ["4", "295,936"] and block.split()[-4:] == ["1.33", "1.00", "1.05", "1.00"]
+    total = next(line for line in lines if line.startswith("total"))
+    assert total.split()[:3] == ["total", "8", "594,378"] and total.split()[-4:] == ["1.33", "1.00", "1.03", "1.00"]
 
 
 def test_analyze_bad_input():
@@ -75,3 +79,73 @@ def test_analyze_bad_input():
     assert result.exit_code == 1 and "needs batch >= 2" in result.output
     result = run("analyze", "specs/pendulum-odenet.yaml", "--batch", "0")
     assert result.exit_code == 2
+
+
+STEPS = """
+name: steps
+input: {channels: 3, height: 8, width: 8}
+stem: {kind: conv, channels: 8, kernel: 3}
+stages:
+  - module: basic
+    integrator: rk4
+    evaluations: 8
+    step: {h: 1, learn: channel, controller: lstm, skip_init: true}
+  - channels: 16
+    entry: stitch
+    module: basic
+    integrator: midpoint
+    evaluations: 4
+    weights: shared
+    step: {T: 1, epsilon: 0.5, skip_init: true}
+  - module: basic
+    integrator: lm-resnet
+    evaluations: 3
+  - module: basic
+    integrator: heun
+    evaluations: 4
+    step: {learn: scalar}
+output: {classes: 10}
+"""
+
+
+def test_check_table_shows_inherited_widths_learned_steps_skip_init_and_epsilon(tmp_path):
+    spec = tmp_path / "steps.yaml"
+    spec.write_text(STEPS)
+    result = run("check", str(spec))
+    assert result.exit_code == 0, result.output
+    header, *rows = [line.split("  ") for line in result.output.splitlines()[1:]]
+    columns = [c.strip() for c in header if c.strip()]
+    assert columns[-3:] == ["learned h", "skip_init", "epsilon"]
+    cells = [[c.strip() for c in row if c.strip()] for row in rows]
+    assert [row[1] for row in cells] == ["8 (inherited)", "16", "16 (inherited)", "16 (inherited)"]
+    assert [row[-3:] for row in cells] == [
+        ["per block and channel, lstm controller (reduction 4)", "per F, from 0", "1"],
+        ["no", "per F, from 0", "1/2"],
+        ["no", "no", "1"],
+        ["per block", "no", "1"]]
+    plain = run("check", "specs/ho-resnet58-rk4.yaml")  # nothing learned, scaled or skipped: no such columns
+    assert "learned h" not in plain.output and "skip_init" not in plain.output and "epsilon" not in plain.output
+
+
+def test_build_table_in_network_order_with_the_parameters_that_are_not_f(tmp_path):
+    from rkcompile.summary import network_order
+
+    spec = tmp_path / "steps.yaml"
+    spec.write_text(STEPS)
+    result = run("build", str(spec))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].split("  ")[-1].strip() == "of which not F"
+    rows = {line.split()[0]: line for line in lines[2:]}
+    labels = [line.split()[0] for line in lines[2:-1]]
+    assert labels == ["stem", "stage0.block0", "stage0.block1", "stage0", "stage1.entry", "stage1.block0",
+                      "stage1.block1", "stage1", "stage2.block0", "stage2.block1", "stage2.block2",
+                      "stage3.block0", "stage3.block1", "head"]
+    assert rows["stage0.block0"].endswith("skip_init 4") and rows["stage0"].endswith("controller 1,226")
+    assert rows["stage1"].endswith("skip_init 1") and rows["stage2.block1"].endswith("k 1")
+    assert rows["stage2.block0"].split()[-1] == "4,672"  # the first LM-ResNet step (Euler start-up) learns no k_n
+    assert rows["stage3.block0"].endswith("h 1")
+    # the order is the network's whatever order the graph first uses the units in
+    shuffled = ["head", "stage1", "stage0.block1", "stage1.entry", "stem", "stage0", "stage1.block0", "stage0.block0"]
+    assert sorted(shuffled, key=network_order) == ["stem", "stage0.block0", "stage0.block1", "stage0", "stage1.entry",
+                                                   "stage1.block0", "stage1", "head"]

@@ -321,7 +321,7 @@ def test_euler_ratios_compare_equal_evaluations(work: Path):
     assert [s.total_evaluations for s in euler.spec.stages] == [s.total_evaluations for s in spec.stages] == [8, 8, 8]
     assert [s.integrator for s in euler.spec.stages] == ["euler"] * 3
     report = rkcompile.analyze(ROOT / "specs" / "continuousnet-2-2-2.yaml")
-    assert "x euler at equal evaluations (inf/saved/train)" in report.table().splitlines()[1]
+    assert "forward Euler at equal evaluations of F per stage" in report.table().splitlines()[1]
 
 
 # ---------------------------------------------------------------- 8. a torch-free start

@@ -129,6 +129,51 @@ def test_network_level_collapses_identical_blocks(name, runs):
     assert [re.search(r"×\d+", c["label"])[0] for c in clusters.values()] == runs
 
 
+# A stem ending in ReLU whose output block 0's pre-activation F saves again (nothing new), while later blocks'
+# inputs are sums it saves: block 0 saves less than blocks 1-3, yet has the same layers, shapes and tableau.
+UNIFORM = """
+name: uniform
+input: {channels: 3, height: 8, width: 8}
+stem: {kind: conv, channels: 8, kernel: 3, act: relu}
+stages:
+  - channels: 8
+    module: {kind: basic, form: pre}
+    integrator: INTEGRATOR
+    evaluations: EVALUATIONS
+output: {classes: 10}
+"""
+
+
+@pytest.mark.parametrize("integrator, evaluations, blocks", [("euler", 4, 4), ("kutta3", 6, 2), ("rk4", 8, 2)])
+def test_uniform_stage_collapses_by_structure_and_shows_ranges(integrator, evaluations, blocks):
+    from rkcompile.load import parse_spec
+
+    model = build(parse_spec(UNIFORM.replace("INTEGRATOR", integrator).replace("EVALUATIONS", str(evaluations))))
+    report = analyze(model)
+    saved = [report.row(f"stage0.block{b}").saved_bytes for b in range(blocks)]
+    assert saved[0] < saved[1] == saved[-1]  # the figures differ, the structure does not
+    clusters = steps(parse(to_dot(model, level="network")))
+    assert list(clusters) == [f"cluster_stage0_block0_to_{blocks - 1}"]
+    (cluster,) = clusters.values()
+    assert f"blocks 0–{blocks - 1}</B>  <B>×{blocks}</B>" in cluster["label"]
+    table = cluster["nodes"][f"stage0_block0_to_{blocks - 1}_table"]
+    assert f"each of ×{blocks}" in table
+    assert f">{size(saved[0]).split()[0]}–{size(saved[1])}<" in table  # e.g. 6.12–8.12 KiB
+    inference = report.row("stage0.block0").inference_peak
+    assert f">{size(inference)}<" in table  # equal in every block: one figure
+
+
+def test_blocks_of_another_structure_are_not_collapsed():
+    from rkcompile.load import parse_spec
+
+    # the same tableau, but a linear basis of 4 nodes on [0, 2]: block 0's k_1 sits on a node (one term), block 1's
+    # on none (two)
+    spec = UNIFORM.replace("INTEGRATOR", "rk4").replace("EVALUATIONS", "8").replace(
+        "output:", "    weights: {kind: basis, functions: linear, pieces: 4}\noutput:")
+    clusters = steps(parse(to_dot(build(parse_spec(spec)), level="network")))
+    assert list(clusters) == ["cluster_stage0_block0", "cluster_stage0_block1"]
+
+
 def test_stage_level_draws_one_box_per_stage():
     model = build(SPECS / "resnet50-imagenet.yaml")
     top = parse(to_dot(model, level="stage"))
@@ -330,3 +375,13 @@ def test_gallery_is_not_stale():
     make = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make)
     assert make.stale() == [], "run .venv/bin/python gallery/make.py"
+
+
+def test_ranges_write_a_shared_unit_once():
+    from rkcompile.render.metrics import count, flops, spread
+
+    assert spread([96 * 1024, 128 * 1024, 96 * 1024], size) == "96.00–128.00 KiB"
+    assert spread([500, 2048], size) == "500 B–2.00 KiB"
+    assert spread([2_070_000, 2_100_000], count) == "2.07–2.10M"
+    assert spread([100, 100_000], flops) == "100–100K"
+    assert spread([7, 7], size) == "7 B" and spread([None], size) == "–"

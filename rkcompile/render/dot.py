@@ -68,8 +68,8 @@ def dot_source(model, measures: Measures, level: str = "network", color_by: str 
         for key, members in groups:
             last = _stage_box(g, key, members, measures, scale, color_by, spec, last, opts)
     else:
-        numbers = {label: n.key() for label, n in measures.blocks.items()}
-        groups = runs(blocks, numbers) if level == "network" else [[b] for b in blocks]
+        params = {label: (n.parameters,) for label, n in measures.blocks.items()}
+        groups = runs(blocks, params) if level == "network" else [[b] for b in blocks]
         for run in groups:
             last = _unit(g, run, measures, scale, color_by, spec, last, opts)
     g.node("output", "output", shape="oval", group="spine")
@@ -96,15 +96,17 @@ def _unit(g, run: list[BlockView], measures: Measures, scale, color_by: str, spe
     first, n = run[0], len(run)
     uid = first.label.replace(".", "_") + (f"_to_{run[-1].block}" if n > 1 else "")
     numbers = measures.blocks.get(first.label, Numbers())
+    rows = [measures.blocks.get(b.label, Numbers()) for b in run]
+    values = [v for v in (tables.colour_value(r, color_by) for r in rows) if v is not None]
     with g.subgraph(name=f"cluster_{uid}") as c:
         c.attr(label=f"<{_title(run, spec)}>", style="rounded,filled", labeljust="l",
-               fillcolor=scale.colour(tables.colour_value(measures.blocks.get(run[-1].label), color_by)),
+               fillcolor=scale.colour(max(values) if values else None),  # a run: its largest value
                color="gray40", **opts.id(f"unit:{first.label}" + (f"..{run[-1].label}" if n > 1 else "")))
         table = f"{uid}_table"
         owner = first.evaluations[0].owner if first.evaluations else None
         owner = owner if owner is not None and owner != first.label else None  # shared or basis weights: the stage
         layers = first.evaluations[0].layers if first.evaluations else None
-        c.node(table, tables.numbers(numbers, each=n if n > 1 else None, owner=owner, layers=layers),
+        c.node(table, tables.numbers(numbers, each=n if n > 1 else None, owner=owner, layers=layers, run=rows),
                shape="plaintext", style="", tooltip=tables.tooltip(first.label, numbers))
         if first.kind == "step":
             entry, out = _step(c, uid, run, spec, opts)

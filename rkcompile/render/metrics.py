@@ -13,7 +13,7 @@ import torch
 
 from rkcompile.analysis.report import human_bytes
 
-__all__ = ["Numbers", "Measures", "measure", "count", "size", "flops"]
+__all__ = ["Numbers", "Measures", "measure", "count", "size", "flops", "spread"]
 
 FIELDS = ("parameters", "parameter_bytes", "inference_peak", "saved_bytes", "training_peak", "flops")
 
@@ -28,14 +28,6 @@ class Numbers:
     saved_bytes: int | None = None
     training_peak: int | None = None
     flops: int | None = None
-
-    def key(self) -> tuple:
-        """The per-block values a drawing shows, for comparing two blocks.
-
-        The training peak is left out: it accumulates everything saved so far, so it grows along the
-        network even over identical blocks.
-        """
-        return (self.parameters, self.parameter_bytes, self.inference_peak, self.saved_bytes, self.flops)
 
 
 @dataclass
@@ -82,6 +74,27 @@ def flops(n: int | None) -> str:
 def size(n: int | None) -> str:
     """A byte count in B/KiB/MiB/GiB, written as the analysis report writes it."""
     return "–" if n is None else human_bytes(n)
+
+
+def spread(values: list[int | None], unit) -> str:
+    """One figure, or the range 'smallest–largest' of figures that differ, in `unit`'s format (None: unknown).
+
+    A unit both ends share is written once: `96.00–128.00 KiB`, `2.07–2.10M`; otherwise `768 B–1.50 KiB`.
+    """
+    known = [v for v in values if v is not None]
+    if not known:
+        return unit(None)
+    low, high = unit(min(known)), unit(max(known))
+    if low == high:
+        return low
+    (a, suffix), (b, other) = _split(low), _split(high)
+    return f"{a}–{b}{suffix}" if suffix == other and suffix else f"{low}–{high}"
+
+
+def _split(text: str) -> tuple[str, str]:
+    """'96.00 KiB' → ('96.00', ' KiB'); '2.07M' → ('2.07', 'M'); '252' → ('252', '')."""
+    number = text.split(" ")[0].rstrip("KMGT")
+    return number, text[len(number):]
 
 
 def _scaled(n: int | None, base: int, units: list[str]) -> str:

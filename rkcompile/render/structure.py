@@ -30,6 +30,7 @@ class Evaluation:
     scales: list[str] = field(default_factory=list)  # parameters multiplied into k_i: "h" (learned), "skip"
     owner: str | None = None  # the unit owning F's weights: the block (per evaluation) or the stage
     nodes: list[str] = field(default_factory=list)  # the graph nodes of its layers, in order
+    terms: int = 1  # the basis functions mixed into its weights (a continuous basis: 1 or 2 for linear)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class BlockView:
     startup: str | None = None  # the RK method of a multistep stage's start-up step
     nodes: int = 0
     node_names: list[str] = field(default_factory=list, repr=False)  # every graph node of the block, in order
+    shapes: list[tuple | None] = field(default_factory=list, repr=False)  # each node's output shape, when known
     f_nodes: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -75,6 +77,12 @@ class BlockView:
         return (self.kind, self.stage, evals, into, out, tuple(self.layers), tuple(self.shortcut),
                 self.epsilon, self.after, history, self.skip, self.startup)
 
+    def structure(self) -> tuple:
+        """What makes two blocks one block drawn ×N: the same drawing (`shape`), the same tensor shapes at every
+        node, and the same weight layout (own weights or the stage's, and how many basis terms each F mixes)."""
+        layout = tuple((e.owner == self.label, e.terms) for e in self.evaluations)
+        return self.shape(), tuple(self.shapes), layout
+
 
 def read_blocks(module: fx.GraphModule) -> list[BlockView]:
     """Group the graph's nodes into blocks, in execution order, from their `NodeMeta` records."""
@@ -88,6 +96,7 @@ def read_blocks(module: fx.GraphModule) -> list[BlockView]:
             view = blocks[rk.unit] = _new_view(rk)
         view.nodes += 1
         view.node_names.append(node.name)
+        view.shapes.append(_output_shape(node))
         _add(view, node, rk)
     for view in blocks.values():
         view.evaluations.sort(key=lambda e: e.index)
@@ -98,17 +107,28 @@ def read_blocks(module: fx.GraphModule) -> list[BlockView]:
     return list(blocks.values())
 
 
-def runs(blocks: list[BlockView], numbers: dict[str, tuple]) -> list[list[BlockView]]:
-    """Split blocks into runs of identical consecutive steps (same shape and same analysis numbers)."""
+def runs(blocks: list[BlockView], extra: dict[str, tuple] | None = None) -> list[list[BlockView]]:
+    """Split blocks into runs of consecutive steps of the same structure (`BlockView.structure`, and the `extra`
+    key of each label when given), whatever their memory figures: what differs between them is drawn as a range."""
+    extra = extra or {}
     out: list[list[BlockView]] = []
     for view in blocks:
         last = out[-1][-1] if out else None
         if (last is not None and view.kind == "step" and last.kind == "step"
-                and view.shape() == last.shape() and numbers.get(view.label) == numbers.get(last.label)):
+                and view.structure() == last.structure() and extra.get(view.label) == extra.get(last.label)):
             out[-1].append(view)
         else:
             out.append([view])
     return out
+
+
+def _output_shape(node: fx.Node) -> tuple | None:
+    """The node's output shape from the analysis' record or torch.fx's `tensor_meta`, None when not propagated."""
+    cost = node.meta.get("cost")
+    if cost is not None:
+        return cost.get("shape")
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if hasattr(meta, "shape") else None
 
 
 def _key(x: Fraction | float) -> Fraction | float:
@@ -178,7 +198,8 @@ def _evaluation(view: BlockView, rk: NodeMeta) -> Evaluation:
     if rk.mix and (len(rk.mix) > 1 or rk.mix[0][1] != 1):  # a continuous basis: the F it mixes, with phi_beta(t)
         label = " + ".join(f"{float(w):.4g}·{naming.local(path)}" for path, w in rk.mix)
     e = Evaluation(rk.evaluation, label,
-                   rk.time if rk.time is not None else 0, 0, owner=naming.owner(weights) if rk.weights else None)
+                   rk.time if rk.time is not None else 0, 0, owner=naming.owner(weights) if rk.weights else None,
+                   terms=len(rk.mix) if rk.mix else 1)
     view.evaluations.append(e)
     return e
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from rkcompile import naming
-from rkcompile.render.metrics import FIELDS, Measures, Numbers, count, flops, size
+from rkcompile.render.metrics import FIELDS, Measures, Numbers, count, flops, size, spread
 from rkcompile.render.structure import BlockView
 
 __all__ = ["COLOR_BY", "ColourScale", "colour_value", "numbers", "legend", "totals", "stage_rows", "stage_box", "tooltip"]
@@ -50,20 +50,24 @@ def colour_value(row: Numbers | None, color_by: str) -> int | None:
     return None if row is None else getattr(row, _METRIC[color_by][0])
 
 
-def numbers(row: Numbers, each: int | None = None, owner: str | None = None, layers: list[str] | None = None) -> str:
+def numbers(row: Numbers, each: int | None = None, owner: str | None = None, layers: list[str] | None = None,
+            run: list[Numbers] | None = None) -> str:
     """The small table beside a block: parameters, inference peak, saved-for-backward, FLOPs.
 
     `owner` names the stage holding this block's F when F's weights are shared or basis pieces (the
-    analysis counts those once, in the stage row).
+    analysis counts those once, in the stage row). `run` holds the rows of every block drawn as this one
+    (×N): a figure that differs between them is shown as a range, smallest–largest.
     """
+    rows = run or [row]
     head = f"<TR><TD COLSPAN=\"2\"><I>each of ×{each}</I></TD></TR>" if each else ""
     if layers:
         head += f"<TR><TD COLSPAN=\"2\">F = {' → '.join(escape(x) for x in layers)}</TD></TR>"
-    params = count(row.parameters)
+    params = spread([r.parameters for r in rows], count)
     if owner and not row.parameters:
         params = f"{params} (F in {escape(owner)})"
-    cells = [("parameters", params), ("inference peak", size(row.inference_peak)),
-             ("saved for backward", size(row.saved_bytes)), ("FLOPs", flops(row.flops))]
+    cells = [("parameters", params), ("inference peak", spread([r.inference_peak for r in rows], size)),
+             ("saved for backward", spread([r.saved_bytes for r in rows], size)),
+             ("FLOPs", spread([r.flops for r in rows], flops))]
     body = "".join(f"<TR><TD ALIGN=\"LEFT\">{k}</TD><TD ALIGN=\"RIGHT\">{v}</TD></TR>" for k, v in cells)
     return (f"<<TABLE BORDER=\"0\" CELLBORDER=\"1\" CELLSPACING=\"0\" CELLPADDING=\"2\" BGCOLOR=\"white\">"
             f"{head}{body}</TABLE>>")
@@ -96,7 +100,8 @@ def legend(scale: ColourScale, color_by: str, level: str) -> str:
         f"<TR>{swatches}</TR>",
     ]
     if level == "network":
-        rows.insert(-1, _wide("<B>×N</B>: N identical consecutive blocks drawn once (numbers are per block)"))
+        rows.insert(-1, _wide("<B>×N</B>: N consecutive blocks of one structure (layers, shapes, tableau, weight "
+                              "layout) drawn once; numbers are per block, smallest–largest where they differ"))
     return f"<<TABLE BORDER=\"0\" CELLBORDER=\"1\" CELLSPACING=\"0\" CELLPADDING=\"3\">{''.join(rows)}</TABLE>>"
 
 

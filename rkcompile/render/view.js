@@ -130,7 +130,7 @@
       showRow(k.slice(5), rowOf(el));
     } else if (level === "network" && facts.units[unitsOf(el)[0]].kind === "step") {
       const units = unitsOf(el);
-      go("block", units.slice(0, 1));  // a run of ×N identical blocks: open its first
+      go("block", units.slice(0, 1));  // a run of ×N blocks of one structure: open its first
       showUnit(units[0], units.length);
     } else {
       showUnit(unitsOf(el)[0]);
@@ -156,7 +156,7 @@
   function showUnit(label, runLength) {
     const u = facts.units[label];
     let html = `<h3 data-unit="${esc(label)}">${esc(label)}</h3>` +
-      (runLength > 1 ? `<p>first of ${runLength} identical blocks (numbers per block)</p>` : "") + numbers(u);
+      (runLength > 1 ? `<p>first of ${runLength} blocks of one structure (its own numbers)</p>` : "") + numbers(u);
     if (u.evaluations.length) {
       html += "<h4>evaluations (click to expand into layers)</h4><ul>" + u.evaluations.map((e) =>
         `<li><a href="#" data-eval="${esc(label)}:${e.index}">k<sub>${e.index}</sub> = F[${esc(e.weights)}]` +
