@@ -140,10 +140,12 @@ def _plot(results: dict, path: Path) -> None:
                 for r in rows:
                     ax.annotate(r["point"].replace(family, ""), (r["graph_nodes"], r["cold_s"]), fontsize=6,
                                 xytext=(3, 3), textcoords="offset points")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    nodes = sorted({r["graph_nodes"] for r in results["rows"]})
+    ax.set_xticks(nodes, [f"{n:,}" for n in nodes])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set(xlabel="graph nodes (depth)", ylabel="cold start: first forward+backward (s)")
     lack = len(results["missing"])
     ax.set_title(f"compile time vs depth (benchmarks/compile.py; {lack} point{'s' * (lack != 1)} missing)",

@@ -8,7 +8,7 @@ Network (specs/transformer-rk4-sequence.yaml with overrides): token + positional
 of E = 8 evaluations of F cycling over [pre-norm attention (4 heads, not causal), pre-norm FFN (ratio 2)], each
 evaluation its own weights, a per-token head. The same 8 F's are wired as 8 Euler blocks (h = 1, T = 8) or 2 RK4
 blocks (h = 1, T = 2) — equal parameters — and, so that order and integration time T are not confounded, as 8
-Euler blocks with h = 1/4 (T = 2, the RK4 net's T) and 2 RK4 blocks with h = 4 (T = 8, the Euler net's T).
+Euler blocks with h = 1/4 (T = 2, the RK4 net's T).
 AdamW (weight decay 0.01), one-cycle lr, batch 64, the same for every scheme; 5 seeds, paired by seed.
 
     .venv/bin/python experiments/rk_transformer.py [--smoke] [--jobs 2]
@@ -29,12 +29,12 @@ import rkcompile
 
 SPEC = ROOT / "specs" / "transformer-rk4-sequence.yaml"
 # (name, integrator, h): the two schemes at h = 1 and each at the other's integration time T
-CONFIGS = (("euler", "euler", 1.0), ("rk4", "rk4", 1.0), ("euler-h1/4", "euler", 0.25), ("rk4-h4", "rk4", 4.0))
-COLORS = {"euler": "tab:red", "rk4": "tab:blue", "euler-h1/4": "tab:purple", "rk4-h4": "tab:cyan"}
+CONFIGS = (("euler", "euler", 1.0), ("rk4", "rk4", 1.0), ("euler-h1/4", "euler", 0.25))
+COLORS = {"euler": "tab:red", "rk4": "tab:blue", "euler-h1/4": "tab:purple"}
 DATA_SEEDS = {"train": 11, "validation": 12, "test": 13}
 # the task's size and the training length were set in a pilot on separately generated sequences, so that the Euler
 # net neither saturates nor fails to learn; lr and the rest were fixed before it
-LENGTH, HOPS, STEPS, LR = 12, 3, 1000, 3e-3
+LENGTH, HOPS, STEPS, LR = 12, 3, 600, 3e-3
 
 
 def sequences(n: int, length: int, hops: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +113,7 @@ def main() -> None:
     if args.smoke:
         seeds, steps, sizes, every = (0, 1), 40, {"train": 256, "validation": 128, "test": 128}, 20
     else:
-        seeds, steps, sizes, every = (0, 1, 2, 3, 4), STEPS, {"train": 2000, "validation": 1000, "test": 2000}, 100
+        seeds, steps, sizes, every = (0, 1, 2, 3, 4), STEPS, {"train": 2000, "validation": 1000, "test": 2000}, 50
     task = {"length": LENGTH, "hops": HOPS, "sizes": sizes, "steps": steps, "lr": LR, "every": every}
     configs = [{**task, "name": name, "integrator": integrator, "h": h, "seed": seed}
                for seed in seeds for name, integrator, h in CONFIGS]
@@ -153,7 +153,6 @@ def _statistics(runs: list[dict], seeds, test_size: int) -> dict:
     return {"summary": summary,
             "differences": {"rk4 - euler (h = 1 both)": diff("rk4", "euler"),
                             "rk4 - euler-h1/4 (T = 2 both)": diff("rk4", "euler-h1/4"),
-                            "rk4-h4 - euler (T = 8 both)": diff("rk4-h4", "euler"),
                             "euler-h1/4 - euler": diff("euler-h1/4", "euler"),
                             "rk4 - euler, sequences (h = 1 both)": diff("rk4", "euler", "test_sequence_acc")},
             "min_detectable_difference_sequences": min_detectable_difference(test_size, min(max(acc, 0.05), 0.95)),

@@ -173,7 +173,7 @@ def test_rk_transformer_smoke(tmp_path):
     assert data["equal_parameters"] is True
     summary = data["summary"]
     assert {n: (s["blocks"], s["T"]) for n, s in summary.items()} == {
-        "euler": (8, 8), "rk4": (2, 2), "euler-h1/4": (8, 2), "rk4-h4": (2, 8)}  # equal-T controls both ways
+        "euler": (8, 8), "rk4": (2, 2), "euler-h1/4": (8, 2)}  # the equal-T control: Euler at RK4's T
     assert {r["seed"] for r in data["runs"]} == set(data["seeds"]) and len(data["seeds"]) >= 2
     for run in data["runs"]:
         assert 0 <= run["test_token_acc"] <= 1 and run["curve"]
