@@ -176,7 +176,7 @@ def main() -> None:
         width, epochs, seeds, subset, grid = 4, 3, (0, 1), 200, ((0.1, 1),)
     else:
         # (lr, warm-up epochs): the shared lr 0.1 of the first round, with a warm-up, and a smaller lr
-        width, epochs, seeds, subset, grid = 8, 30, (0, 1, 2, 3, 4), None, ((0.1, 0), (0.1, 3), (0.03, 0))
+        width, epochs, seeds, subset, grid = 4, 15, (0, 1, 2, 3, 4), None, ((0.1, 0), (0.1, 2), (0.03, 0))
     batch = 64
     base = {"width": width, "epochs": epochs, "batch": batch, "subset": subset}
     tuning_configs = [{**base, "mode": mode, "seed": TUNING_SEED, "lr": lr, "warmup": w, "validation": True}
