@@ -120,18 +120,26 @@ def _plot(results: dict, train: tuple, path: str) -> None:
     axes[0].set_title(f"training data ({len(y)} points)")
     axes[0].set_aspect("equal")
     deepest = results["depths"][-1]
-    for kind in MODELS:
+    for k, kind in enumerate(MODELS):
         rows = [r for r in results["table"] if r["model"] == kind]
         axes[1].plot([r["depth"] for r in rows], [100 * r["test_acc_last5"] for r in rows], "o-", color=COLORS[kind],
-                     label=kind)
-        curves = [r["curve"] for r in results["runs"] if r["model"] == kind and r["depth"] == deepest]
+                     label=f"{kind}: mean (line), seeds (dots)")
+        runs = [r for r in results["runs"] if r["model"] == kind]
+        shift = 0.4 * (k - 2)                                     # side by side, so that seeds do not overlap
+        axes[1].plot([r["depth"] + shift for r in runs], [100 * r["test_acc_last5"] for r in runs], ".",
+                     color=COLORS[kind], alpha=0.6, ms=6)
+        bad = [r for r in runs if r["diverged"]]
+        axes[1].plot([r["depth"] + shift for r in bad], [100 * r["test_acc_last5"] for r in bad], "x",
+                     color=COLORS[kind], ms=9, mew=2)
+        curves = [r["curve"] for r in runs if r["depth"] == deepest]
         for i, curve in enumerate(curves):
             axes[2].plot(range(1, len(curve) + 1), [100 * a for a in curve], color=COLORS[kind],
                          label=kind if i == 0 else None, alpha=0.8, lw=1)
         axes[3].bar(kind, next(r["seconds_per_epoch"] for r in rows if r["depth"] == deepest), color=COLORS[kind])
-    axes[1].set_xlabel("depth N (hidden layers)")
+    axes[1].set_xticks(results["depths"], [str(d) for d in results["depths"]])
+    axes[1].set_xlabel("depth N (hidden layers; x: diverged)")
     axes[1].set_ylabel("test accuracy (%), mean of the last 5 epochs")
-    axes[1].set_title(f"{results['epochs']} epochs, mean of {len(results['seeds'])} seeds")
+    axes[1].set_title(f"{results['epochs']} epochs, {len(results['seeds'])} seeds")
     axes[2].set_xlabel("epoch")
     axes[2].set_ylabel("test accuracy (%)")
     axes[2].set_title(f"depth {deepest}, every seed")

@@ -14,10 +14,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _smoke(name: str, out: Path) -> dict:
+def _run(name: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    result = subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), "--smoke", "--out", str(out)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _smoke(name: str, out: Path) -> dict:
+    result = _run(name, "--smoke", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / f"{name}.png").stat().st_size > 1000
     return json.loads((out / f"{name}.json").read_text())
@@ -51,6 +55,12 @@ def test_pendulum_smoke(tmp_path):
     for row in data["table"]:
         assert {"train", "eval", "e_opt", "at_dt_data", "dip_ratio", "slope_above", "slope_below"} <= set(row)
         assert _finite(row)
+    for run in data["runs"]:                                     # held-out starts: a curve per start, and its mean
+        for curve in run["heldout"].values():
+            assert len(curve["per_start"]) == len(data["heldout_starts"]) and len(curve["error"]) == len(data["dts"])
+            assert curve["dip"] is not None and curve["dip"] >= 0   # log10(floor / min over the grid)
+    assert {r["seed"] for r in data["dip_sweep"]} == set(data["seeds"]) and len(data["seeds"]) >= 2
+    _claims_ok(data)
     # the integrators on the true field converge at their orders even at smoke sizes
     assert data["numerical"]["rk4"]["slope_below"] == pytest.approx(4, abs=0.3)
     assert data["numerical"]["midpoint"]["slope_below"] == pytest.approx(2, abs=0.3)
@@ -153,19 +163,95 @@ def test_bases_smoke(tmp_path):
 @pytest.mark.slow
 def test_multilevel_smoke(tmp_path):
     data = _smoke("multilevel", tmp_path)
-    assert {"epochs", "runs", "summary", "time_saved", "time_saved_theory", "accuracy_difference",
-            "seconds"} <= set(data)
+    assert {"epochs", "runs", "summary", "time_saved", "time_saved_theory", "accuracy_difference", "tuning",
+            "claims", "seconds", "load_average"} <= set(data)
     assert data["time_saved_theory"] == pytest.approx(5 / 12)
-    assert data["summary"]["baseline"]["final_depth"] == data["summary"]["multilevel"]["final_depth"] == "8-8-8"
-    assert data["summary"]["baseline"]["parameters"] == data["summary"]["multilevel"]["parameters"]
+    summary = data["summary"]
+    assert {m: s["final_depth"] for m, s in summary.items()} == {"baseline": "8-8-8", "baseline-h4": "8-8-8",
+                                                                 "multilevel": "8-8-8"}
+    assert len({s["parameters"] for s in summary.values()}) == 1
+    assert summary["baseline"]["final_h"] == ["1"] * 3 and summary["baseline-h4"]["final_h"] == ["1/4"] * 3
+    # every mode's lr and warm-up come from the validation runs, which never see the test set
+    tuning = data["tuning"]
+    assert all(run["validation"] for run in tuning["runs"]) and not any(run["validation"] for run in data["runs"])
+    assert 0 < tuning["validation_size"] and tuning["train_size"] <= data["train_size"]  # carved from the training set
+    for mode, chosen in tuning["chosen"].items():
+        assert (summary[mode]["lr"], summary[mode]["warmup"]) == (chosen["lr"], chosen["warmup"])
+        best = max(r["eval_acc"] for r in tuning["runs"] if r["mode"] == mode and not r["diverged"])
+        assert chosen["validation_acc"] == best
     for run in data["runs"]:
         if run["mode"] == "multilevel":
             assert [label for _, label in run["events"]] == ["interpolate", "interpolate"]
             assert [e["depth"] for e in run["epochs"]] == ["2-2-2", "4-4-4", "8-8-8"]
             assert run["final_h"] == ["1/4"] * 3
         assert len(run["epochs"]) == data["epochs"]
-        assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0
-    assert _finite({k: v for k, v in data.items() if k != "runs"})
+        assert 0 <= run["eval_acc"] <= 1 and run["train_seconds"] > 0 and run["train_cpu_seconds"] > 0
+    assert len(data["time_saved"]["baseline"]["cpu"]["values"]) == len(data["seeds"]) >= 2
+    assert data["accuracy_difference"]["baseline"]["sign"].endswith(f"/{len(data['seeds'])}")
+    _claims_ok(data)
+    assert _finite({k: v for k, v in data.items() if k not in ("runs", "tuning")})
+
+
+@pytest.mark.slow
+def test_rk_transformer_smoke(tmp_path):
+    data = _smoke("rk_transformer", tmp_path)
+    assert {"task", "seeds", "runs", "summary", "differences", "claims", "seconds", "load_average"} <= set(data)
+    assert data["equal_parameters"] is True
+    summary = data["summary"]
+    assert {n: (s["blocks"], s["T"]) for n, s in summary.items()} == {
+        "euler": (8, 8), "rk4": (2, 2), "euler-h1/4": (8, 2)}  # the equal-T control: Euler at RK4's T
+    assert {r["seed"] for r in data["runs"]} == set(data["seeds"]) and len(data["seeds"]) >= 2
+    for run in data["runs"]:
+        assert 0 <= run["test_token_acc"] <= 1 and run["curve"]
+    d = data["differences"]["rk4 - euler (h = 1 both)"]
+    rk4, euler = (summary[n]["test_token_acc"]["values"] for n in ("rk4", "euler"))
+    assert d["values"] == pytest.approx([a - b for a, b in zip(rk4, euler)])
+    _claims_ok(data)
+
+
+@pytest.mark.slow
+def test_memory_depth_smoke(tmp_path):
+    data = _smoke("memory_depth", tmp_path)
+    assert {"batch", "depths", "methods", "rows", "growth", "reversible", "claims", "seconds"} <= set(data)
+    peaks = {(r["method"], r["depth"]): r["measured_training_peak"] for r in data["rows"]}
+    deep = max(data["depths"])
+    assert peaks[("checkpoint-min", deep)] < peaks[("backprop", deep)]   # the planner saves memory
+    assert all(peaks[("backprop", a)] < peaks[("backprop", b)] for a, b in zip(data["depths"], data["depths"][1:]))
+    assert data["max_prediction_error"] < 0.01                           # measured = predicted
+    assert ("momentum-reversible" in data["methods"]) == (data["reversible"] == "measured")
+    _claims_ok(data)
+
+
+@pytest.mark.slow
+def test_compile_depth_smoke(tmp_path):
+    data = _smoke("compile_depth", tmp_path)
+    assert {"source", "rows", "expected_points", "missing", "fits", "claims"} <= set(data)
+    have = {f"{r['point']} {r['variant']}" for r in data["rows"]}
+    assert set(data["missing"]) == set(data["expected_points"]) - have
+    _claims_ok(data)
+
+
+def test_compile_depth_reports_missing_and_unreadable_results(tmp_path):
+    rows = [{"point": "continuousnet-1-1-1", "variant": v, "cold_s": c, "graph_nodes": 125}
+            for v, c in (("full", 100.0), ("regional", 50.0))] + [
+           {"point": "continuousnet-4-4-4", "variant": v, "cold_s": c, "graph_nodes": 404}
+            for v, c in (("full", 400.0), ("regional", 51.0))]
+    source = tmp_path / "compile.json"
+    source.write_text(json.dumps({"machine": {"load_average_start": [1.0]}, "rows": rows}))
+    result = _run("compile_depth", "--source", str(source), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "note: the results lack continuousnet-1-1-1 eager" in result.stdout
+    data = json.loads((tmp_path / "out" / "compile_depth.json").read_text())
+    assert data["fits"]["full"]["ratio"] == pytest.approx(4.0) and data["fits"]["regional"]["ratio"] == pytest.approx(1.02)
+    assert data["fits"]["full"]["exponent"] == pytest.approx(math.log(4) / math.log(404 / 125))
+    assert data["claims"][0]["verdict"] == "supported"
+    source.write_text("{not json")
+    result = _run("compile_depth", "--source", str(source), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and result.stderr.startswith(f"error: {source}: cannot read")
+    assert "Traceback" not in result.stderr
+    source.write_text(json.dumps({"rows": [{"point": "x"}]}))
+    result = _run("compile_depth", "--source", str(source), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and "rows[0]: missing variant, cold_s, graph_nodes" in result.stderr
 
 
 def test_batch_norm_recalibration_re_estimates_statistics_and_keeps_the_original():
