@@ -88,8 +88,8 @@ def _run(*args: str, cwd=ROOT, launcher=None, timeout=120) -> subprocess.Complet
         (["--dataset", "digits", "--set", "output.classes=3"],
          "error: spec 'tiny-digits' outputs (3,) per sample but dataset 'digits' needs 10 classes", 1),
         (["--dataset", "digits", "--set", "stages.0.integratr=rk4"],
-         "error: {tmp}/digits.yaml:6:5: stages[0].integratr: unknown field 'integratr' (did you mean 'integrator'?)",
-         1),
+         "error: --set stages.0.integratr=rk4: stages[0].integratr: unknown field 'integratr' (did you mean "
+         "'integrator'?)", 1),
         (["--dataset", "digits", "--schedule", "1:refine", "--epochs", "2"],
          "error: --schedule: epoch 1: refine: no stage to transform", 1),
         (["--dataset", "digits", "--schedule", "1:grow"],
