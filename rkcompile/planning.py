@@ -100,8 +100,13 @@ def plan_stage(stage, shape: Shape, path: tuple) -> StagePlan:
 
 
 def _check_options(stage, functions: tuple[PartPlan, ...], path: tuple) -> None:
-    """`init.zero_last_norm` needs a norm layer in every F; a growing `drop_path` needs one F per evaluation."""
+    """`init.zero_last_norm` needs a norm layer in every F; a growing `drop_path` needs one F per evaluation;
+    a step-size controller needs conv or linear weights in F to read."""
     from rkcompile.stage_options import NORMS
+
+    if stage.step.controller != "none" and not any(op.kind in ("conv", "linear") for op in functions[0].ops):
+        raise PlanError("a step-size controller reads the conv or linear weights of F; this F has none",
+                        path + ("step", "controller"), compile=False)
 
     if stage.init.zero_last_norm:
         for j, plan in enumerate(functions):
@@ -114,7 +119,6 @@ def _check_options(stage, functions: tuple[PartPlan, ...], path: tuple) -> None:
         raise PlanError(f"a growing drop_path gives each F its own rate; with '{stage.weights.kind}' weights F's serve "
                         "many evaluations: use one rate (drop_path: P) or per-evaluation weights",
                         path + ("drop_path",), compile=False)
-
 
 
 def nearest_budgets(evaluations: int, stages: int) -> list[int]:

@@ -319,11 +319,12 @@ def test_step_field_errors(step, message):
 
 
 def test_controller_needs_weights():
+    """Found by hypothesis: `check` accepted a controller on a weightless F that `build` then refused."""
     with pytest.raises(SpecError) as info:
-        build("specs/spirals-rk4.yaml", {"stages.0.step": {"learn": "channel", "controller": "fc"},
+        load_spec("specs/spirals-rk4.yaml", {"stages.0.step": {"learn": "channel", "controller": "fc"},
                                          "stages.0.module": {"kind": "layers", "layers": ["tanh"]}})
     assert info.value.path == "stages[0].step.controller"
-    assert info.value.message == "a step-size controller reads the conv or linear weights of F; this module has none"
+    assert info.value.message == "a step-size controller reads the conv or linear weights of F; this F has none"
 
 
 # ---------------------------------------------------------------- impossible transformations
