@@ -190,7 +190,9 @@ class Stage(_Model):
     `lowering` picks how each step becomes graph nodes: `accumulate` (each stage input summed from the k_j it
     uses, k_j kept until its last use), `registers` (only a basis of what later stages still need), or `auto`
     (registers where they keep fewer activations alive). `checkpoint` lists groups of consecutive blocks
-    [first, last] recomputed in backward instead of saved (as `rkcompile plan` writes them).
+    [first, last] recomputed in backward instead of saved (as `rkcompile plan` writes them). `backprop:
+    reversible` keeps only the last two states and reconstructs the earlier ones in backward by the method's
+    inverse step (`rkcompile.reversible`); `saved` is ordinary backprop.
     """
 
     name: str | None = None
@@ -206,6 +208,7 @@ class Stage(_Model):
     step: Step = Step()
     lowering: Literal["auto", "accumulate", "registers"] = "auto"
     checkpoint: list[tuple[BlockIndex, BlockIndex]] | None = None
+    backprop: Literal["saved", "reversible"] = "saved"
 
     _family: object = PrivateAttr(default=None)
     _method: object = PrivateAttr(default=None)
@@ -230,6 +233,10 @@ class Stage(_Model):
             raise PlanError(str(e), ("integrator",), compile=False) from None
         self._check_budget()
         self._check_checkpoint()
+        if self.backprop == "reversible":
+            from rkcompile.backprop import check_reversible
+
+            check_reversible(self)
         return self
 
     def _check_budget(self) -> None:
