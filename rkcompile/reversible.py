@@ -25,7 +25,7 @@ from torch.utils.checkpoint import get_device_states, set_device_states
 from rkcompile import graphmeta
 from rkcompile.checkpointing import recomputation
 
-__all__ = ["ReversibleStage", "outline_reversible", "reversible_stages", "run_reversible"]
+__all__ = ["ReversibleStage", "block_parts", "outline_reversible", "reversible_stages", "run_reversible", "stage_states"]
 
 def reversible_stages(spec) -> list[int]:
     """Indices of the spec's stages with `backprop: reversible`."""
@@ -126,10 +126,15 @@ class _Reversible(torch.autograd.Function):
         y_next, y_b = y, previous
         for block in reversed(stage.blocks):
             state = states.pop() if block.random else None
+            buffers = block.batch_norm_buffers()
+            kept = [b.clone() for b in buffers]
             inputs, out = _replay(stage, block, y_b, y_next, state)
             params = [p for p in block.parameters() if p.requires_grad]
             grads = torch.autograd.grad(out, [*inputs, *params], g_next, allow_unused=True)
             del out
+            with torch.no_grad():  # after the gradient: batch norm's backward reads the running statistics
+                for b, v in zip(buffers, kept, strict=True):
+                    b.copy_(v)
             g_b = _add(g, grads[0])
             g_prev = grads[1] if len(inputs) > 1 else None
             for p, d in zip(params, grads[len(inputs):]):
@@ -142,24 +147,20 @@ class _Reversible(torch.autograd.Function):
 
 
 def _replay(stage: ReversibleStage, block: _Block, y_b: torch.Tensor | None, y_next: torch.Tensor, state):
-    """Re-run one block under autograd from y_b (rebuilding y_{b−1} by the inverse step): ([y_b, y_{b−1}], y_{b+1})."""
-    kept = [b.clone() for b in block.batch_norm_buffers()]
-    try:
-        with torch.enable_grad(), _replaying(state), recomputation():
-            y = y_b.detach().requires_grad_()
-            if block.step is not None:
-                return [y], block.step(y)
-            f = block.f(y)
-            if not block.reads_previous:
-                return [y], block.combine(y, f)
-            with torch.no_grad():
-                previous = stage.invert(block, y_b, y_next, f)
-            previous.requires_grad_()
-            return [y, previous], block.combine(y, previous, f)
-    finally:
+    """Re-run one block under autograd from y_b (rebuilding y_{b−1} by the inverse step): ([y_b, y_{b−1}], y_{b+1}).
+
+    The caller restores the block's batch-norm running statistics once the block's gradient is taken."""
+    with torch.enable_grad(), _replaying(state), recomputation():
+        y = y_b.detach().requires_grad_()
+        if block.step is not None:
+            return [y], block.step(y)
+        f = block.f(y)
+        if not block.reads_previous:
+            return [y], block.combine(y, f)
         with torch.no_grad():
-            for b, v in zip(block.batch_norm_buffers(), kept, strict=True):
-                b.copy_(v)
+            previous = stage.invert(block, y_b, y_next, f)
+        previous.requires_grad_()
+        return [y, previous], block.combine(y, previous, f)
 
 
 class _replaying:
@@ -201,7 +202,7 @@ def outline_reversible(module: fx.GraphModule, stages: list[int]) -> fx.GraphMod
         stage = spec.stages[n]
         labels = [f"stage{n}.block{b}" for b in range(stage.blocks)]
         members = {label: [node for node in graph.nodes if node_unit(node) == label] for label in labels}
-        states = _states(members, labels)
+        states = stage_states(members, labels)
         blocks = [_outline_block(module, n, b, members[label], states[b], states[b - 1] if b else states[0],
                                  states[b + 1], b < stage.tableau.startup_steps)
                   for b, label in enumerate(labels)]
@@ -230,7 +231,7 @@ def run_reversible(stage: ReversibleStage, x: torch.Tensor) -> torch.Tensor:
     return stage(x)
 
 
-def _states(members: dict[str, list[fx.Node]], labels: list[str]) -> list[fx.Node]:
+def stage_states(members: dict[str, list[fx.Node]], labels: list[str]) -> list[fx.Node]:
     """y_0 (the stage input) and each block's output y_{b+1}: the one value a block passes on."""
     first = members[labels[0]]
     own = set(first)
@@ -254,17 +255,22 @@ def _outline_block(module: fx.GraphModule, n: int, b: int, members: list[fx.Node
     if startup:
         step = _subgraph(module, members, [y], out, f"{prefix}Step")
         return _Block(b, step=step, random=_random(step), parts=[step])
-    mine = set(members)
-    f = next(m for m in members if graphmeta.get(m).role == graphmeta.Role.EVAL
-             and any(u in mine and graphmeta.get(u).role != graphmeta.Role.EVAL for u in m.users))
-    evaluation = _ancestors(f, mine)
-    rest = [m for m in members if m not in evaluation]
+    evaluation, f, rest = block_parts(members)
     reads_previous = previous is not y and any(previous in m.all_input_nodes for m in rest)
-    fm = _subgraph(module, [m for m in members if m in evaluation], [y], f, f"{prefix}F")
+    fm = _subgraph(module, evaluation, [y], f, f"{prefix}F")
     combine = _subgraph(module, rest, [y, previous, f] if reads_previous else [y, f], out, f"{prefix}Combine")
     theta = next((m.target for m in rest if m.op == "get_attr"), None)
     return _Block(b, f=fm, combine=combine, reads_previous=reads_previous, theta=theta, random=_random(fm),
                   parts=[fm, combine])
+
+
+def block_parts(members: list[fx.Node]) -> tuple[list[fx.Node], fx.Node, list[fx.Node]]:
+    """A method step's nodes split into F's (in order), F's value f_b, and the combination's (in order)."""
+    mine = set(members)
+    f = next(m for m in members if graphmeta.get(m).role == graphmeta.Role.EVAL
+             and any(u in mine and graphmeta.get(u).role != graphmeta.Role.EVAL for u in m.users))
+    evaluation = _ancestors(f, mine)
+    return [m for m in members if m in evaluation], f, [m for m in members if m not in evaluation]
 
 
 def _ancestors(node: fx.Node, within: set[fx.Node]) -> set[fx.Node]:

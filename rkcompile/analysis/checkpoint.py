@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from torch import fx
 
+from rkcompile.analysis.reversible import reversible_costs
 from rkcompile.analysis.units import node_unit
 
 __all__ = ["CheckpointCosts", "UnitCost", "checkpoint_costs", "unit_costs"]
@@ -32,11 +33,16 @@ class CheckpointCosts:
     recompute_flops: dict[str, int]  # node → FLOPs spent running it again in backward
 
 
-def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) -> CheckpointCosts:
-    """Costs of `model` (predicted, without checkpoints) when `groups` (stage, first, last) are checkpointed."""
+def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]],
+                     reversible: list[int] | tuple[int, ...] = ()) -> CheckpointCosts:
+    """Costs of `model` (predicted, plain backprop) when `groups` (stage, first, last) are checkpointed and the
+    stages in `reversible` run with reversible backprop (`rkcompile.analysis.reversible`)."""
     nodes = [n for n in model.graph.nodes if "cost" in n.meta]
     index = {n: i for i, n in enumerate(nodes)}
     size, alive = _alive(nodes)
+    stages = [reversible_costs(nodes, size, alive, model.spec, r) for r in reversible]
+    stage_of_row = {i: s for s in stages for i in s.rows}
+    live = {i: stage_of_row[i].live[i] if i in stage_of_row else alive[i] for i in range(len(nodes))}
     group_of = {}
     for g, (n, first, last) in enumerate(groups):
         for b in range(first, last + 1):
@@ -61,10 +67,16 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
     before: dict[int, dict[int, int]] = {}
     training: dict[str, int] = {}
     saved: dict[str, int] = {}
-    inference = {n.name: total(alive[i], inputs[member[i]] if member[i] is not None else ()) for i, n in enumerate(nodes)}
+    inference = {n.name: total(live[i], inputs[member[i]] if member[i] is not None else ()) for i, n in enumerate(nodes)}
+    held_before: dict[int, set[int]] = {}  # reversible stage → storages held when it starts
     for i, n in enumerate(nodes):
         g, had = member[i], held_bytes
-        new = n.meta["cost"]["saves"] if g is None else inputs[g] if g not in before else {}
+        rev = stage_of_row.get(i)
+        if rev is not None:
+            held_before.setdefault(id(rev), set(held))
+            new = rev.stored if i == rev.last else {}
+        else:
+            new = n.meta["cost"]["saves"] if g is None else inputs[g] if g not in before else {}
         for key, nbytes in new.items():
             if key not in held:
                 held[key] = nbytes
@@ -72,10 +84,17 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
         if g is not None and g not in before:
             before[g] = dict(held)
         saved[n.name] = held_bytes - had
-        training[n.name] = held_bytes + sum(size[k] for k in alive[i] if k not in held)
+        training[n.name] = held_bytes + sum(size[k] for k in live[i] if k not in held)
     forward_saved = held_bytes
     outputs = set(nodes[-1].meta["cost"]["storages"]) if nodes else set()
     recompute: dict[str, int] = {}
+    saves = [n.meta["cost"]["saves"] for n in nodes]
+    flops = [n.meta["cost"]["flops"] for n in nodes]
+    for rev in stages:
+        peaks, spent = rev.backward(size, alive, saves, flops, held_before[id(rev)], outputs)
+        for i, peak in peaks.items():
+            training[nodes[i].name] = max(training[nodes[i].name], peak)
+        recompute.update({nodes[i].name: f for i, f in spent.items()})
     for g in range(len(groups)):
         rows = [i for i in range(len(nodes)) if member[i] == g]
         savers = [i for i in rows if nodes[i].meta["cost"]["saves"]]
