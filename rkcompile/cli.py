@@ -142,13 +142,16 @@ def stage_table(spec) -> str:
                          + (f", {choice.extra_axpys:+d} axpys/step)" if choice.extra_axpys else ")"))
         groups.append(", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s.checkpoint) if s.checkpoint else "none")
     header = ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"]
-    # the columns appear where they say something: a stage lowered with minimal registers, or checkpointed blocks
+    # the columns appear where they say something: minimal registers, checkpointed blocks, reversible backprop
     if any(not text.startswith("accumulate") for text in lowerings):
         header.append("lowering")
         rows = [[*row, text] for row, text in zip(rows, lowerings, strict=True)]
     if any(text != "none" for text in groups):
         header.append("checkpoint")
         rows = [[*row, text] for row, text in zip(rows, groups, strict=True)]
+    if any(s.backprop != "saved" for s in spec.stages):
+        header.append("backprop")
+        rows = [[*row, s.backprop] for row, s in zip(rows, spec.stages, strict=True)]
     return table(rows, header)
 
 
