@@ -11,7 +11,7 @@ forward peak and every recomputation's peak; the recomputed FLOPs are those of t
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import fx
 
@@ -139,10 +139,12 @@ def _alive(nodes: list[fx.Node]) -> tuple[dict[int, int], dict[int, set[int]]]:
     return size, alive
 
 
-def unit_costs(model: fx.GraphModule) -> tuple[list[UnitCost], int]:
-    """Per unit in graph order, the planner's costs; and the bytes of the network's output."""
+def unit_costs(model: fx.GraphModule, reversible: list[int] | tuple[int, ...] = ()) -> tuple[list[UnitCost], int]:
+    """Per unit in graph order, the planner's costs; and the bytes of the network's output. The blocks of a
+    reversible stage are one unit (`stage{n}.reversible`), which no checkpoint group can take."""
     nodes = [n for n in model.graph.nodes if "cost" in n.meta]
     size, alive = _alive(nodes)
+    merged = {r: _reversible_unit(nodes, size, alive, model.spec, r) for r in reversible}
     index = {n: i for i, n in enumerate(nodes)}
     order: dict[str, list[int]] = {}
     for i, n in enumerate(nodes):
@@ -176,4 +178,22 @@ def unit_costs(model: fx.GraphModule) -> tuple[list[UnitCost], int]:
                             max(sum(size[k] for k in alive[i]) for i in rows), forward, recompute,
                             sum(nodes[i].meta["cost"]["flops"] for i in rows)))
     outputs = sum(nodes[-1].meta["cost"]["storages"].values()) if nodes else 0
+    for r, unit in merged.items():
+        rows = [i for i, u in enumerate(out) if u.label.startswith(f"stage{r}.block")]
+        unit = replace(unit, forward=unit.forward + outputs)
+        out = out[: rows[0]] + [unit] + out[rows[-1] + 1:]
     return out, outputs
+
+
+def _reversible_unit(nodes: list[fx.Node], size: dict, alive: dict, spec, n: int) -> UnitCost:
+    """A reversible stage as one planner unit: it saves (y_{N−1}, y_N); its `forward` bounds both its forward
+    pass and its backward (which runs on top of what is held before it, and the network output)."""
+    rev = reversible_costs(nodes, size, alive, spec, n)
+    saves = [m.meta["cost"]["saves"] for m in nodes]
+    flops = [m.meta["cost"]["flops"] for m in nodes]
+    peaks, _ = rev.backward(size, alive, saves, flops, set(), set())
+    live = max(sum(size[k] for k in rev.live[i]) for i in rev.rows)
+    forward = max(live, sum(size[k] for k in rev.live[rev.last] | set(rev.stored)))
+    # the caller adds the network output to the backward bound (the forward bound only gains from it)
+    return UnitCost(f"stage{n}.reversible", sum(rev.stored.values()), 0, live,
+                    max(forward, max(peaks.values(), default=0)), 0, sum(flops[i] for i in rev.rows))
