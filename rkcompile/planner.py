@@ -24,8 +24,8 @@ from rkcompile.analysis.checkpoint import UnitCost, checkpoint_costs, unit_costs
 from rkcompile.analysis.report import human_bytes
 from rkcompile.checkpointing import plain_overrides
 from rkcompile.compiler import build
-from rkcompile.reversible import reversible_stages
 from rkcompile.errors import RkcompileError
+from rkcompile.reversible import reversible_stages
 from rkcompile.spec import Spec
 
 __all__ = ["CheckpointPlan", "parse_bytes", "plan", "tradeoff"]

@@ -17,7 +17,9 @@ invert exactly. Random layers (dropout) are replayed with the random state the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass
+
 import torch
 from torch import fx, nn
 from torch.utils.checkpoint import get_device_states, set_device_states
@@ -34,16 +36,11 @@ def reversible_stages(spec) -> list[int]:
 
 @dataclass
 class _Block:
-    """One outlined block: a start-up step (`step`), or F (`f`) and the combination (`combine`) of a method step."""
+    """One outlined block; `random`: F draws random numbers (dropout), so forward records the random state."""
 
     index: int
-    step: fx.GraphModule | None = None
-    f: fx.GraphModule | None = None
-    combine: fx.GraphModule | None = None
-    reads_previous: bool = True  # the combination reads y_{b−1} (block 0 started from rest reads y_0 twice)
-    theta: str | None = None  # the block's learnable coefficient (momentum's γ_n), a path in `combine`
-    random: bool = False  # F draws random numbers (dropout): forward records the random state for backward
-    parts: list[nn.Module] = field(default_factory=list)
+    parts: list[nn.Module]
+    random: bool
 
     def parameters(self) -> list[torch.Tensor]:
         """The block's parameters, once each."""
@@ -55,13 +52,34 @@ class _Block:
                 for b in sub.buffers()]
 
 
+@dataclass
+class _StartupBlock(_Block):
+    """A start-up RK step y_b → y_{b+1}: not inverted, run again from the rebuilt y_b."""
+
+    step: fx.GraphModule
+
+
+@dataclass
+class _MethodBlock(_Block):
+    """A method step: F (y_b → f_b) and the combination (y_b, y_{b−1}, f_b → y_{b+1})."""
+
+    f: fx.GraphModule
+    combine: fx.GraphModule
+    reads_previous: bool  # False for block 0 started from rest, which reads y_0 as y_{−1}
+    theta: str | None  # the block's learnable coefficient (momentum's γ_n), a path in `combine`
+
+    def __call__(self, y: torch.Tensor, previous: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """The combination y_{b+1}."""
+        return self.combine(y, previous, f) if self.reads_previous else self.combine(y, f)
+
+
 class ReversibleStage(nn.Module):
     """A stage's blocks run forward without autograd and inverted in backward (see the module docstring).
 
     An attribute of the network, not a registered submodule: its blocks use the network's own modules, so
     parameters and the state dict are unchanged."""
 
-    def __init__(self, n: int, method, h, epsilon, blocks: list[_Block]) -> None:
+    def __init__(self, n: int, method, h, epsilon, blocks: list[_StartupBlock | _MethodBlock]) -> None:
         super().__init__()
         self.n, self.method, self.blocks = n, method, blocks
         self.hq_eps = h ** method.derivative * epsilon  # exact where h and ε are, as the graph's constants
@@ -74,29 +92,29 @@ class ReversibleStage(nn.Module):
             return _Reversible.apply(self, x, *params)
         return self.run(x, None)[1]
 
-    def run(self, x: torch.Tensor, states: list | None):
+    def run(self, x: torch.Tensor, states: list | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(y_{N−1}, y_N) from y_0 = x; records each random block's random state into `states`."""
         previous, y = x, x  # y_{−1} = y_0 when started from rest; a start-up step replaces it
         for block in self.blocks:
             if states is not None and block.random:
                 states.append(_random_state(y))
-            if block.step is not None:
+            if isinstance(block, _StartupBlock):
                 previous, y = y, block.step(y)
                 continue
             f = block.f(y)
-            out = block.combine(y, previous, f) if block.reads_previous else block.combine(y, f)
+            out = block(y, previous, f)
             del f
             previous, y = y, out
         return previous, y
 
-    def coefficients(self, block: _Block) -> tuple[float, float, float]:
+    def coefficients(self, block: _MethodBlock) -> tuple[float, float, float]:
         """(α_0, α_1, h^q ε β_0) of a method step, with the block's learnable coefficient as trained now."""
         lmm = self.method
         theta = float(block.combine.get_parameter(block.theta)) if block.theta else lmm.theta
         alpha, beta = lmm.at(theta)
         return float(alpha[0]), float(alpha[1]), float(self.hq_eps * beta[0])
 
-    def invert(self, block: _Block, y: torch.Tensor, y_next: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def invert(self, block: _MethodBlock, y: torch.Tensor, y_next: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """y_{b−1} = (y_{b+1} − α_0 y_b − h^q ε β_0 f_b) / α_1, one new tensor."""
         a0, a1, c = self.coefficients(block)
         out = torch.add(y_next, y, alpha=-a0)
@@ -122,7 +140,8 @@ class _Reversible(torch.autograd.Function):
         previous, y = ctx.saved_tensors
         states = list(ctx.states)
         totals: dict[int, torch.Tensor] = {}
-        g_next, g = grad, None  # dL/dy_{b+1}, and what is known of dL/dy_b (from y_b's use as history)
+        g_next: torch.Tensor | None = grad  # dL/dy_{b+1}
+        g: torch.Tensor | None = None  # what is known of dL/dy_b (from y_b's use as history)
         y_next, y_b = y, previous
         for block in reversed(stage.blocks):
             state = states.pop() if block.random else None
@@ -140,50 +159,48 @@ class _Reversible(torch.autograd.Function):
             for p, d in zip(params, grads[len(inputs):]):
                 if d is not None:
                     totals[id(p)] = totals[id(p)] + d if id(p) in totals else d
-            y_next, y_b = inputs[0].detach(), inputs[1].detach() if len(inputs) > 1 else None
+            y_next = inputs[0].detach()
+            if len(inputs) > 1:
+                y_b = inputs[1].detach()
             g_next, g = g_b, g_prev
         dx = _add(g_next, g) if ctx.needs_input_grad[1] else None  # g: None, block 0 reads no y_{−1}
         return (None, dx, *(totals.get(id(p)) for p in ctx.params))
 
 
-def _replay(stage: ReversibleStage, block: _Block, y_b: torch.Tensor | None, y_next: torch.Tensor, state):
+def _replay(stage: ReversibleStage, block: _StartupBlock | _MethodBlock, y_b: torch.Tensor, y_next: torch.Tensor,
+            state) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Re-run one block under autograd from y_b (rebuilding y_{b−1} by the inverse step): ([y_b, y_{b−1}], y_{b+1}).
 
     The caller restores the block's batch-norm running statistics once the block's gradient is taken."""
     with torch.enable_grad(), _replaying(state), recomputation():
         y = y_b.detach().requires_grad_()
-        if block.step is not None:
+        if isinstance(block, _StartupBlock):
             return [y], block.step(y)
         f = block.f(y)
         if not block.reads_previous:
-            return [y], block.combine(y, f)
+            return [y], block(y, y, f)
         with torch.no_grad():
             previous = stage.invert(block, y_b, y_next, f)
         previous.requires_grad_()
-        return [y, previous], block.combine(y, previous, f)
+        return [y, previous], block(y, previous, f)
 
 
-class _replaying:
-    """Replay a block's recorded random state (CPU and the tensors' devices), restoring the current one after."""
-
-    def __init__(self, state) -> None:
-        self.state = state
-
-    def __enter__(self) -> None:
-        if self.state is None:
-            return
-        self.saved = (torch.get_rng_state(), get_device_states(*self.state[2]))
-        torch.set_rng_state(self.state[0])
-        set_device_states(*self.state[1])
-
-    def __exit__(self, *exc) -> None:
-        if self.state is not None:
-            torch.set_rng_state(self.saved[0])
-            set_device_states(*self.saved[1])
+@contextlib.contextmanager
+def _replaying(state):
+    """Replay a block's recorded random state (CPU and the state's device), restoring the current one after."""
+    if state is None:
+        yield
+        return
+    cpu, device_type, devices, states = state
+    with torch.random.fork_rng(devices=devices, device_type=device_type):
+        torch.set_rng_state(cpu)
+        set_device_states(devices, states, device_type=device_type)
+        yield
 
 
 def _random_state(y: torch.Tensor) -> tuple:
-    return torch.get_rng_state(), get_device_states(y), (y,) if y.device.type != "cpu" else ()
+    devices, states = get_device_states(y) if y.device.type != "cpu" else ([], [])
+    return torch.get_rng_state(), y.device.type if y.device.type != "cpu" else "cuda", devices, states
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -196,8 +213,10 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 def outline_reversible(module: fx.GraphModule, stages: list[int]) -> fx.GraphModule:
     """Replace each reversible stage's block nodes by one call of its `ReversibleStage` (in place)."""
     from rkcompile.analysis.units import node_unit  # the analysis package imports the compiler
+    from rkcompile.spec import Spec
 
     graph, spec = module.graph, module.spec
+    assert isinstance(spec, Spec)
     for n in stages:
         stage = spec.stages[n]
         labels = [f"stage{n}.block{b}" for b in range(stage.blocks)]
@@ -210,7 +229,7 @@ def outline_reversible(module: fx.GraphModule, stages: list[int]) -> fx.GraphMod
         name = f"stage{n}_reversible"
         object.__setattr__(module, name, runner)  # not a submodule: parameters and the state dict are unchanged
         first, last = members[labels[0]][0], states[-1]
-        rk = graphmeta.get(last).but(role=graphmeta.Role.REVERSIBLE, block=None, evaluation=None,
+        rk = _meta(last).but(role=graphmeta.Role.REVERSIBLE, block=None, evaluation=None,
                                       layer=f"blocks 0-{stage.blocks - 1}")
         with graph.inserting_before(first):
             function = graph.get_attr(name)
@@ -224,6 +243,13 @@ def outline_reversible(module: fx.GraphModule, stages: list[int]) -> fx.GraphMod
     graph.lint()
     module.recompile()
     return module
+
+
+def _meta(node: fx.Node) -> graphmeta.NodeMeta:
+    meta = graphmeta.get(node)
+    if meta is None:  # pragma: no cover - every node of a stage's blocks has the compiler's record
+        raise AssertionError(f"{node.name} has no rk metadata")
+    return meta
 
 
 def run_reversible(stage: ReversibleStage, x: torch.Tensor) -> torch.Tensor:
@@ -249,26 +275,25 @@ def stage_states(members: dict[str, list[fx.Node]], labels: list[str]) -> list[f
 
 
 def _outline_block(module: fx.GraphModule, n: int, b: int, members: list[fx.Node], y: fx.Node, previous: fx.Node,
-                   out: fx.Node, startup: bool) -> _Block:
+                   out: fx.Node, startup: bool) -> _StartupBlock | _MethodBlock:
     """The block's outlined GraphModules: the whole step (start-up), or F and the combination."""
     prefix = f"Stage{n}Block{b}"
     if startup:
         step = _subgraph(module, members, [y], out, f"{prefix}Step")
-        return _Block(b, step=step, random=_random(step), parts=[step])
+        return _StartupBlock(b, [step], _random(step), step)
     evaluation, f, rest = block_parts(members)
     reads_previous = previous is not y and any(previous in m.all_input_nodes for m in rest)
     fm = _subgraph(module, evaluation, [y], f, f"{prefix}F")
     combine = _subgraph(module, rest, [y, previous, f] if reads_previous else [y, f], out, f"{prefix}Combine")
-    theta = next((m.target for m in rest if m.op == "get_attr"), None)
-    return _Block(b, f=fm, combine=combine, reads_previous=reads_previous, theta=theta, random=_random(fm),
-                  parts=[fm, combine])
+    theta = next((str(m.target) for m in rest if m.op == "get_attr"), None)
+    return _MethodBlock(b, [fm, combine], _random(fm), fm, combine, reads_previous, theta)
 
 
 def block_parts(members: list[fx.Node]) -> tuple[list[fx.Node], fx.Node, list[fx.Node]]:
     """A method step's nodes split into F's (in order), F's value f_b, and the combination's (in order)."""
     mine = set(members)
-    f = next(m for m in members if graphmeta.get(m).role == graphmeta.Role.EVAL
-             and any(u in mine and graphmeta.get(u).role != graphmeta.Role.EVAL for u in m.users))
+    f = next(m for m in members if _meta(m).role == graphmeta.Role.EVAL
+             and any(u in mine and _meta(u).role != graphmeta.Role.EVAL for u in m.users))
     evaluation = _ancestors(f, mine)
     return [m for m in members if m in evaluation], f, [m for m in members if m not in evaluation]
 
@@ -302,5 +327,8 @@ def _subgraph(module: fx.GraphModule, members: list[fx.Node], inputs: list[fx.No
 
 def _random(part: nn.Module) -> bool:
     """Whether a part draws random numbers in training: dropout with p > 0 (also inside attention)."""
-    return any((isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) or
-               (isinstance(getattr(m, "dropout", None), float) and m.dropout > 0) for m in part.modules())
+    for m in part.modules():
+        p = m.p if isinstance(m, nn.modules.dropout._DropoutNd) else getattr(m, "dropout", None)
+        if isinstance(p, float) and p > 0:
+            return True
+    return False

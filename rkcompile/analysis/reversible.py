@@ -22,6 +22,21 @@ __all__ = ["ReversibleCosts", "reversible_costs"]
 
 
 @dataclass
+class _BlockKeys:
+    """One block's rows (F's and the combination's) and the storages backward holds while it runs them again."""
+
+    next: set  # y_{b+1} as backward holds it
+    y: set  # y_b
+    previous: set | None  # y_{b−1}, rebuilt by the inverse step (None: the block does not read it)
+    rename: dict  # plain-graph storage → the storage backward really uses (rebuilt states, the new y_{b+1})
+    f_rows: list[int]
+    c_rows: list[int]
+    f: set  # f_b
+    f_created: set
+    c_created: set
+
+
+@dataclass
 class ReversibleCosts:
     """One reversible stage: its rows, per-row forward live storages, the saved states, and its backward."""
 
@@ -29,7 +44,7 @@ class ReversibleCosts:
     last: int  # the stage's last row: where (y_{N−1}, y_N) are saved
     live: dict[int, set]  # row → storages alive while it runs forward (without autograd)
     stored: dict  # storage → bytes of (y_{N−1}, y_N)
-    blocks: list[dict] = field(default_factory=list)  # per block: its rows and keys, for `backward`
+    blocks: list[_BlockKeys] = field(default_factory=list)
 
     def backward(self, size: dict, alive: dict[int, set], saves: list[dict], flops: list[int], held: set,
                  outputs: set) -> tuple[dict[int, int], dict[int, int]]:
@@ -42,26 +57,25 @@ class ReversibleCosts:
             return sum(size.get(k, 0) for k in base.union(*parts))
 
         for block in reversed(self.blocks):
-            rename = block["rename"]
-            window = block["next"] | block["y"]
-
-            def mapped(keys) -> set:
-                return {rename.get(k, k) for k in keys}
-
+            window = block.next | block.y
             again: set = set()
-            for i in block["f_rows"]:
-                again |= mapped(saves[i])
-                peaks[i] = total(window, again, mapped(alive[i] & block["f_created"]))
+            for i in block.f_rows:
+                again |= _mapped(block.rename, saves[i])
+                peaks[i] = total(window, again, _mapped(block.rename, alive[i] & block.f_created))
                 spent[i] = flops[i]
-            if block["previous"] is not None:
-                f_row = block["f_rows"][-1]
-                peaks[f_row] = max(peaks[f_row], total(window, block["previous"], again, block["f"]))
-                window = window | block["previous"]
-            for i in block["c_rows"]:
-                again |= mapped(saves[i])
-                peaks[i] = total(window, again, block["f"], mapped(alive[i] & block["c_created"]))
+            if block.previous is not None:
+                f_row = block.f_rows[-1]
+                peaks[f_row] = max(peaks[f_row], total(window, block.previous, again, block.f))
+                window = window | block.previous
+            for i in block.c_rows:
+                again |= _mapped(block.rename, saves[i])
+                peaks[i] = total(window, again, block.f, _mapped(block.rename, alive[i] & block.c_created))
                 spent[i] = flops[i]
         return peaks, spent
+
+
+def _mapped(rename: dict, keys) -> set:
+    return {rename.get(k, k) for k in keys}
 
 
 def reversible_costs(nodes: list[fx.Node], size: dict, alive: dict[int, set], spec, n: int) -> ReversibleCosts:
@@ -71,8 +85,9 @@ def reversible_costs(nodes: list[fx.Node], size: dict, alive: dict[int, set], sp
     labels = [f"stage{n}.block{b}" for b in range(stage.blocks)]
     members: dict[str, list[fx.Node]] = {label: [] for label in labels}
     for node in nodes:
-        if node_unit(node) in members:
-            members[node_unit(node)].append(node)
+        unit = node_unit(node)
+        if unit is not None and unit in members:
+            members[unit].append(node)
     states = stage_states(members, labels)
     keys = [set(s.meta["cost"]["storages"]) for s in states]
     rows = {index[m] for label in labels for m in members[label]}
@@ -95,14 +110,12 @@ def reversible_costs(nodes: list[fx.Node], size: dict, alive: dict[int, set], sp
         holding = keys[max(b - 1, 0)] | keys[b] | keys[0]
         out_tag = f"stage{n}.out{b}"
         size[out_tag] = sum(size[k] for k in keys[b + 1])
-        rename = {k: t for k, t in zip(sorted(keys[b]), sorted(rebuilt(b)))} if rebuilt(b) != keys[b] else {}
+        rename: dict = dict(zip(sorted(keys[b]), sorted(rebuilt(b)))) if rebuilt(b) != keys[b] else {}
         rename.update({k: out_tag for k in keys[b + 1]})
-        entry = {"next": rebuilt(b + 1), "y": rebuilt(b), "rename": rename, "previous": None}
         if b < stage.tableau.startup_steps:
             for i in mine:
                 live[i] = holding | (alive[i] & own)
-            entry.update(f_rows=[], c_rows=mine, f=set(), c_created=own, f_created=set())
-            layout.append(entry)
+            layout.append(_BlockKeys(rebuilt(b + 1), rebuilt(b), None, rename, [], mine, set(), set(), own))
             continue
         evaluation, f, rest = block_parts(members[label])
         f_rows, c_rows = [index[m] for m in evaluation], [index[m] for m in rest]
@@ -112,13 +125,13 @@ def reversible_costs(nodes: list[fx.Node], size: dict, alive: dict[int, set], sp
             live[i] = holding | (alive[i] & f_created)
         for i in c_rows:
             live[i] = holding | f_keys | (alive[i] & (own - f_created))
-        reads_previous = b > 0 and any(states[b - 1] in m.all_input_nodes for m in rest)
-        if reads_previous:
-            entry["previous"] = rebuilt(b - 1)
-            rename.update({k: t for k, t in zip(sorted(keys[b - 1]), sorted(rebuilt(b - 1)))
-                           if rebuilt(b - 1) != keys[b - 1]})
-        entry.update(f_rows=f_rows, c_rows=c_rows, f=f_keys, f_created=f_created, c_created=own - f_created)
-        layout.append(entry)
+        previous = None
+        if b > 0 and any(states[b - 1] in m.all_input_nodes for m in rest):
+            previous = rebuilt(b - 1)
+            if previous != keys[b - 1]:
+                rename.update(zip(sorted(keys[b - 1]), sorted(previous)))
+        layout.append(_BlockKeys(rebuilt(b + 1), rebuilt(b), previous, rename, f_rows, c_rows, f_keys, f_created,
+                                 own - f_created))
     outside = {i: alive[i] - created - keys[0] for i in rows}
     live = {i: live[i] | outside[i] for i in rows}
     return ReversibleCosts(rows, max(rows), live, stored, layout)
