@@ -3,7 +3,7 @@
 HO-ResNet-58's F (conv3x3-BN-ReLU-conv3x3-BN, 64 channels, 32×32, `after: none`) integrated by momentum
 (Sander et al. 2021, γ = 0.9) at several depths: predicted saved-for-backward and training peak at --batch for
 ordinary and reversible backprop and for the smallest training peak the checkpoint planner reaches; measured at
---measure-batch with --measure. Then the planner's memory-recompute curve at 28 blocks with the reversible point,
+--measure-batch with --measure (reversible only). Then the planner's memory-recompute curve at 28 blocks with the reversible point,
 and the float32 drift: gradients of reversible and ordinary backprop in float32 against ordinary backprop in
 float64, on a narrower copy (16 channels, 16×16, batch 8) at growing depth, for momentum, leapfrog, second order.
 
@@ -48,7 +48,7 @@ def depth_rows(batch: int, measure_batch: int | None) -> list[dict]:
             t = analyze(model, batch=batch).total
             row[backprop] = {"saved": t.saved_bytes, "training_peak": t.training_peak, "flops": t.flops,
                              "recompute_flops": t.recompute_flops}
-            if measure_batch:
+            if measure_batch and backprop == "reversible":  # ordinary backprop: measured in the tables above
                 m = analyze(model, batch=measure_batch, measure=True).total
                 row[backprop]["measured"] = {"batch": measure_batch, "saved": [m.saved_bytes, m.measured_saved_bytes],
                                              "training_peak": [m.training_peak, m.measured_training_peak]}
