@@ -245,3 +245,14 @@ output: {classes: 3}
     with pytest.raises(SpecError, match=r"stages\[1\]\.integrator\.startup: 'backprop: reversible' rebuilds the states of one "
                                         r"stage; 'startup: previous' carries history in"):
         parse_spec(text, {"stages.0.backprop": "saved", "stages.1.backprop": "reversible"})
+
+
+def test_timeline_refuses_a_reversible_stage(tmp_path):
+    path = tmp_path / "rev.yaml"
+    path.write_text(IMAGES)
+    result = CliRunner().invoke(cli, ["analyze", str(path), "--batch", "2", "--timeline", str(tmp_path / "t.png")])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "error: the timeline follows the graph node by node, but stage 0 runs all its blocks as one node "
+        "('backprop: reversible'); draw it with --set stages.0.backprop=saved, or read its peaks from analyze")
+    assert not (tmp_path / "t.png").exists()
