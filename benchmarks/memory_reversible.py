@@ -5,7 +5,7 @@ HO-ResNet-58's F (conv3x3-BN-ReLU-conv3x3-BN, 64 channels, 32×32, `after: none`
 ordinary and reversible backprop and for the smallest training peak the checkpoint planner reaches; measured at
 --measure-batch with --measure (reversible only). Then the planner's memory-recompute curve at 28 blocks with the reversible point,
 and the float32 drift: gradients of reversible and ordinary backprop in float32 against ordinary backprop in
-float64, on a narrower copy (16 channels, 16×16, batch 8) at growing depth, for momentum, leapfrog, second order.
+float64, on a narrower copy (8 channels, 8×8, batch 4) at growing depth, for momentum, leapfrog, second order.
 
     python benchmarks/memory_reversible.py [--batch 128] [--measure] [--measure-batch 8]
 """
@@ -18,17 +18,19 @@ from pathlib import Path
 
 import torch
 
-from rkcompile import build, plan, tradeoff
-from rkcompile.analysis import analyze
+from rkcompile import build, tradeoff
+from rkcompile.analysis import predict
+from rkcompile.analysis.checkpoint import checkpoint_costs
+from rkcompile.analysis.measure import measure_step
 from rkcompile.analysis.report import human_bytes
 from rkcompile.files import write_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "ho-resnet58-euler.yaml"
 DEPTHS = (8, 16, 28, 64)
-DRIFT_DEPTHS = (8, 28, 64, 128)
+DRIFT_DEPTHS = (8, 32, 128)
 METHODS = ("momentum", "leapfrog", "second-order")
-NARROW = {"input.height": 16, "input.width": 16, "stem.channels": 16, "stages.0.channels": 16}
+NARROW = {"input.height": 8, "input.width": 8, "stem.channels": 8, "stages.0.channels": 8}
 
 
 def network(blocks: int, backprop: str, integrator: str = "momentum", **extra):
@@ -38,25 +40,30 @@ def network(blocks: int, backprop: str, integrator: str = "momentum", **extra):
                         "stages.0.backprop": backprop, **extra})
 
 
+def costs(blocks: int, batch: int, integrator: str = "momentum"):
+    """Predicted costs of ordinary and of reversible backprop from one meta run of the ordinary network."""
+    plain = predict(network(blocks, "saved", integrator), batch)
+    return checkpoint_costs(plain, []), checkpoint_costs(plain, [], [0]), sum(
+        n.meta["cost"]["flops"] for n in plain.graph.nodes if "cost" in n.meta)
+
+
 def depth_rows(batch: int, measure_batch: int | None) -> list[dict]:
     """Per depth: predicted (and measured) saved and training peak, ordinary, reversible, planner's smallest."""
     rows = []
     for blocks in DEPTHS:
-        row: dict = {"blocks": blocks}
-        for backprop in ("saved", "reversible"):
-            model = network(blocks, backprop)
-            t = analyze(model, batch=batch).total
-            row[backprop] = {"saved": t.saved_bytes, "training_peak": t.training_peak, "flops": t.flops,
-                             "recompute_flops": t.recompute_flops}
-            if measure_batch and backprop == "reversible":  # ordinary backprop: measured in the tables above
-                m = analyze(model, batch=measure_batch, measure=True).total
-                row[backprop]["measured"] = {"batch": measure_batch, "saved": [m.saved_bytes, m.measured_saved_bytes],
-                                             "training_peak": [m.training_peak, m.measured_training_peak]}
-        smallest = plan(network(blocks, "saved"), 2**50, batch=batch)
-        row["planner_minimum"] = smallest.minimum
-        at_minimum = plan(network(blocks, "saved"), smallest.minimum, batch=batch)
-        row["planner_at_minimum"] = {"training_peak": at_minimum.training_peak,
-                                     "recompute": at_minimum.recompute_flops / at_minimum.flops}
+        ordinary, reversible, flops = costs(blocks, batch)
+        row: dict = {"blocks": blocks, "flops": flops,
+                     "saved": {"saved": ordinary.saved_bytes, "training_peak": ordinary.training_peak},
+                     "reversible": {"saved": reversible.saved_bytes, "training_peak": reversible.training_peak,
+                                    "recompute": sum(reversible.recompute_flops.values()) / flops}}
+        if measure_batch:
+            _, predicted, _ = costs(blocks, measure_batch)
+            m = measure_step(network(blocks, "reversible"), measure_batch)
+            row["reversible"]["measured"] = {"batch": measure_batch, "saved": [predicted.saved_bytes, m["saved_bytes"]],
+                                             "training_peak": [predicted.training_peak, m["training_peak"]]}
+        smallest = tradeoff(network(blocks, "saved"), batch=batch, points=2)[0]
+        row["planner_at_minimum"] = {"training_peak": smallest.training_peak,
+                                     "recompute": smallest.recompute_flops / smallest.flops}
         rows.append(row)
     return rows
 
@@ -76,7 +83,7 @@ def depth_table(rows: list[dict], batch: int) -> str:
         lines.append(f"| {r['blocks']} | {human_bytes(o['saved'])} | {human_bytes(v['saved'])} "
                      f"| {human_bytes(o['training_peak'])} | {human_bytes(v['training_peak'])} "
                      f"| {human_bytes(r['planner_at_minimum']['training_peak'])} "
-                     f"({r['planner_at_minimum']['recompute']:.0%}) | {v['recompute_flops'] / v['flops']:.0%} "
+                     f"({r['planner_at_minimum']['recompute']:.0%}) | {v['recompute']:.0%} "
                      f"| {measured} |")
     return "\n".join(lines)
 
@@ -84,10 +91,11 @@ def depth_table(rows: list[dict], batch: int) -> str:
 def curve(batch: int, blocks: int, points: int) -> dict:
     """The planner's memory-recompute curve for ordinary momentum at `blocks`, and the reversible point."""
     plans = tradeoff(network(blocks, "saved"), batch=batch, points=points)
-    t = analyze(network(blocks, "reversible"), batch=batch).total
+    _, reversible, flops = costs(blocks, batch)
     return {"blocks": blocks, "planner": [{"training_peak": p.training_peak, "recompute": p.recompute_flops / p.flops}
                                           for p in plans],
-            "reversible": {"training_peak": t.training_peak, "recompute": t.recompute_flops / t.flops}}
+            "reversible": {"training_peak": reversible.training_peak,
+                           "recompute": sum(reversible.recompute_flops.values()) / flops}}
 
 
 def _gradients(model, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +109,7 @@ def _gradients(model, x: torch.Tensor) -> torch.Tensor:
 def drift() -> list[dict]:
     """Relative error of all gradients (input and parameters) against ordinary backprop in float64."""
     rows = []
-    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for method in METHODS:
         for blocks in DRIFT_DEPTHS:
             ordinary = network(blocks, "saved", method, **NARROW)
@@ -179,7 +187,7 @@ def run(batch: int, measure_batch: int | None, points: int, out: Path) -> tuple[
             f"{rev['recompute']:.0%} recomputation; the planner's curve there: "
             + ", ".join(f"{human_bytes(p['training_peak'])} ({p['recompute']:.0%})" for p in curve_data["planner"]),
             "", "## Float32 drift: relative error of all gradients against ordinary backprop in float64 "
-            "(16 channels, 16×16, batch 8)", "", drift_table(drift_rows)]
+            "(8 channels, 8×8, batch 4)", "", drift_table(drift_rows)]
     return "\n".join(text) + "\n", {"depths": rows, "curve": curve_data, "drift": drift_rows}
 
 
