@@ -29,6 +29,7 @@ from rkcompile.checkpointing import recomputation
 
 __all__ = ["ReversibleStage", "block_parts", "outline_reversible", "reversible_stages", "run_reversible", "stage_states"]
 
+
 def reversible_stages(spec) -> list[int]:
     """Indices of the spec's stages with `backprop: reversible`."""
     return [n for n, stage in enumerate(spec.stages) if stage.backprop == "reversible"]
