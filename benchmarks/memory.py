@@ -5,7 +5,8 @@ forward and backward (slow at batch 128 on a few cores: --measure-batch picks a 
 Euler sit next to the ones HO-ResNet reports (Luo et al. 2022, Table 2: Euler 1x, midpoint 1x, RK4 1.5x, Verner 7x).
 Then: the inference peak under each step lowering (accumulate, minimal registers), and the memory-recompute
 curve of the checkpoint planner per scheme for HO-ResNet-58 and ContinuousNet-32-32-32 (plotted), with
-measured training steps at --measure-batch for three budgets per scheme when --measure is given.
+measured training steps at --measure-batch for three budgets per scheme when --measure is given. Last,
+reversible backprop against ordinary backprop and the planner, and its float32 drift (`memory_reversible.py`).
 
     python benchmarks/memory.py [--batch 128] [--measure] [--measure-batch 16] [--points 8]
 """
@@ -215,6 +216,12 @@ def main(argv: list[str] | None = None) -> None:
         table, checked = measured_plans(mbatch)
         seconds["planned.measure"] = time.perf_counter() - start
         text += ["", f"## Planned checkpoints measured (one CPU training step, batch {mbatch})", "", table]
+    start = time.perf_counter()
+    from memory_reversible import run as reversible
+
+    section, reversible_data = reversible(args.batch, mbatch if args.measure else None, args.points, args.out)
+    seconds["reversible"] = time.perf_counter() - start
+    text += ["", section.rstrip("\n")]
     markdown = "\n".join(text) + "\n"
     print(markdown)
     for report in predicted.values():
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     data = {"batch": args.batch, "measure_batch": mbatch if measured else None, "paper_ratio": PAPER,
             "seconds": seconds, "predicted": {k: v.to_dict() for k, v in predicted.items()},
             "measured": {k: v.to_dict() for k, v in measured.items()}, "lowerings": lowering_data,
-            "curves": curve_data, "planned_measured": checked}
+            "curves": curve_data, "planned_measured": checked, "reversible": reversible_data}
     write_file(args.out / "memory.json", json.dumps(data, indent=1) + "\n")
 
 

@@ -9,13 +9,15 @@ attribute, not a registered submodule, so parameters and the state dict are unch
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import fx, nn
 from torch.utils.checkpoint import checkpoint
 
 from rkcompile import graphmeta
 
-__all__ = ["checkpoint_group", "groups_of", "outline_checkpoints", "plain_model", "recomputing"]
+__all__ = ["checkpoint_group", "groups_of", "outline_checkpoints", "plain_model", "plain_overrides", "recomputation", "recomputing"]
 
 _recomputing = [0]  # depth of recomputations running now (read by the memory measurement)
 
@@ -23,6 +25,16 @@ _recomputing = [0]  # depth of recomputations running now (read by the memory me
 def recomputing() -> bool:
     """True while backward is running a checkpointed group again."""
     return _recomputing[0] > 0
+
+
+@contextlib.contextmanager
+def recomputation():
+    """Mark the ops run inside as backward running forward work again (checkpointed or reversible blocks)."""
+    _recomputing[0] += 1
+    try:
+        yield
+    finally:
+        _recomputing[0] -= 1
 
 
 def checkpoint_group(function, *args):
@@ -67,14 +79,21 @@ def groups_of(spec) -> list[tuple[int, int, int]]:
 
 
 def plain_model(model: fx.GraphModule) -> fx.GraphModule:
-    """`model` itself, or when it checkpoints groups the same network compiled without them (one node per layer,
-    for reading its structure; its weights are freshly initialised)."""
+    """`model` itself, or when it checkpoints groups or has reversible stages the same network compiled with
+    ordinary backprop (one node per layer, for reading its structure; its weights are freshly initialised)."""
     spec = getattr(model, "spec", None)
-    if spec is None or not groups_of(spec):
+    if spec is None or not (groups_of(spec) or any(s.backprop != "saved" for s in spec.stages)):
         return model
     from rkcompile.compiler import build
 
-    return build(spec, overrides={f"stages.{n}.checkpoint": None for n in range(len(spec.stages))})
+    return build(spec, overrides=plain_overrides(spec))
+
+
+def plain_overrides(spec) -> dict:
+    """Overrides that compile `spec` with ordinary backprop: no checkpoint groups, no reversible stages."""
+    out: dict[str, object] = {f"stages.{n}.checkpoint": None for n in range(len(spec.stages))}
+    out.update({f"stages.{n}.backprop": None for n, s in enumerate(spec.stages) if s.backprop != "saved"})
+    return out
 
 
 def outline_checkpoints(module: fx.GraphModule, groups: list[tuple[int, int, int]]) -> fx.GraphModule:

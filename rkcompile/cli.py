@@ -168,7 +168,8 @@ def stage_table(spec) -> str:
         groups.append(", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s.checkpoint) if s.checkpoint else "none")
     header = ["stage", "width", "entry", "module", "integrator", "weights", "blocks", "evaluations", "h"]
     # the columns appear where they say something: learned steps (and their controllers), skip-init scalars, a
-    # step scaled by epsilon, a stage lowered with minimal registers, checkpointed blocks
+    # step scaled by epsilon, a stage lowered with minimal registers, checkpointed blocks,
+    # reversible backprop
     for name, cells in _step_columns(spec.stages):
         header.append(name)
         rows = [[*row, text] for row, text in zip(rows, cells, strict=True)]
@@ -178,6 +179,9 @@ def stage_table(spec) -> str:
     if any(text != "none" for text in groups):
         header.append("checkpoint")
         rows = [[*row, text] for row, text in zip(rows, groups, strict=True)]
+    if any(s.backprop != "saved" for s in spec.stages):
+        header.append("backprop")
+        rows = [[*row, s.backprop] for row, s in zip(rows, spec.stages, strict=True)]
     return table(rows, header)
 
 

@@ -29,6 +29,7 @@ from rkcompile.lowering import StepPlan
 from rkcompile.lowering_registers import lower_step_registers, stage_lowering
 from rkcompile.modules import LayerCall, Part, Scale, activation, build_part
 from rkcompile.planning import StagePlan
+from rkcompile.reversible import outline_reversible, reversible_stages
 from rkcompile.shapes import PartPlan, Shape
 from rkcompile.spec import Spec, Stage
 from rkcompile.stage_options import Init, drop_rates, initialise
@@ -112,7 +113,10 @@ class Compiler:
             module.add_submodule(target, self.root.get_submodule(target))
         module.spec = spec
         groups = groups_of(spec)
-        return outline_checkpoints(module, groups) if groups else module
+        if groups:
+            outline_checkpoints(module, groups)
+        stages = reversible_stages(spec)
+        return outline_reversible(module, stages) if stages else module
 
     # ------------------------------------------------------------ the API for entries and controllers
     def attach(self, target: str, module: nn.Module) -> None:

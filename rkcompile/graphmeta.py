@@ -35,6 +35,7 @@ class Role(str, Enum):
     HISTORY = "history"  # a multistep step adds a carried term: α_j y_{n−j} or β_j h f_{n−j}
     REGISTER = "register"  # an axpy of the minimal-register lowering (`rkcompile.lowering_registers`)
     CHECKPOINT = "checkpoint"  # a checkpointed group of blocks, outlined (`rkcompile.checkpointing`)
+    REVERSIBLE = "reversible"  # a stage's blocks run with reversible backprop, outlined (`rkcompile.reversible`)
 
 
 class Part(str, Enum):

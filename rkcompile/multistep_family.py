@@ -220,6 +220,9 @@ def check_previous(previous, stage, path: tuple) -> None:
         raise PlanError(f"'startup: previous' carries y_{{n−1}} across the stage boundary, but this stage's "
                         f"'{stage.entry.kind}' entry changes the state in between: start again ('startup: "
                         f"{method.method.startup or 'rk4'}') or remove the entry", where, compile=False)
+    if previous.backprop == "reversible":
+        raise PlanError("'startup: previous' reads the previous stage's y_{N−1}, which its 'backprop: reversible' "
+                        "does not keep: name a start-up method, or use 'backprop: saved' there", where, compile=False)
     prev = previous.tableau
     if getattr(prev, "method", None) != method.method or previous.h != stage.h:
         found = f"{prev.name} with h = {format_coefficient(previous.h)}"

@@ -22,8 +22,10 @@ from torch import fx
 from rkcompile.analysis import predict
 from rkcompile.analysis.checkpoint import UnitCost, checkpoint_costs, unit_costs
 from rkcompile.analysis.report import human_bytes
+from rkcompile.checkpointing import plain_overrides
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
+from rkcompile.reversible import reversible_stages
 from rkcompile.spec import Spec
 
 __all__ = ["CheckpointPlan", "parse_bytes", "plan", "tradeoff"]
@@ -88,7 +90,10 @@ class CheckpointPlan:
         for n in range(len(self.spec.stages)):
             groups = fields.get(n)
             text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in groups) if groups else "none"
-            lines.append(f"  stage {n}: checkpoint blocks {text}" if groups else f"  stage {n}: no checkpoint")
+            if self.spec.stages[n].backprop == "reversible":
+                lines.append(f"  stage {n}: reversible backprop (keeps its last two states)")
+            else:
+                lines.append(f"  stage {n}: checkpoint blocks {text}" if groups else f"  stage {n}: no checkpoint")
         return "\n".join(lines)
 
 
@@ -116,10 +121,10 @@ class _Planner:
             raise RkcompileError(f"batch must be at least 1, found {batch}")
         spec = spec_or_path.spec if isinstance(spec_or_path, fx.GraphModule) else build(spec_or_path).spec
         self.spec, self.batch = spec, batch
-        self.plain = predict(build(spec, overrides={f"stages.{n}.checkpoint": None for n in range(len(spec.stages))}),
-                             batch, dtype)
-        self.units, self.output = unit_costs(self.plain)
-        self.without = checkpoint_costs(self.plain, [])
+        self.plain = predict(build(spec, overrides=plain_overrides(spec)), batch, dtype)
+        self.reversible = reversible_stages(spec)  # kept as they are: their blocks save nothing to checkpoint
+        self.units, self.output = unit_costs(self.plain, self.reversible)
+        self.without = checkpoint_costs(self.plain, [], self.reversible)
         self.flops = sum(u.flops for u in self.units)
         self.minimum = _minimum(self.units, self.output, self.without.training_peak)
 
@@ -133,7 +138,7 @@ class _Planner:
         groups: tuple = ()
         if self.without.training_peak > limit:
             groups = _programme(self.units, self.output, limit)[1]
-        costs = checkpoint_costs(self.plain, list(groups))
+        costs = checkpoint_costs(self.plain, list(groups), self.reversible)
         return CheckpointPlan(spec.name, self.batch, limit, groups, costs.training_peak, self.without.training_peak,
                               costs.saved_bytes, sum(costs.recompute_flops.values()), self.flops, self.minimum, spec)
 

@@ -142,6 +142,7 @@ class RegionalModule(nn.Module):
 
     def __init__(self, model: fx.GraphModule) -> None:
         super().__init__()
+        _refuse_reversible(model)
         for name, child in model.named_children():
             self.add_module(name, child)
         self.spec = getattr(model, "spec", None)
@@ -181,6 +182,16 @@ class RegionalModule(nn.Module):
             else:
                 values.update(zip(region.outputs, out))
         return values[self.result]
+
+
+def _refuse_reversible(model: fx.GraphModule) -> None:
+    """Reversible stages run all their blocks inside one autograd.Function: there are no block regions to compile."""
+    spec = getattr(model, "spec", None)
+    stages = [n for n, s in enumerate(spec.stages) if s.backprop == "reversible"] if spec is not None else []
+    if stages:
+        raise RkcompileError(f"regional compilation compiles blocks one structure at a time, but stage {stages[0]} "
+                             "has 'backprop: reversible', which runs all its blocks inside one autograd.Function; "
+                             "use mode='full' or 'backprop: saved'")
 
 
 def _holder(owners: dict[str, nn.Module]) -> nn.Module:

@@ -194,7 +194,9 @@ class Stage(_Model):
     uses, k_j kept until its last use), `registers` (only a basis of what later stages still need), or `auto`
     (registers where they keep fewer activations alive). `checkpoint` lists groups of consecutive blocks
     [first, last] recomputed in backward instead of saved (as `rkcompile plan` writes them). `time` makes F
-    depend on t (`none`, `concat`, `film`: `rkcompile.conditioning`).
+    depend on t (`none`, `concat`, `film`: `rkcompile.conditioning`). `backprop:
+    reversible` keeps only the last two states and reconstructs the earlier ones in backward by the method's
+    inverse step (`rkcompile.reversible`); `saved` is ordinary backprop.
     """
 
     name: str | None = None
@@ -213,6 +215,7 @@ class Stage(_Model):
     checkpoint: list[tuple[BlockIndex, BlockIndex]] | None = None
     init: Init = Init()
     drop_path: DropPath | None = Field(None, json_schema_extra=DROP_PATH_SCHEMA)
+    backprop: Literal["saved", "reversible"] = "saved"
 
     _family: object = PrivateAttr(default=None)
     _method: object = PrivateAttr(default=None)
@@ -237,6 +240,10 @@ class Stage(_Model):
             raise PlanError(str(e), ("integrator",), compile=False) from None
         self._check_budget()
         self._check_checkpoint()
+        if self.backprop == "reversible":
+            from rkcompile.backprop import check_reversible
+
+            check_reversible(self)
         return self
 
     def _check_budget(self) -> None:

@@ -23,12 +23,13 @@ from rkcompile.analysis.optimizer import check_optimizer, gradient_bytes, optimi
 from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
 from rkcompile.analysis.units import node_unit, stage_of, units_in_order
-from rkcompile.checkpointing import groups_of
+from rkcompile.checkpointing import groups_of, plain_overrides
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
 from rkcompile.graphmeta import Role
 from rkcompile.limits import DEFAULT, Limits, estimate
 from rkcompile.model import as_model
+from rkcompile.reversible import reversible_stages
 from rkcompile.spec import Spec
 from rkcompile.summary import owned_parameters
 
@@ -92,11 +93,7 @@ def euler_manifestation(spec: Spec, limits: Limits | None = None) -> fx.GraphMod
         changes[f"stages.{i}.integrator"] = "euler"
         if stage.steps is not None:
             changes[f"stages.{i}.steps"] = stage.total_evaluations
-    return build(spec, overrides={**changes, **_no_checkpoints(spec)}, limits=limits)
-
-
-def _no_checkpoints(spec: Spec) -> dict:
-    return {f"stages.{i}.checkpoint": None for i in range(len(spec.stages))}
+    return build(spec, overrides={**changes, **plain_overrides(spec)}, limits=limits)
 
 
 def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.float32) -> fx.GraphModule:
@@ -113,8 +110,9 @@ def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.fl
 def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool, limits: Limits,
             optimizer: str = "sgd-momentum") -> Report:
     groups = groups_of(model.spec)
-    if groups:
-        return _checkpointed(model, groups, batch, dtype, measure, limits, optimizer)
+    reversible = reversible_stages(model.spec)
+    if groups or reversible:
+        return _checkpointed(model, groups, reversible, batch, dtype, measure, limits, optimizer)
     predict(model, batch, dtype)
     if measure:
         _check_measure(max((n.meta["cost"]["training_bytes"] for n in model.graph.nodes if "cost" in n.meta),
@@ -229,13 +227,14 @@ def _unit_row(label: str, nodes: list[fx.Node], owned: dict[str, int], own: int,
     )
 
 
-def _checkpointed(model: fx.GraphModule, groups: list, batch: int, dtype: torch.dtype, measure: bool,
-                  limits: Limits, optimizer: str) -> Report:
-    """The report of a network with checkpointed groups: the same network's costs without them, with what is
-    saved and the training peaks of `checkpoint_costs`; measured (whole training step) in the total row."""
-    plain = build(model.spec, overrides=_no_checkpoints(model.spec))
+def _checkpointed(model: fx.GraphModule, groups: list, reversible: list, batch: int, dtype: torch.dtype,
+                  measure: bool, limits: Limits, optimizer: str) -> Report:
+    """The report of a network with checkpointed groups or reversible stages: the same network's costs with
+    ordinary backprop, with what is saved and the training peaks of `checkpoint_costs`; measured (whole
+    training step) in the total row."""
+    plain = build(model.spec, overrides=plain_overrides(model.spec))
     report = _report(plain, batch, dtype, False, limits, optimizer)
-    costs = checkpoint_costs(plain, groups)
+    costs = checkpoint_costs(plain, groups, reversible)
     nodes: dict[str, list[str]] = {}
     costed = [n for n in plain.graph.nodes if n.name in costs.training]
     for n in costed:

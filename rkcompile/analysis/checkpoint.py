@@ -11,10 +11,11 @@ forward peak and every recomputation's peak; the recomputed FLOPs are those of t
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import fx
 
+from rkcompile.analysis.reversible import reversible_costs
 from rkcompile.analysis.units import node_unit
 
 __all__ = ["CheckpointCosts", "UnitCost", "checkpoint_costs", "unit_costs"]
@@ -32,11 +33,16 @@ class CheckpointCosts:
     recompute_flops: dict[str, int]  # node → FLOPs spent running it again in backward
 
 
-def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) -> CheckpointCosts:
-    """Costs of `model` (predicted, without checkpoints) when `groups` (stage, first, last) are checkpointed."""
+def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]],
+                     reversible: list[int] | tuple[int, ...] = ()) -> CheckpointCosts:
+    """Costs of `model` (predicted, plain backprop) when `groups` (stage, first, last) are checkpointed and the
+    stages in `reversible` run with reversible backprop (`rkcompile.analysis.reversible`)."""
     nodes = [n for n in model.graph.nodes if "cost" in n.meta]
     index = {n: i for i, n in enumerate(nodes)}
     size, alive = _alive(nodes)
+    stages = [reversible_costs(nodes, size, alive, model.spec, r) for r in reversible]
+    stage_of_row = {i: s for s in stages for i in s.rows}
+    live = {i: stage_of_row[i].live[i] if i in stage_of_row else alive[i] for i in range(len(nodes))}
     group_of: dict[str | None, int] = {}
     for group, (n, first, last) in enumerate(groups):
         for b in range(first, last + 1):
@@ -61,10 +67,16 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
     before: dict[int, dict[int, int]] = {}
     training: dict[str, int] = {}
     saved: dict[str, int] = {}
-    inference = {n.name: total(alive[i], inputs[g] if (g := member[i]) is not None else ()) for i, n in enumerate(nodes)}
+    inference = {n.name: total(live[i], inputs[g] if (g := member[i]) is not None else ()) for i, n in enumerate(nodes)}
+    held_before: dict[int, set[int]] = {}  # reversible stage → storages held when it starts
     for i, n in enumerate(nodes):
         g, had = member[i], held_bytes
-        new = n.meta["cost"]["saves"] if g is None else inputs[g] if g not in before else {}
+        rev = stage_of_row.get(i)
+        if rev is not None:
+            held_before.setdefault(id(rev), set(held))
+            new = rev.stored if i == rev.last else {}
+        else:
+            new = n.meta["cost"]["saves"] if g is None else inputs[g] if g not in before else {}
         for key, nbytes in new.items():
             if key not in held:
                 held[key] = nbytes
@@ -72,10 +84,17 @@ def checkpoint_costs(model: fx.GraphModule, groups: list[tuple[int, int, int]]) 
         if g is not None and g not in before:
             before[g] = dict(held)
         saved[n.name] = held_bytes - had
-        training[n.name] = held_bytes + sum(size[k] for k in alive[i] if k not in held)
+        training[n.name] = held_bytes + sum(size[k] for k in live[i] if k not in held)
     forward_saved = held_bytes
     outputs = set(nodes[-1].meta["cost"]["storages"]) if nodes else set()
     recompute: dict[str, int] = {}
+    saves = [n.meta["cost"]["saves"] for n in nodes]
+    flops = [n.meta["cost"]["flops"] for n in nodes]
+    for rev in stages:
+        peaks, spent = rev.backward(size, alive, saves, flops, held_before[id(rev)], outputs)
+        for i, peak in peaks.items():
+            training[nodes[i].name] = max(training[nodes[i].name], peak)
+        recompute.update({nodes[i].name: f for i, f in spent.items()})
     for g in range(len(groups)):
         rows = [i for i in range(len(nodes)) if member[i] == g]
         savers = [i for i in rows if nodes[i].meta["cost"]["saves"]]
@@ -120,10 +139,12 @@ def _alive(nodes: list[fx.Node]) -> tuple[dict[int, int], dict[int, set[int]]]:
     return size, alive
 
 
-def unit_costs(model: fx.GraphModule) -> tuple[list[UnitCost], int]:
-    """Per unit in graph order, the planner's costs; and the bytes of the network's output."""
+def unit_costs(model: fx.GraphModule, reversible: list[int] | tuple[int, ...] = ()) -> tuple[list[UnitCost], int]:
+    """Per unit in graph order, the planner's costs; and the bytes of the network's output. The blocks of a
+    reversible stage are one unit (`stage{n}.reversible`), which no checkpoint group can take."""
     nodes = [n for n in model.graph.nodes if "cost" in n.meta]
     size, alive = _alive(nodes)
+    merged = {r: _reversible_unit(nodes, size, alive, model.spec, r) for r in reversible}
     index = {n: i for i, n in enumerate(nodes)}
     order: dict[str, list[int]] = {}
     for i, n in enumerate(nodes):
@@ -157,4 +178,22 @@ def unit_costs(model: fx.GraphModule) -> tuple[list[UnitCost], int]:
                             max(sum(size[k] for k in alive[i]) for i in rows), forward, recompute,
                             sum(nodes[i].meta["cost"]["flops"] for i in rows)))
     outputs = sum(nodes[-1].meta["cost"]["storages"].values()) if nodes else 0
+    for r, unit in merged.items():
+        rows = [i for i, u in enumerate(out) if u.label.startswith(f"stage{r}.block")]
+        unit = replace(unit, forward=unit.forward + outputs)
+        out = out[: rows[0]] + [unit] + out[rows[-1] + 1:]
     return out, outputs
+
+
+def _reversible_unit(nodes: list[fx.Node], size: dict, alive: dict, spec, n: int) -> UnitCost:
+    """A reversible stage as one planner unit: it saves (y_{N−1}, y_N); its `forward` bounds both its forward
+    pass and its backward (which runs on top of what is held before it, and the network output)."""
+    rev = reversible_costs(nodes, size, alive, spec, n)
+    saves = [m.meta["cost"]["saves"] for m in nodes]
+    flops = [m.meta["cost"]["flops"] for m in nodes]
+    peaks, _ = rev.backward(size, alive, saves, flops, set(), set())
+    live = max(sum(size[k] for k in rev.live[i]) for i in rev.rows)
+    forward = max(live, sum(size[k] for k in rev.live[rev.last] | set(rev.stored)))
+    # the caller adds the network output to the backward bound (the forward bound only gains from it)
+    return UnitCost(f"stage{n}.reversible", sum(rev.stored.values()), 0, live,
+                    max(forward, max(peaks.values(), default=0)), 0, sum(flops[i] for i in rev.rows))

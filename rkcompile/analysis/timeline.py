@@ -22,6 +22,7 @@ from torch import fx
 from rkcompile.analysis.measure import MeasureInterpreter, StorageTracker, _storage
 from rkcompile.analysis.propagate import meta_input
 from rkcompile.analysis.units import node_unit
+from rkcompile.errors import RkcompileError
 
 __all__ = ["Timeline", "timeline", "measure_backward"]
 
@@ -67,6 +68,12 @@ def timeline(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.f
     """The predicted (and with `measure`, measured) timeline of a compiled model."""
     from rkcompile.analysis import predict
 
+    spec = getattr(model, "spec", None)
+    reversible = [n for n, s in enumerate(spec.stages) if s.backprop == "reversible"] if spec is not None else []
+    if reversible:
+        raise RkcompileError(f"the timeline follows the graph node by node, but stage {reversible[0]} runs all its "
+                             f"blocks as one node ('backprop: reversible'); draw it with "
+                             f"--set stages.{reversible[0]}.backprop=saved, or read its peaks from analyze")
     predict(model, batch, dtype)
     nodes = [n for n in model.graph.nodes if "cost" in n.meta and n.op != "output"]
     costs = [n.meta["cost"] for n in nodes]

@@ -250,7 +250,8 @@ def _title(run: list[BlockView], spec) -> str:
     name = _integrator(spec, first.stage) + (f" (start-up: {first.startup})" if first.startup else "")
     blocks = f"block {first.block}" if n == 1 else f"blocks {first.block}–{run[-1].block}"
     times = f"  <B>×{n}</B>" if n > 1 else ""
-    again = "  (recomputed in backward)" if _recomputed(spec, first.stage, first.block) else ""
+    again = "  (recomputed in backward)" if _recomputed(spec, first.stage, first.block) else \
+        "  (reversible: rebuilt in backward)" if _reversible(spec, first.stage) else ""
     return f"<B>{escape(stage_title(spec, first.stage))} · {blocks}</B>{times}  {escape(name)}{again}"
 
 
@@ -273,6 +274,14 @@ def _recomputed(spec, stage: int | None, block) -> bool:
     except (AttributeError, IndexError, TypeError):
         return False
     return any(a <= block <= b for a, b in groups)
+
+
+def _reversible(spec, stage: int | None) -> bool:
+    """True when the stage runs with `backprop: reversible`."""
+    try:
+        return spec.stages[stage].backprop == "reversible"
+    except (AttributeError, IndexError, TypeError):
+        return False
 
 
 def _integrator(spec, stage: int | None) -> str:
