@@ -13,6 +13,7 @@ is too small is told.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,9 +125,11 @@ class _Planner:
         self.plain = predict(build(spec, overrides=plain_overrides(spec)), batch, dtype)
         self.reversible = reversible_stages(spec)  # kept as they are: their blocks save nothing to checkpoint
         self.units, self.output = unit_costs(self.plain, self.reversible)
+        # only Runge–Kutta blocks can be checkpointed (a multistep block hands on its history too)
+        self.fixed = {str(n) for n, s in enumerate(spec.stages) if getattr(s.family, "name", "rk") != "rk"}
         self.without = checkpoint_costs(self.plain, [], self.reversible)
         self.flops = sum(u.flops for u in self.units)
-        self.minimum = _minimum(self.units, self.output, self.without.training_peak)
+        self.minimum = _minimum(self.units, self.output, self.without.training_peak, self.fixed)
 
     def choose(self, limit: int) -> CheckpointPlan:
         """The plan for one budget in bytes."""
@@ -137,26 +140,28 @@ class _Planner:
                 f"{spec.name} at batch {self.batch}: {human_bytes(self.minimum)} ({self.minimum:,} bytes)")
         groups: tuple = ()
         if self.without.training_peak > limit:
-            groups = _programme(self.units, self.output, limit)[1]
+            groups = _programme(self.units, self.output, limit, self.fixed)[1]
         costs = checkpoint_costs(self.plain, list(groups), self.reversible)
         return CheckpointPlan(spec.name, self.batch, limit, groups, costs.training_peak, self.without.training_peak,
                               costs.saved_bytes, sum(costs.recompute_flops.values()), self.flops, self.minimum, spec)
 
 
-def _minimum(units: list[UnitCost], output: int, without: int) -> int:
+def _minimum(units: list[UnitCost], output: int, without: int, fixed: Collection[str] = ()) -> int:
     """The smallest budget the programme finds a plan for (bisection; feasibility grows with the budget)."""
     low, high = 0, without
     while high - low > max(1, high // 10**6):
         mid = (low + high) // 2
-        if _programme(units, output, mid) is None:
+        if _programme(units, output, mid, fixed) is None:
             low = mid
         else:
             high = mid
     return high
 
 
-def _programme(units: list[UnitCost], output: int, limit: int):
-    """Least recomputed FLOPs over plans whose bound fits `limit`: (flops, groups), or None if none fits."""
+def _programme(units: list[UnitCost], output: int, limit: int, fixed: Collection[str] = ()):
+    """Least recomputed FLOPs over plans whose bound fits `limit`: (flops, groups), or None if none fits.
+
+    No group starts in a stage of `fixed` (stage indices as text)."""
     blocks = [_BLOCK.fullmatch(u.label) for u in units]
     fronts: list[list[tuple[int, int, tuple]]] = [[] for _ in range(len(units) + 1)]
     fronts[0] = [(0, 0, ())]
@@ -167,7 +172,7 @@ def _programme(units: list[UnitCost], output: int, limit: int):
         for held, flops, groups in front:
             if held + unit.forward <= limit:  # saved as usual
                 fronts[u + 1].append((held + unit.saves, flops, groups))
-            if blocks[u] is None:
+            if blocks[u] is None or blocks[u].group(1) in fixed:
                 continue
             stage = blocks[u].group(1)
             kept = held + unit.input

@@ -283,8 +283,14 @@ class Stage(_Model):
                             f"'{self.weights.kind}' weights h = T/steps stays fixed", ("step", "learn"))
 
     def _check_checkpoint(self) -> None:
-        """Checkpoint groups: [first, last] block ranges inside the stage, in order and not overlapping."""
+        """Checkpoint groups: [first, last] block ranges inside the stage, in order and not overlapping; only
+        Runge–Kutta blocks (a multistep block hands on its history of earlier states, not one state)."""
         end, blocks = -1, self.blocks
+        family = getattr(self._family, "name", "rk")
+        if self.checkpoint and family != "rk":
+            raise PlanError(f"checkpoint groups recompute Runge–Kutta blocks; this stage is a {family} method whose "
+                            "blocks hand on earlier states too: use 'backprop: reversible' (leapfrog, momentum, "
+                            "second-order) to save memory here", ("checkpoint",))
         for g, (first, last) in enumerate(self.checkpoint or ()):
             where = ("checkpoint", g)
             if first > last:

@@ -191,3 +191,22 @@ def test_bad_checkpoint_fields(value, message):
     with pytest.raises(RkcompileError) as info:
         load_spec("specs/ho-resnet58-euler.yaml", [f"stages.0.checkpoint={value}"])
     assert str(info.value).endswith(message)
+
+
+def test_multistep_blocks_are_never_checkpointed():
+    """Found in review: a checkpoint group on a multistep stage passed `check` and crashed `build` (a multistep
+    block hands on two states); the spec now refuses it and the planner never chooses it."""
+    from rkcompile import load_spec
+    from rkcompile.errors import SpecError
+
+    with pytest.raises(SpecError) as info:
+        load_spec("specs/ho-resnet58-ab3.yaml", {"stages.0.checkpoint": [[0, 1]]})
+    assert info.value.path == "stages[0].checkpoint"
+    assert "checkpoint groups recompute Runge–Kutta blocks; this stage is a multistep method" in info.value.message
+    spec = load_spec("specs/continuousnet-2-2-2.yaml", {"stages.1.integrator": "ab3", "stages.1.steps": 6})
+    assert [s.family.name for s in spec.stages] == ["rk", "multistep", "rk"]
+    tight = plan(spec, budget=10**12, batch=2)
+    chosen = plan(spec, budget=tight.minimum, batch=2)
+    stages = {group[0] for group in chosen.groups}
+    assert stages == {0, 2}  # the RK stages are checkpointed, the multistep one never
+    build(chosen.spec)  # the written plan builds
