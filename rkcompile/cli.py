@@ -215,7 +215,7 @@ def analyze(source: str, batch: int, measure: bool, overrides: tuple[str, ...], 
     if timeline and Path(timeline).suffix.lower() not in (".png", ".svg"):
         raise RkcompileError(f"cannot plot the timeline to {timeline}: expected a .png or .svg file")
     limits = limits_from(options)
-    model = load_model(Path(source), overrides, limits)
+    model = load_model(Path(source), overrides, limits, device=None if measure else "meta")  # no weights to predict
     report = run(model, batch=batch, measure=measure, limits=limits)
     click.echo(report.table())
     from rkcompile.lowering_registers import lowering_note

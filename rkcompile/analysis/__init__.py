@@ -45,7 +45,7 @@ def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, d
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise RkcompileError(f"batch must be at least 1 and at most {MAX_BATCH:,}, found {str(batch)[:40]}")
-    model = as_model(model_or_spec, limits=limits)
+    model = as_model(model_or_spec, limits=limits, device=None if measure else "meta")  # predictions need no weights
     if measure:  # the arithmetic bound first: a forward holds at least its largest activation
         lower = estimate(model.spec).activation_bytes // 4 * torch.empty((), dtype=dtype).element_size() * batch
         _check_measure(lower, batch, limits or DEFAULT)
@@ -57,22 +57,24 @@ def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, d
         return report
     if all(stage.integrator == "euler" for stage in spec.stages):
         return report.with_relative(report)
-    return report.with_relative(_report(euler_manifestation(spec, limits), batch, dtype, False, limits or DEFAULT))
+    return report.with_relative(_report(euler_manifestation(spec, limits, device="meta"), batch, dtype, False,
+                                        limits or DEFAULT))
 
 
-def euler_manifestation(spec: Spec, limits: Limits | None = None) -> fx.GraphModule:
+def euler_manifestation(spec: Spec, limits: Limits | None = None, device=None) -> fx.GraphModule:
     """The same spec integrated by Euler with equal evaluations per stage (so equal parameters in every mode),
     nothing checkpointed: the plain baseline.
 
     A stage given by `evaluations` keeps its budget; a stage given by `steps` gets steps x (evaluations per
-    step) Euler steps, so a 4-step RK4 stage compares with 16 Euler steps, not 4.
+    step) Euler steps, so a 4-step RK4 stage compares with 16 Euler steps, not 4. `device="meta"` builds it
+    without weights.
     """
     changes: dict[str, object] = {}
     for i, stage in enumerate(spec.stages):
         changes[f"stages.{i}.integrator"] = "euler"
         if stage.steps is not None:
             changes[f"stages.{i}.steps"] = stage.total_evaluations
-    return build(spec, overrides={**changes, **_no_checkpoints(spec)}, limits=limits)
+    return build(spec, overrides={**changes, **_no_checkpoints(spec)}, limits=limits, device=device)
 
 
 def _no_checkpoints(spec: Spec) -> dict:
@@ -151,7 +153,7 @@ def _checkpointed(model: fx.GraphModule, groups: list, batch: int, dtype: torch.
                   limits: Limits) -> Report:
     """The report of a network with checkpointed groups: the same network's costs without them, with what is
     saved and the training peaks of `checkpoint_costs`; measured (whole training step) in the total row."""
-    plain = build(model.spec, overrides=_no_checkpoints(model.spec))
+    plain = build(model.spec, overrides=_no_checkpoints(model.spec), device="meta")  # predicted only: no weights
     report = _report(plain, batch, dtype, False, limits)
     costs = checkpoint_costs(plain, groups)
     nodes: dict[str, list[str]] = {}
