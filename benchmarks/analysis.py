@@ -1,7 +1,11 @@
 """Analysis and drawing speed: `rkcompile.analyze` against torch.fx's ShapeProp on the same graph, `draw` of every spec.
 
-ShapeProp runs the graph once on a real input of the same batch; `analyze` runs it on meta tensors (twice: the
-model and its Euler manifestation) and copies the records of repeated blocks. Repetitions are interleaved.
+ShapeProp runs the graph once on a real input of the same batch, and once more on meta tensors (the same
+network built on the meta device: shapes only, no data); `analyze` runs it on meta tensors (twice: the model
+and its Euler manifestation) and copies the records of repeated blocks. Repetitions are interleaved. Each
+spec is drawn twice: `draw()` in this process (after one untimed warm-up drawing), and `rkcompile draw` as a
+fresh process (Python start-up, `import torch` and first-use set-up included), beside the time of a process
+that only imports torch.
 
     python benchmarks/analysis.py [--smoke] [--out benchmarks/results]
 """
@@ -12,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,40 +61,78 @@ def analysis_vs_shapeprop(n: int, batch: int, reps: int) -> dict:
     small = rkcompile.build(ROOT / "specs" / "continuousnet-8-8-8.yaml", cn_overrides(1))
     rkcompile.analyze(small, batch=batch)  # the first meta-tensor run in a process sets up dispatch: not timed
     ShapeProp(small).propagate(meta_input(small.spec, batch, torch.float32, device="cpu"))
-    a, s, ac, sc = [], [], [], []
+    meta = rkcompile.build(ROOT / "specs" / "continuousnet-8-8-8.yaml", cn_overrides(n), device="meta")
+    xm = meta_input(meta.spec, batch, torch.float32)
+    ShapeProp(small.to("meta")).propagate(meta_input(small.spec, batch, torch.float32))
+    a, s, m, ac, sc, mc = [], [], [], [], [], []
     for _ in range(reps):
         a.append(seconds(lambda: ac.append(cpu_seconds(lambda: rkcompile.analyze(model, batch=batch)))))
         s.append(seconds(lambda: sc.append(cpu_seconds(lambda: ShapeProp(model).propagate(x)))))
+        m.append(seconds(lambda: mc.append(cpu_seconds(lambda: ShapeProp(meta).propagate(xm)))))
     return {"network": f"continuousnet-{n}-{n}-{n}", "graph_nodes": len(model.graph.nodes), "batch": batch,
             "analyze_s": statistics.median(a), "shapeprop_s": statistics.median(s),
             "ratio": statistics.median(x / y for x, y in zip(a, s)), "analyze_cpu_s": statistics.median(ac),
-            "shapeprop_cpu_s": statistics.median(sc), "reps": reps}
+            "shapeprop_cpu_s": statistics.median(sc), "shapeprop_meta_s": statistics.median(m),
+            "shapeprop_meta_cpu_s": statistics.median(mc), "ratio_meta": statistics.median(x / y for x, y in zip(a, m)),
+            "reps": reps}
 
 
-def draw_times(specs: list[Path]) -> list[dict]:
-    """Wall and CPU seconds to draw each spec to SVG at the network level (build, analysis, graphviz layout)."""
+def draw_times(specs: list[Path], cli: set[str] | None = None) -> list[dict]:
+    """Wall and CPU seconds to draw each spec to SVG at the network level (build, analysis, graphviz layout):
+    `draw()` in this process, and the `rkcompile draw` command in a fresh one (for the specs named in `cli`,
+    or every spec when it is None)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        draw(ROOT / "specs" / "spirals-rk4.yaml", Path(tmp) / "warm-up.svg")  # first-use set-up: not timed
         for spec in specs:
             wall = time.perf_counter()
             cpu = cpu_seconds(lambda spec=spec: draw(spec, Path(tmp) / f"{spec.stem}.svg"))
-            rows.append({"spec": spec.name, "draw_s": time.perf_counter() - wall, "draw_cpu_s": cpu})
-            print(f"draw {spec.name:<40} {rows[-1]['draw_s']:6.2f} s (CPU {cpu:.2f} s)", flush=True)
+            row = {"spec": spec.name, "draw_s": time.perf_counter() - wall, "draw_cpu_s": cpu}
+            if cli is None or spec.stem in cli:
+                command = [sys.executable, "-m", "rkcompile", "draw", str(spec), "-o", str(Path(tmp) / "cli.svg")]
+                row["cli_s"], row["cli_cpu_s"] = process_seconds(command)
+            rows.append(row)
+            command_time = f"; rkcompile draw {row['cli_s']:6.2f} s (CPU {row['cli_cpu_s']:.2f} s)" if "cli_s" in row else ""
+            print(f"draw {spec.name:<40} {row['draw_s']:6.2f} s (CPU {cpu:.2f} s){command_time}", flush=True)
     return rows
+
+
+def process_seconds(command: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of a fresh process running `command` (which must succeed)."""
+    before, wall = os.times(), time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    after = os.times()
+    return time.perf_counter() - wall, (after[2] - before[2]) + (after[3] - before[3])
 
 
 def table(results: dict) -> str:
     """Markdown of a run."""
     a = results["analysis"]
+    imp = results["import_torch"]
     lines = [f"Load average {results['load_average_start'][0]:.2f} at the start, {results['load_average_end'][0]:.2f} "
-             "at the end.", "", "| network | graph nodes | batch | analyze (s) | ShapeProp (s) | analyze / ShapeProp | CPU s: analyze / "
-             "ShapeProp |", "|---|---:|---:|---:|---:|---:|---:|",
-             f"| {a['network']} | {a['graph_nodes']:,} | {a['batch']} | {a['analyze_s']:.2f} | {a['shapeprop_s']:.2f} | "
-             f"{a['ratio']:.2f}x | {a['analyze_cpu_s']:.2f} / {a['shapeprop_cpu_s']:.2f} |", "",
-             "| spec | draw (s) | CPU (s) |", "|---|---:|---:|"]
-    lines += [f"| {r['spec']} | {r['draw_s']:.2f} | {r['draw_cpu_s']:.2f} |" for r in results["draw"]]
-    worst = max(results["draw"], key=lambda r: r["draw_s"])
-    lines += ["", f"Slowest draw: {worst['spec']} in {worst['draw_s']:.2f} s ({worst['draw_cpu_s']:.2f} s CPU)."]
+             "at the end.", "", "| network | graph nodes | batch | what | wall (s) | CPU (s) | analyze / it (wall) |",
+             "|---|---:|---:|---|---:|---:|---:|"]
+    for what, wall, cpu, ratio in (("rkcompile.analyze (model + Euler manifestation)", a["analyze_s"],
+                                    a["analyze_cpu_s"], None),
+                                   ("ShapeProp, real input", a["shapeprop_s"], a["shapeprop_cpu_s"], a["ratio"]),
+                                   ("ShapeProp, meta tensors", a["shapeprop_meta_s"], a["shapeprop_meta_cpu_s"],
+                                    a["ratio_meta"])):
+        lines.append(f"| {a['network']} | {a['graph_nodes']:,} | {a['batch']} | {what} | {wall:.2f} | {cpu:.2f} | "
+                     f"{'–' if ratio is None else f'{ratio:.2f}x'} |")
+    lines += ["", f"A process that only imports torch: {imp[0]:.2f} s wall, {imp[1]:.2f} s CPU.", "",
+              "| spec | draw() (s) | CPU (s) | rkcompile draw (s) | CPU (s) |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['spec']} | {r['draw_s']:.2f} | {r['draw_cpu_s']:.2f} | "
+              + (f"{r['cli_s']:.2f} | {r['cli_cpu_s']:.2f} |" if "cli_s" in r else "– | – |") for r in results["draw"]]
+    for key, what in (("draw_s", "draw()"), ("cli_s", "rkcompile draw")):
+        timed = [r for r in results["draw"] if key in r]
+        if not timed:
+            continue
+        worst = max(timed, key=lambda r: r[key])
+        cpu = worst[key.replace("_s", "_cpu_s")]
+        slowest_cpu = max(timed, key=lambda r: r[key.replace("_s", "_cpu_s")])
+        lines.append(f"\nSlowest {what}: {worst['spec']} in {worst[key]:.2f} s wall ({cpu:.2f} s CPU); "
+                     f"{sum(r[key] < 3 for r in timed)} of {len(timed)} under 3 s wall; the most CPU: "
+                     f"{slowest_cpu['spec']}, {slowest_cpu[key.replace('_s', '_cpu_s')]:.2f} s.")
     return "\n".join(lines) + "\n"
 
 
@@ -99,12 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="ContinuousNet 2-2-2, one repetition, two specs drawn.")
     p.add_argument("--out", default=None, help="Directory for the results (default benchmarks/results; none "
                                                "with --smoke unless given).")
+    p.add_argument("--cli", default=None, help="Comma-separated spec names to time as `rkcompile draw` processes "
+                                               "too (default: every spec drawn).")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     results = {"torch": torch.__version__, "load_average_start": list(os.getloadavg())}
     results["analysis"] = analysis_vs_shapeprop(2 if args.smoke else 32, 1, 1 if args.smoke else 2)
+    results["import_torch"] = process_seconds([sys.executable, "-c", "import torch"])
     specs = sorted((ROOT / "specs").glob("*.yaml"))
-    results["draw"] = draw_times(specs[:2] if args.smoke else specs)
+    results["draw"] = draw_times(specs[:2] if args.smoke else specs, set(args.cli.split(",")) if args.cli else None)
     results["load_average_end"] = list(os.getloadavg())
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "benchmarks" / "results")
     if out is not None:

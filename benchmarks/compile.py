@@ -3,8 +3,12 @@
 Each point (network × variant) runs in a fresh process with a fresh inductor cache directory
 (TORCHINDUCTOR_CACHE_DIR), so every compile is cold. Cold start = the first forward+backward (compile included);
 steady state = the median forward+backward after it. Outputs are checked against the eager model's.
+Points run variant by variant in the order given (`--variants`, `--points`), so the comparisons that matter
+come first; a point still compiling after `--timeout` seconds is stopped and recorded as "more than" that
+(a lower bound on its cold start).
 
-    python benchmarks/compile.py [--smoke] [--variants eager,full,regional] [--out benchmarks/results]
+    python benchmarks/compile.py [--smoke] [--variants eager,regional,full] [--points NAME,...] [--timeout S]
+                                 [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,7 +30,7 @@ import torch
 from rkcompile.files import write_file
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("eager", "full", "regional")
+VARIANTS = ("eager", "regional", "full")
 CANDIDATES = ("nested",)  # regional via torch.compiler.nested_compile_region, measured and not kept
 
 
@@ -88,19 +93,34 @@ def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
             "compiled_regions": len(regional.block_classes), "input": point["input"]}
 
 
-def measure(point: dict, variant: str, backend: str, reps: int) -> dict:
-    """Run `worker` in a fresh process with a fresh inductor cache directory."""
+def measure(point: dict, variant: str, backend: str, reps: int, timeout: float | None = None) -> dict:
+    """Run `worker` in a fresh process (its own process group) with a fresh inductor cache directory.
+
+    Past `timeout` seconds the whole group (inductor's compile workers too) is killed and the row records
+    `timed_out` with `cold_s` None and `cold_s_at_least` the seconds it ran.
+    """
     with tempfile.TemporaryDirectory(prefix="rkcompile-inductor-") as cache:
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=cache)
         args = json.dumps({"point": point, "variant": variant, "backend": backend, "reps": reps})
-        done = subprocess.run([sys.executable, __file__, "--worker", args], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{point['name']} {variant}: worker failed\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        start = time.perf_counter()
+        child = subprocess.Popen([sys.executable, __file__, "--worker", args], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            return {"point": point["name"], "variant": variant, "timed_out": True, "cold_s": None,
+                    "cold_s_at_least": time.perf_counter() - start, "step_ms": None, "max_abs_diff": None,
+                    "input": point["input"]}
+    if child.returncode != 0:
+        raise RuntimeError(f"{point['name']} {variant}: worker failed\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
-def run(points: list[dict], variants: list[str], backend: str, reps: int, out: Path | None = None) -> dict:
-    """Every point under every variant, one process each; machine facts and load averages beside them.
+def run(points: list[dict], variants: list[str], backend: str, reps: int, out: Path | None = None,
+        timeout: float | None = None) -> dict:
+    """Every point under every variant (variant by variant), one process each; machine facts and load averages.
 
     With `out`, the results so far are written after every point, so an interrupted run keeps what it measured.
     """
@@ -108,11 +128,14 @@ def run(points: list[dict], variants: list[str], backend: str, reps: int, out: P
                            "torch": torch.__version__, "threads": 2, "backend": backend,
                            "load_average_start": list(os.getloadavg())}, "rows": []}
     start = time.perf_counter()
-    for point in points:
-        for variant in variants:
-            row = measure(point, variant, backend, reps)
-            print(f"{row['point']:<26} {variant:<9} cold {row['cold_s']:8.2f} s  step {row['step_ms']:8.2f} ms  "
-                  f"diff {row['max_abs_diff']:.1e}", flush=True)
+    for variant in variants:
+        for point in points:
+            row = measure(point, variant, backend, reps, timeout)
+            if row.get("timed_out"):
+                print(f"{row['point']:<26} {variant:<9} stopped after {row['cold_s_at_least']:.0f} s", flush=True)
+            else:
+                print(f"{row['point']:<26} {variant:<9} cold {row['cold_s']:8.2f} s  step {row['step_ms']:8.2f} ms  "
+                      f"diff {row['max_abs_diff']:.1e}", flush=True)
             results["rows"].append(row)
             results["machine"]["load_average_end"] = list(os.getloadavg())
             results["machine"]["total_s"] = time.perf_counter() - start
@@ -130,9 +153,10 @@ def write(results: dict, out: Path) -> None:
 
 
 def table(results: dict) -> str:
-    """The markdown table of a run, with ratios to full compile and to the shallowest point."""
+    """The markdown table of a run, with ratios to full compile; a stopped point shows its lower bound (> s)."""
     rows = results["rows"]
     full = {r["point"]: r for r in rows if r["variant"] == "full"}
+    shape = {r["point"]: r for r in rows if "graph_nodes" in r}  # graph facts from any finished variant
     m = results["machine"]
     lines = [f"{m['platform']}, Python {m['python']}, torch {m['torch']}, {m['threads']} threads, backend "
              f"{m['backend']}; load average {m['load_average_start'][0]:.2f} at the start, "
@@ -140,13 +164,46 @@ def table(results: dict) -> str:
              "| network | graph nodes | units / structures / compiled regions | variant | cold start (s) | ×full | "
              "step (ms) | ×full | max abs diff |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        f = full.get(r["point"])
-        cold = f"{r['cold_s'] / f['cold_s']:.2f}x" if f else "–"
-        stepr = f"{r['step_ms'] / f['step_ms']:.2f}x" if f else "–"
-        lines.append(f"| {r['point']} | {r['graph_nodes']:,} | {r['units']} / {r['structures']} / {r['compiled_regions']} | "
-                     f"{r['variant']} | "
-                     f"{r['cold_s']:.2f} | {cold} | {r['step_ms']:.1f} | {stepr} | {r['max_abs_diff']:.1e} |")
-    return "\n".join(lines) + "\n"
+        f, g = full.get(r["point"]), shape.get(r["point"])
+        nodes = f"{g['graph_nodes']:,}" if g else "–"
+        units = f"{g['units']} / {g['structures']} / {g['compiled_regions']}" if g else "–"
+        step_ms = "–" if r["step_ms"] is None else f"{r['step_ms']:.1f}"
+        diff = "–" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        lines.append(f"| {r['point']} | {nodes} | {units} | {r['variant']} | {_cold(r)} | {_ratio(r, f, 'cold_s')} | "
+                     f"{step_ms} | {_ratio(r, f, 'step_ms')} | {diff} |")
+    return "\n".join(lines + goals(rows)) + "\n"
+
+
+def goals(rows: list[dict]) -> list[str]:
+    """The issue's three goals, as far as this run measured them: regional cold start at 16-16-16 against its
+    own at 1-1-1 (≤ 1.5x) and against full compile (≤ 0.25x), regional steady state against full (≤ 1.10x)."""
+    row = {(r["point"], r["variant"]): r for r in rows}
+    deep, shallow = row.get(("continuousnet-16-16-16", "regional")), row.get(("continuousnet-1-1-1", "regional"))
+    full = row.get(("continuousnet-16-16-16", "full"))
+    out = []
+    if deep and shallow and not deep.get("timed_out") and not shallow.get("timed_out"):
+        out.append(f"- regional cold start, 16-16-16 / 1-1-1: {deep['cold_s'] / shallow['cold_s']:.2f}x (goal ≤ 1.5x)")
+    if deep and full and not deep.get("timed_out"):
+        out.append(f"- regional / full cold start at 16-16-16: {_ratio(deep, full, 'cold_s')} (goal ≤ 0.25x)")
+    for r in rows:
+        f = row.get((r["point"], "full"))
+        if r["variant"] == "regional" and f and r["step_ms"] is not None and f["step_ms"] is not None:
+            out.append(f"- regional / full steady state, {r['point']}: {r['step_ms'] / f['step_ms']:.2f}x "
+                       "(goal ≤ 1.10x)")
+    return ["", "Goals:", *out] if out else []
+
+
+def _cold(row: dict) -> str:
+    return f"> {row['cold_s_at_least']:.0f} (stopped)" if row.get("timed_out") else f"{row['cold_s']:.2f}"
+
+
+def _ratio(row: dict, full: dict | None, key: str) -> str:
+    """row/full; against a stopped full compile the cold-start ratio is an upper bound ("<")."""
+    if full is None or row[key] is None:
+        return "–"
+    if full.get("timed_out"):
+        return f"< {row[key] / full['cold_s_at_least']:.2f}x" if key == "cold_s" else "–"
+    return f"{row[key] / full[key]:.2f}x"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -159,7 +216,8 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for family, marker in (("continuousnet", "o"), ("ho-resnet58", "s")):
         for variant in sorted({r["variant"] for r in results["rows"]}):
-            rows = [r for r in results["rows"] if r["variant"] == variant and r["point"].startswith(family)]
+            rows = [r for r in results["rows"] if r["variant"] == variant and r["point"].startswith(family)
+                    and not r.get("timed_out")]
             rows.sort(key=lambda r: r["graph_nodes"])
             if not rows:
                 continue
@@ -183,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="One tiny point with the eager backend, seconds.")
     p.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated: eager, full, regional, nested.")
-    p.add_argument("--points", default=None, help="Comma-separated point names (default: all).")
+    p.add_argument("--points", default=None, help="Comma-separated point names, run in this order (default: all).")
+    p.add_argument("--timeout", type=float, default=None, help="Stop a point after this many seconds and record "
+                                                                "the lower bound (default: none).")
     p.add_argument("--out", default=None, help="Directory for the results (default benchmarks/results; none "
                                                "with --smoke unless given).")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -198,9 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS + CANDIDATES)}")
     points = SMOKE if args.smoke else POINTS
     if args.points:
-        points = [pt for pt in points if pt["name"] in args.points.split(",")]
+        by_name = {pt["name"]: pt for pt in points}
+        unknown = [name for name in args.points.split(",") if name not in by_name]
+        if unknown:
+            p.error(f"unknown point {unknown[0]!r}; choose from {', '.join(by_name)}")
+        points = [by_name[name] for name in args.points.split(",")]
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "benchmarks" / "results")
-    results = run(points, variants, "eager" if args.smoke else "inductor", 2 if args.smoke else 5, out)
+    results = run(points, variants, "eager" if args.smoke else "inductor", 2 if args.smoke else 5, out, args.timeout)
     print(table(results))
     return 0
 

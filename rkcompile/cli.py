@@ -294,7 +294,7 @@ def analyze(source: str, batch: int, dtype: str, optimizer: str, measure: bool, 
     if timeline and Path(timeline).suffix.lower() not in (".png", ".svg"):
         raise RkcompileError(f"cannot plot the timeline to {timeline}: expected a .png or .svg file")
     limits = limits_from(options)
-    model = load_model(Path(source), overrides, limits)
+    model = load_model(Path(source), overrides, limits, device=None if measure else "meta")  # no weights to predict
     report = run(model, batch=batch, dtype=getattr(torch, dtype), measure=measure, optimizer=optimizer, limits=limits)
     from rkcompile.lowering_registers import lowering_note
 

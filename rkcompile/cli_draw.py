@@ -65,7 +65,7 @@ def draw(source: str, output: str | None, level: str, batch: int, fmt: str | Non
             raise RenderError(f"-o and --memory-plot both name {out}")
         check_writable(plot)
         check_target(plot, inputs=[src])
-    model = load_model(src, overrides, limits_from(options))
+    model = load_model(src, overrides, limits_from(options), device="meta")  # shapes and counts only: no weights
     if out is not None:
         draw_model(model, out, level=level, batch=batch, format=fmt, inputs=[src], shapes=shapes, rankdir=rankdir,
                    color_by=color_by, tableau_view=tableau_view)
@@ -107,8 +107,8 @@ def _same(a: Path, b: Path) -> bool:
     return same_file(a, b)
 
 
-def load_model(source: Path, overrides: tuple[str, ...], limits=None):
-    """Compile a spec, or load a saved model; --set re-compiles the saved model's spec with the changes."""
+def load_model(source: Path, overrides: tuple[str, ...], limits=None, device=None):
+    """Compile a spec (on `device`), or load a saved model; --set re-compiles the saved model's spec with the changes."""
     from rkcompile.errors import RkcompileError
     from rkcompile.load import parse_overrides
 
@@ -118,4 +118,4 @@ def load_model(source: Path, overrides: tuple[str, ...], limits=None):
 
     if overrides:
         parse_overrides(overrides)  # a malformed PATH=VALUE is refused before any work
-    return as_model(source, list(overrides) or None, limits=limits)  # as written: errors are located at the --set
+    return as_model(source, list(overrides) or None, limits=limits, device=device)  # as written: errors are located at the --set

@@ -13,8 +13,12 @@ if TYPE_CHECKING:
 __all__ = ["as_model", "parameter_count", "graph_size"]
 
 
-def as_model(source, overrides=None, *, limits=None) -> fx.GraphModule:
-    """A compiled GraphModule from a GraphModule, a Spec, a spec path or a `.pt` artifact; `overrides` recompile its spec."""
+def as_model(source, overrides=None, *, limits=None, device=None) -> fx.GraphModule:
+    """A compiled GraphModule from a GraphModule, a Spec, a spec path or a `.pt` artifact; `overrides` recompile its spec.
+
+    `device` is where a network compiled here is built (`"meta"`: no weights initialised, for analysis and
+    drawing); a GraphModule or a loaded artifact is returned as it is.
+    """
     from rkcompile.compiler import build
 
     if isinstance(source, (str, Path)) and Path(source).suffix == ".pt":
@@ -23,8 +27,8 @@ def as_model(source, overrides=None, *, limits=None) -> fx.GraphModule:
         source = load(source, limits=limits)
     if isinstance(source, fx.GraphModule):
         spec = cast("Spec", source.spec)  # the compiler sets .spec; fx types module attributes as Tensor | Module
-        return build(spec, overrides=overrides, limits=limits) if overrides else source
-    return build(source, overrides=overrides, limits=limits)
+        return build(spec, overrides=overrides, limits=limits, device=device) if overrides else source
+    return build(source, overrides=overrides, limits=limits, device=device)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -130,3 +130,34 @@ def test_analysis_benchmark_smoke(tmp_path):
     results = json.loads((tmp_path / "analysis.json").read_text())
     assert results["analysis"]["graph_nodes"] == 218 and results["analysis"]["ratio"] > 0
     assert [r["spec"] for r in results["draw"]] == ["continuousnet-2-2-2.yaml", "continuousnet-8-8-8.yaml"]
+
+
+def test_compile_table_bounds_a_stopped_full_compile_and_states_the_goals():
+    import compile as compile_benchmark
+
+    def row(point, variant, cold, step):
+        return {"point": point, "variant": variant, "cold_s": cold, "step_ms": step, "max_abs_diff": 1e-7,
+                "graph_nodes": 125, "units": 8, "structures": 8, "compiled_regions": 3}
+
+    stopped = {"point": "continuousnet-16-16-16", "variant": "full", "timed_out": True, "cold_s": None,
+               "cold_s_at_least": 1000.0, "step_ms": None, "max_abs_diff": None}
+    results = {"machine": {"platform": "p", "python": "3", "torch": "t", "threads": 2, "backend": "inductor",
+                           "load_average_start": [1.0], "load_average_end": [2.0], "total_s": 9.0},
+               "rows": [row("continuousnet-1-1-1", "regional", 40.0, 10.0), row("continuousnet-1-1-1", "full", 80.0, 8.0),
+                        row("continuousnet-16-16-16", "regional", 50.0, 20.0), stopped]}
+    table = compile_benchmark.table(results)
+    assert "| continuousnet-16-16-16 | 125 | 8 / 8 / 3 | full | > 1000 (stopped) | – | – | – | – |" in table
+    assert "| regional | 50.00 | < 0.05x | 20.0 | – |" in table  # 50 s against more than 1,000 s
+    assert "- regional cold start, 16-16-16 / 1-1-1: 1.25x (goal ≤ 1.5x)" in table
+    assert "- regional / full cold start at 16-16-16: < 0.05x (goal ≤ 0.25x)" in table
+    assert "- regional / full steady state, continuousnet-1-1-1: 1.25x (goal ≤ 1.10x)" in table
+    assert "steady state, continuousnet-16-16-16" not in table  # no full step time to compare with
+
+
+def test_compile_benchmark_refuses_an_unknown_point(capsys):
+    import compile as compile_benchmark
+
+    with pytest.raises(SystemExit) as stop:
+        compile_benchmark.main(["--points", "continuousnet-2-2-2"])
+    assert stop.value.code == 2
+    assert "unknown point 'continuousnet-2-2-2'; choose from continuousnet-1-1-1, " in capsys.readouterr().err

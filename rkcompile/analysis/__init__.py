@@ -52,7 +52,7 @@ def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, d
     check_optimizer(optimizer)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise RkcompileError(f"dtype must be a floating-point torch.dtype, found {str(dtype)[:40]}")
-    model = as_model(model_or_spec, limits=limits)
+    model = as_model(model_or_spec, limits=limits, device=None if measure else "meta")  # predictions need no weights
     if measure:  # the arithmetic bound first: a forward holds at least its largest activation
         lower = estimate(model.spec).activation_bytes // 4 * torch.empty((), dtype=dtype).element_size() * batch
         _check_measure(lower, batch, limits or DEFAULT)
@@ -64,7 +64,7 @@ def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, d
         return report
     if all(stage.integrator == "euler" for stage in spec.stages):
         return report.with_relative(report)  # its own baseline: the table shows no ratio columns
-    euler = _report(euler_manifestation(spec, limits), batch, dtype, False, limits or DEFAULT, optimizer)
+    euler = _report(euler_manifestation(spec, limits, device="meta"), batch, dtype, False, limits or DEFAULT, optimizer)
     return report.with_relative(euler, baseline_sentence(spec, report, euler))
 
 
@@ -81,19 +81,20 @@ def baseline_sentence(spec: Spec, report: Report, euler: Report) -> str:
             f"({stages}; nothing checkpointed)")
 
 
-def euler_manifestation(spec: Spec, limits: Limits | None = None) -> fx.GraphModule:
+def euler_manifestation(spec: Spec, limits: Limits | None = None, device=None) -> fx.GraphModule:
     """The same spec integrated by Euler with equal evaluations per stage (so equal parameters in every mode),
     nothing checkpointed: the plain baseline.
 
     A stage given by `evaluations` keeps its budget; a stage given by `steps` gets steps x (evaluations per
-    step) Euler steps, so a 4-step RK4 stage compares with 16 Euler steps, not 4.
+    step) Euler steps, so a 4-step RK4 stage compares with 16 Euler steps, not 4. `device="meta"` builds it
+    without weights.
     """
     changes: dict[str, object] = {}
     for i, stage in enumerate(spec.stages):
         changes[f"stages.{i}.integrator"] = "euler"
         if stage.steps is not None:
             changes[f"stages.{i}.steps"] = stage.total_evaluations
-    return build(spec, overrides={**changes, **plain_overrides(spec)}, limits=limits)
+    return build(spec, overrides={**changes, **plain_overrides(spec)}, limits=limits, device=device)
 
 
 def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.float32) -> fx.GraphModule:
@@ -232,7 +233,7 @@ def _checkpointed(model: fx.GraphModule, groups: list, reversible: list, batch: 
     """The report of a network with checkpointed groups or reversible stages: the same network's costs with
     ordinary backprop, with what is saved and the training peaks of `checkpoint_costs`; measured (whole
     training step) in the total row."""
-    plain = build(model.spec, overrides=plain_overrides(model.spec))
+    plain = build(model.spec, overrides=plain_overrides(model.spec), device="meta")  # predicted only: no weights
     report = _report(plain, batch, dtype, False, limits, optimizer)
     costs = checkpoint_costs(plain, groups, reversible)
     nodes: dict[str, list[str]] = {}

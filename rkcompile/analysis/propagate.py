@@ -24,7 +24,8 @@ from torch import fx, nn
 from torch.func import functional_call
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from torch.utils import _pytree as pytree
-from torch.utils.flop_counter import FlopCounterMode
+
+from rkcompile.analysis.flops import FlopCounter
 
 __all__ = ["CostInterpreter", "liveness", "meta_input"]
 
@@ -56,7 +57,7 @@ class CostInterpreter(fx.Interpreter):
 
     Also writes the standard `node.meta["tensor_meta"]` (torch.fx's `TensorMetadata`, as `ShapeProp` does).
     The record holds `shape`, `dtype`, `bytes` (of storage the node newly creates; 0 for views),
-    `storages` ({storage: bytes} the output refers to), `flops` (FlopCounterMode), and `saved`
+    `storages` ({storage: bytes} the output refers to), `flops` (torch's FLOP formulas: `FlopCounter`), and `saved`
     ({storage: bytes} first saved for backward while the node ran) with its total `saved_bytes`, and `saves`
     (every storage the node saves, saved before or not: what it would save once earlier nodes are recomputed).
     """
@@ -87,7 +88,7 @@ class CostInterpreter(fx.Interpreter):
         was_training = self.module.training
         self.module.train()
         try:
-            with FlopCounterMode(display=False) as self.counter, \
+            with FlopCounter() as self.counter, \
                     torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
                 return super().run(*args, **kwargs)
         finally:
@@ -111,7 +112,7 @@ class CostInterpreter(fx.Interpreter):
                 return self._copy(template, nodes)
             if template is None and key[1] is not None:
                 self._recording = self._templates[key] = _Template(nodes, [self.env[a] for a in _inputs(nodes)])
-        flops, self._packed = self.counter.get_total_flops(), {}
+        flops, self._packed = self.counter.total, {}
         out = super().run_node(n)
         tensors = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         storages = {_key(t): t.untyped_storage().nbytes() for t in tensors if _key(t) not in self.fixed}
@@ -120,7 +121,7 @@ class CostInterpreter(fx.Interpreter):
             "shape": tuple(first.shape) if first is not None else None,
             "dtype": str(first.dtype).removeprefix("torch.") if first is not None else None,
             "storages": storages,
-            "flops": self.counter.get_total_flops() - flops,
+            "flops": self.counter.total - flops,
             "packed": dict(self._packed),
         }
         if tensors:  # the standard torch.fx shape record, as ShapeProp writes it, for other passes

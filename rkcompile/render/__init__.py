@@ -46,7 +46,7 @@ def to_dot(model_or_spec, level: str = "network", batch: int = 1, *, dtype: torc
     edges; `tableau_view`: dag, matrix, or auto (the Butcher matrix for dense steps such as Verner 8(9)).
     """
     check_options(level, color_by, rankdir, tableau_view)
-    model = as_model(model_or_spec)
+    model = as_model(model_or_spec, device="meta")  # a drawing needs shapes, not weights
     if measures is None:
         measures = measure(model, batch=batch, dtype=dtype)
     return dot_source(model, measures, level=level, color_by=color_by, rankdir=rankdir, shapes=shapes,

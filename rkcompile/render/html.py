@@ -39,7 +39,7 @@ def html_view(model_or_spec, batch: int = 1, dtype: torch.dtype = torch.float32,
     from rkcompile.render import as_model, check_options, render_bytes
 
     check_options(level, color_by, rankdir, tableau_view)
-    model = as_model(model_or_spec)
+    model = as_model(model_or_spec, device="meta")  # a drawing needs shapes, not weights
     measures = measures or measure(model, batch=batch, dtype=dtype)
     svgs = {}
     for lvl in HTML_LEVELS:
