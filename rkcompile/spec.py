@@ -287,7 +287,7 @@ class Stage(_Model):
         Runge–Kutta blocks (a multistep block hands on its history of earlier states, not one state)."""
         end, blocks = -1, self.blocks
         family = getattr(self._family, "name", "rk")
-        if self.checkpoint and family != "rk":
+        if self.checkpoint and family != "rk" and self.backprop != "reversible":  # (that has its own message)
             raise PlanError(f"checkpoint groups recompute Runge–Kutta blocks; this stage is a {family} method whose "
                             "blocks hand on earlier states too: use 'backprop: reversible' (leapfrog, momentum, "
                             "second-order) to save memory here", ("checkpoint",))

@@ -216,7 +216,7 @@ def test_cli_json_and_csv_records(tmp_path):
     spec.write_text(MLP)
     result = _cli(str(spec), "--json", "--batch", "2", "--optimizer", "adam", "--dtype", "float64")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     report = analyze(_model(MLP), batch=2, optimizer="adam", dtype=torch.float64)
     assert (data["name"], data["batch"], data["dtype"], data["optimizer"]) == ("mlp", 2, "float64", "adam")
     assert data["baseline"] == report.baseline and data["fields"] == list(RECORD_FIELDS)
@@ -227,7 +227,7 @@ def test_cli_json_and_csv_records(tmp_path):
     assert total["ratio_saved_bytes"] == pytest.approx(report.total.relative["saved_bytes"])
     result = _cli(str(spec), "--csv", "--batch", "2", "--optimizer", "adam", "--dtype", "float64")
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(io.StringIO(result.output)))
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert list(rows[0]) == list(RECORD_FIELDS) and len(rows) == len(data["records"])
     for line, record in zip(rows, data["records"], strict=True):
         assert line["label"] == record["label"] and int(line["training_total"]) == record["training_total"]

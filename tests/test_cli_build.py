@@ -113,7 +113,7 @@ def test_check_table_shows_inherited_widths_learned_steps_skip_init_and_epsilon(
     spec.write_text(STEPS)
     result = run("check", str(spec))
     assert result.exit_code == 0, result.output
-    header, *rows = [line.split("  ") for line in result.output.splitlines()[1:]]
+    header, *rows = [line.split("  ") for line in result.stdout.splitlines()[1:]]  # warnings go to stderr
     columns = [c.strip() for c in header if c.strip()]
     assert columns[-3:] == ["learned h", "skip_init", "epsilon"]
     cells = [[c.strip() for c in row if c.strip()] for row in rows]
@@ -134,7 +134,7 @@ def test_build_table_in_network_order_with_the_parameters_that_are_not_f(tmp_pat
     spec.write_text(STEPS)
     result = run("build", str(spec))
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()  # the shared-BatchNorm warning goes to stderr
     assert lines[1].split("  ")[-1].strip() == "of which not F"
     rows = {line.split()[0]: line for line in lines[2:]}
     labels = [line.split()[0] for line in lines[2:-1]]

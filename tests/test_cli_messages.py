@@ -139,8 +139,10 @@ def test_build_and_analyze_tables_use_the_stage_name():
     assert units == ["stem", "body.block0", "body.block1", "head", "total"]
     analyzed = run("analyze", SPIRALS, *NAMED)
     assert analyzed.exit_code == 0, analyzed.output
-    units = [line.split()[0] for line in analyzed.output.splitlines()[2:] if line and not line.startswith("note")]
-    assert units[:5] == ["stem", "body.block0", "body.block1", "head", "body"] and "stage0" not in analyzed.output
+    lines = analyzed.stdout.splitlines()
+    assert lines[2].startswith("unit ")  # title, baseline sentence, header
+    units = [line.split()[0] for line in lines[3:] if line and not line.startswith(("note", "legend", " "))]
+    assert units[:5] == ["stem", "body.block0", "body.block1", "body", "head"] and "stage0" not in analyzed.output
 
 
 @pytest.mark.parametrize("level", ["network", "block", "stage"])

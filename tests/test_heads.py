@@ -97,7 +97,7 @@ def test_pool_none_maps_every_position(state, shape):
     ({"kind": "regression"}, "vector", "example.yaml:4:1: output.outputs: missing required field 'outputs'"),
     ({"kind": "regression", "outputs": 0}, "vector",
      "example.yaml:6:3: output.outputs: input should be greater than 0, found 0"),
-    ({"classes": 3, "act": "swish"}, "vector", "example.yaml:5:3: output.act: unknown value 'swish'; expected one "
+    ({"classes": 3, "act": "swish"}, "vector", "example.yaml:5:3: output.act: unknown value 'swish' (did you mean 'silu'?); expected one "
      "of relu, tanh, gelu, silu, sigmoid, softplus, elu, leaky-relu, identity, none"),
 ])
 def test_bad_heads_are_located_errors(output, state, message):

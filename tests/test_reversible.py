@@ -227,7 +227,9 @@ def test_bad_inputs(tmp_path, overrides, where, message):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     line = result.output.splitlines()[0]
-    assert line.startswith(f"error: {path}:") and f": {where}: " in line and message in line
+    # located in the file, or at the --set argument that set the faulty field
+    sets = tuple(f"error: --set {k}={v}: " for k, v in overrides.items())
+    assert line.startswith((f"error: {path}:", *sets)) and f": {where}: " in line and message in line
     assert "Traceback" not in result.output
 
 

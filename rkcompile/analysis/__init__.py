@@ -70,7 +70,8 @@ def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, d
 
 def baseline_sentence(spec: Spec, report: Report, euler: Report) -> str:
     """What the ratios compare with, in one sentence: the Euler network, its blocks per stage, its parameters."""
-    stages = ", ".join(f"{naming.stage(i)} {s.total_evaluations} Euler step{'s' if s.total_evaluations > 1 else ''}"
+    names = [s.name for s in spec.stages]
+    stages = ", ".join(f"{naming.display(naming.stage(i), names)} {s.total_evaluations} Euler step{'s' if s.total_evaluations > 1 else ''}"
                        f" for {s.blocks} {s.tableau.name} block{'s' if s.blocks > 1 else ''}"
                        for i, s in enumerate(spec.stages) if s.integrator != "euler")
     same = report.total.parameters == euler.total.parameters
