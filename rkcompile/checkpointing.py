@@ -16,6 +16,7 @@ from torch import fx, nn
 from torch.utils.checkpoint import checkpoint
 
 from rkcompile import graphmeta
+from rkcompile.outlining import outline
 
 __all__ = ["checkpoint_group", "groups_of", "outline_checkpoints", "plain_model", "plain_overrides", "recomputation", "recomputing"]
 
@@ -109,16 +110,8 @@ def outline_checkpoints(module: fx.GraphModule, groups: list[tuple[int, int, int
         outputs = [m for m in members if any(u not in inside for u in m.users)]
         if len(outputs) != 1:  # pragma: no cover - a block's only value used later is its output y_{n+1}
             raise AssertionError(f"group stage{n}.block{first}-{last} has {len(outputs)} outputs")
-        sub = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {}
-        for a in inputs:
-            env[a] = sub.placeholder(a.name)
-            env[a].meta = dict(a.meta)
-        for m in members:
-            env[m] = sub.node_copy(m, env.__getitem__)
-        sub.output(env[outputs[0]])
         name = f"stage{n}_checkpoint{first}_{last}"
-        object.__setattr__(module, name, fx.GraphModule(module, sub, class_name=f"Stage{n}Blocks{first}To{last}"))
+        object.__setattr__(module, name, outline(module, members, inputs, outputs[0], f"Stage{n}Blocks{first}To{last}"))
         with graph.inserting_before(members[0]):
             function = graph.get_attr(name)
             call = graph.call_function(checkpoint_group, (function, *inputs), name=f"{name}_call")

@@ -26,6 +26,7 @@ from torch.utils.checkpoint import get_device_states, set_device_states
 
 from rkcompile import graphmeta
 from rkcompile.checkpointing import recomputation
+from rkcompile.outlining import outline
 
 __all__ = ["ReversibleStage", "block_parts", "outline_reversible", "reversible_stages", "run_reversible", "stage_states"]
 
@@ -280,12 +281,12 @@ def _outline_block(module: fx.GraphModule, n: int, b: int, members: list[fx.Node
     """The block's outlined GraphModules: the whole step (start-up), or F and the combination."""
     prefix = f"Stage{n}Block{b}"
     if startup:
-        step = _subgraph(module, members, [y], out, f"{prefix}Step")
+        step = outline(module, members, [y], out, f"{prefix}Step")
         return _StartupBlock(b, [step], _random(step), step)
     evaluation, f, rest = block_parts(members)
     reads_previous = previous is not y and any(previous in m.all_input_nodes for m in rest)
-    fm = _subgraph(module, evaluation, [y], f, f"{prefix}F")
-    combine = _subgraph(module, rest, [y, previous, f] if reads_previous else [y, f], out, f"{prefix}Combine")
+    fm = outline(module, evaluation, [y], f, f"{prefix}F")
+    combine = outline(module, rest, [y, previous, f] if reads_previous else [y, f], out, f"{prefix}Combine")
     theta = next((str(m.target) for m in rest if m.op == "get_attr"), None)
     return _MethodBlock(b, [fm, combine], _random(fm), fm, combine, reads_previous, theta)
 
@@ -307,23 +308,6 @@ def _ancestors(node: fx.Node, within: set[fx.Node]) -> set[fx.Node]:
             out.add(m)
             todo.extend(m.all_input_nodes)
     return out
-
-
-def _subgraph(module: fx.GraphModule, members: list[fx.Node], inputs: list[fx.Node], output: fx.Node,
-              class_name: str) -> fx.GraphModule:
-    """A GraphModule of `members` reading `inputs` (placeholders in order) and returning `output`."""
-    sub = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    for a in inputs:
-        env[a] = sub.placeholder(a.name)
-        env[a].meta = dict(a.meta)
-    for m in members:
-        missing = [a for a in m.all_input_nodes if a not in env]
-        if missing:  # pragma: no cover - the block reads only its states
-            raise AssertionError(f"{m.name} reads {missing[0].name} from outside its block")
-        env[m] = sub.node_copy(m, env.__getitem__)
-    sub.output(env[output])
-    return fx.GraphModule(module, sub, class_name=class_name)
 
 
 def _random(part: nn.Module) -> bool:
