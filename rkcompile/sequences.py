@@ -18,7 +18,7 @@ from rkcompile.functions.attention import _modules
 from rkcompile.heads import HeadKind, register_head
 from rkcompile.layers import Pool
 from rkcompile.shapes import Planner, Shape
-from rkcompile.stems import StemKind, register_stem
+from rkcompile.stems import StemKind, plan_conv_stem, register_stem
 
 __all__ = ["Embedding", "Patch", "Conv1dStem", "PerToken", "Project"]
 
@@ -99,11 +99,7 @@ class Conv1dStem(StemKind):
     def plan(self, f: Planner) -> None:
         """conv, norm, act, pool (named without numbers)."""
         f.need(("signal",), "a conv1d stem", ())
-        f.conv(self.channels, self.kernel, self.stride, self.bias)
-        f.norm(self.norm)
-        f.act(self.act)
-        if self.pool is not None:
-            f.pool(self.pool.kind, self.pool.kernel, self.pool.stride, ("pool",), name="pool")
+        plan_conv_stem(self, f)
 
 
 @register_head

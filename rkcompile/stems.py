@@ -11,7 +11,7 @@ from rkcompile.layers import LAYERS, Layer, Pool, plan_layers
 from rkcompile.registry import Registry
 from rkcompile.shapes import Planner
 
-__all__ = ["STEMS", "StemKind", "ConvStem", "LayersStem", "register_stem"]
+__all__ = ["STEMS", "StemKind", "ConvStem", "LayersStem", "plan_conv_stem", "register_stem"]
 
 STEMS: Registry[type[StemKind]] = Registry("stem")
 
@@ -48,11 +48,16 @@ class ConvStem(StemKind):
         """conv, norm, act, pool (named without numbers)."""
         if not f.shape.image:
             raise f.fail((), "a conv stem needs image input {channels, height, width}")
-        f.conv(self.channels, self.kernel, self.stride, self.bias)
-        f.norm(self.norm)
-        f.act(self.act)
-        if self.pool is not None:
-            f.pool(self.pool.kind, self.pool.kernel, self.pool.stride, ("pool",), name="pool")
+        plan_conv_stem(self, f)
+
+
+def plan_conv_stem(stem, f: Planner) -> None:
+    """The conv stem's layers on any conv state (image or signal): conv, norm, act, optional pool."""
+    f.conv(stem.channels, stem.kernel, stem.stride, stem.bias)
+    f.norm(stem.norm)
+    f.act(stem.act)
+    if stem.pool is not None:
+        f.pool(stem.pool.kind, stem.pool.kernel, stem.pool.stride, ("pool",), name="pool")
 
 
 @register_stem
