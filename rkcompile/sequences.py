@@ -13,12 +13,11 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from rkcompile.entries import EntryContext, EntryPlan, StageEntry, register_entry
-from rkcompile.fields import Activation, NormKind, PositiveInt
+from rkcompile.fields import PositiveInt
 from rkcompile.functions.attention import _modules
 from rkcompile.heads import HeadKind, register_head
-from rkcompile.layers import Pool
 from rkcompile.shapes import Planner, Shape
-from rkcompile.stems import StemKind, plan_conv_stem, register_stem
+from rkcompile.stems import ConvStem, StemKind, plan_conv_stem, register_stem
 
 __all__ = ["Embedding", "Patch", "Conv1dStem", "PerToken", "Project"]
 
@@ -82,19 +81,13 @@ class Patch(StemKind):
 
 
 @register_stem
-class Conv1dStem(StemKind):
-    """Signals {channels, length}: conv1d(kernel, stride) → norm → act [→ pool], as the conv stem does for images."""
+class Conv1dStem(ConvStem):
+    """Signals {channels, length}: conv1d(kernel, stride) → norm → act [→ pool], as the conv stem does for images
+    (the same fields)."""
 
-    kind: Literal["conv1d"]
+    kind: Literal["conv1d"]  # type: ignore[assignment]  # a subclass's own discriminator value
     example: ClassVar[dict] = {"kind": "conv1d", "channels": 4}
     example_input: ClassVar[dict] = {"channels": 2, "length": 12}
-    channels: PositiveInt
-    kernel: PositiveInt = 3
-    stride: PositiveInt = 1
-    bias: bool = False
-    norm: NormKind = "batchnorm"
-    act: Activation = "relu"
-    pool: Pool | None = None
 
     def plan(self, f: Planner) -> None:
         """conv, norm, act, pool (named without numbers)."""
