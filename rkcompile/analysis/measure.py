@@ -112,17 +112,28 @@ class MeasureInterpreter(fx.Interpreter):
         return out
 
 
-def measure(model: fx.GraphModule, batch: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
-    """Measure a copy of `model` (eval, then train + backward): {"inference_peak"|"training_peak"|"saved": {node: bytes}}."""
-    spec, model = model.spec, copy.deepcopy(model).to(dtype)  # a GraphModule's deepcopy drops `spec`
-    ignore = {_storage(t)[0] for t in [*model.parameters(), *model.buffers()]}
-    gen = torch.Generator().manual_seed(seed)
-    x = meta_input(spec, batch, dtype, device="cpu", generator=gen)
+def _copy(model: fx.GraphModule, dtype: torch.dtype):
+    """(spec, a copy of `model` at `dtype`, the storages of its weights and buffers, which are not tracked)."""
+    spec, copied = model.spec, copy.deepcopy(model).to(dtype)  # a GraphModule's deepcopy drops `spec`
+    return spec, copied, {_storage(t)[0] for t in [*copied.parameters(), *copied.buffers()]}
+
+
+def _inference(model: fx.GraphModule, tracker: StorageTracker, x: torch.Tensor) -> MeasureInterpreter:
+    """One eval-mode forward without autograd under `tracker`; leaves the model in train mode."""
     model.eval()
-    with torch.no_grad(), StorageTracker(ignore) as tracker:
+    with torch.no_grad(), tracker:
         inference = MeasureInterpreter(model, tracker)
         inference.run(x)
     model.train()
+    return inference
+
+
+def measure(model: fx.GraphModule, batch: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+    """Measure a copy of `model` (eval, then train + backward): {"inference_peak"|"training_peak"|"saved": {node: bytes}}."""
+    spec, model, ignore = _copy(model, dtype)
+    gen = torch.Generator().manual_seed(seed)
+    x = meta_input(spec, batch, dtype, device="cpu", generator=gen)
+    inference = _inference(model, StorageTracker(ignore), x)
     with StorageTracker(ignore) as tracker:
         training = MeasureInterpreter(model, tracker)
         with torch.autograd.graph.saved_tensors_hooks(training.pack, lambda t: t):
@@ -164,15 +175,10 @@ class StepTracker(StorageTracker):
 def measure_step(model: fx.GraphModule, batch: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
     """Measure a copy of `model`'s whole training step (checkpointed groups recomputed in backward included):
     {"inference_peak", "saved_bytes" (held at the end of the forward pass), "training_peak"} in bytes."""
-    spec, model = model.spec, copy.deepcopy(model).to(dtype)
-    ignore = {_storage(t)[0] for t in [*model.parameters(), *model.buffers()]}
+    spec, model, ignore = _copy(model, dtype)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(meta_input(spec, batch, dtype).shape, generator=gen, dtype=dtype)
-    model.eval()
-    with torch.no_grad(), StepTracker(ignore) as tracker:
-        inference = MeasureInterpreter(model, tracker)
-        inference.run(x)
-    model.train()
+    inference = _inference(model, StepTracker(ignore), x)
     with StepTracker(ignore) as tracker:
         training = MeasureInterpreter(model, tracker)
         with torch.autograd.graph.saved_tensors_hooks(training.pack, lambda t: t):
