@@ -40,12 +40,7 @@ stages:
 output: {classes: 3}
 """
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 INTEGRATORS = ["momentum", "leapfrog", "second-order", {"method": "momentum", "gamma": "1/2", "learn": True},
