@@ -65,6 +65,8 @@ def step(model, x, y) -> float:
 
 def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
     """Measure one point in this process: build, cold first step, steady-state steps."""
+    from torch._dynamo.utils import counters
+
     import rkcompile
     from rkcompile.regional import RegionalModule
 
@@ -93,7 +95,8 @@ def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
     return {"point": point["name"], "variant": variant, "cold_s": cold, "step_ms": 1e3 * statistics.median(times),
             "step_ms_min": 1e3 * min(times), "max_abs_diff": diff, "graph_nodes": len(model.graph.nodes),
             "units": len(regional.instances), "structures": len(regional.classes),
-            "compiled_regions": len(regional.block_classes), "input": point["input"]}
+            "compiled_regions": len(regional.block_classes), "dynamo_graphs": counters["stats"]["unique_graphs"],
+            "input": point["input"]}
 
 
 def measure(point: dict, variant: str, backend: str, reps: int, timeout: float | None = None) -> dict:
@@ -180,15 +183,16 @@ def table(results: dict) -> str:
     lines = [f"{m['platform']}, Python {m['python']}, torch {m['torch']}, {m['threads']} threads, backend "
              f"{m['backend']}; load average {m['load_average_start'][0]:.2f} at the start, "
              f"{m['load_average_end'][0]:.2f} at the end; {m['total_s']:.0f} s in all.", "",
-             "| network | graph nodes | units / structures / compiled regions | variant | cold start (s) | ×full | "
-             "step (ms) | ×full | max abs diff |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| network | graph nodes | units / structures / compiled regions | variant | graphs compiled | cold start (s) | "
+             "×full | step (ms) | ×full | max abs diff |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         f, g = full.get(r["point"]), shape.get(r["point"])
         nodes = f"{g['graph_nodes']:,}" if g else "–"
         units = f"{g['units']} / {g['structures']} / {g['compiled_regions']}" if g else "–"
         step_ms = "–" if r["step_ms"] is None else f"{r['step_ms']:.1f}"
         diff = "–" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
-        lines.append(f"| {r['point']} | {nodes} | {units} | {r['variant']} | {_cold(r)} | {_ratio(r, f, 'cold_s')} | "
+        graphs = r.get("dynamo_graphs", "–")
+        lines.append(f"| {r['point']} | {nodes} | {units} | {r['variant']} | {graphs} | {_cold(r)} | {_ratio(r, f, 'cold_s')} | "
                      f"{step_ms} | {_ratio(r, f, 'step_ms')} | {diff} |")
     return "\n".join(lines + goals(rows)) + "\n"
 
