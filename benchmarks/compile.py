@@ -8,7 +8,10 @@ come first; a point still compiling after `--timeout` seconds is stopped and rec
 (a lower bound on its cold start).
 
     python benchmarks/compile.py [--smoke] [--variants eager,regional,full] [--points NAME,...] [--timeout S]
-                                 [--out benchmarks/results]
+                                 [--out benchmarks/results] [--update]
+
+`--update` reruns the chosen points and keeps the other rows of the existing results (each row records the load
+average at its start).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def step(model, x, y) -> float:
 
 def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
     """Measure one point in this process: build, cold first step, steady-state steps."""
+    from torch._dynamo.utils import counters
+
     import rkcompile
     from rkcompile.regional import RegionalModule
 
@@ -90,7 +95,8 @@ def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
     return {"point": point["name"], "variant": variant, "cold_s": cold, "step_ms": 1e3 * statistics.median(times),
             "step_ms_min": 1e3 * min(times), "max_abs_diff": diff, "graph_nodes": len(model.graph.nodes),
             "units": len(regional.instances), "structures": len(regional.classes),
-            "compiled_regions": len(regional.block_classes), "input": point["input"]}
+            "compiled_regions": len(regional.block_classes), "dynamo_graphs": counters["stats"]["unique_graphs"],
+            "input": point["input"]}
 
 
 def measure(point: dict, variant: str, backend: str, reps: int, timeout: float | None = None) -> dict:
@@ -119,29 +125,45 @@ def measure(point: dict, variant: str, backend: str, reps: int, timeout: float |
 
 
 def run(points: list[dict], variants: list[str], backend: str, reps: int, out: Path | None = None,
-        timeout: float | None = None) -> dict:
+        timeout: float | None = None, previous: dict | None = None) -> dict:
     """Every point under every variant (variant by variant), one process each; machine facts and load averages.
 
     With `out`, the results so far are written after every point, so an interrupted run keeps what it measured.
+    With `previous` (an earlier run's results), its rows stay unless this run measures the same point and variant;
+    each row keeps the load average at its own start.
     """
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "torch": torch.__version__, "threads": 2, "backend": backend,
                            "load_average_start": list(os.getloadavg())}, "rows": []}
+    kept, measured = (list(previous["rows"]) if previous else []), []
+    if previous:
+        results["machine"]["updated"] = f"rows kept from a run of {previous['machine'].get('total_s', 0):.0f} s"
     start = time.perf_counter()
     for variant in variants:
         for point in points:
+            load = os.getloadavg()[0]
             row = measure(point, variant, backend, reps, timeout)
+            row["load_average"] = load
             if row.get("timed_out"):
                 print(f"{row['point']:<26} {variant:<9} stopped after {row['cold_s_at_least']:.0f} s", flush=True)
             else:
                 print(f"{row['point']:<26} {variant:<9} cold {row['cold_s']:8.2f} s  step {row['step_ms']:8.2f} ms  "
                       f"diff {row['max_abs_diff']:.1e}", flush=True)
-            results["rows"].append(row)
+            kept = [r for r in kept if (r["point"], r["variant"]) != (row["point"], row["variant"])]
+            measured.append(row)
+            results["rows"] = _ordered(kept + measured) if previous else list(measured)
             results["machine"]["load_average_end"] = list(os.getloadavg())
             results["machine"]["total_s"] = time.perf_counter() - start
             if out is not None:
                 write(results, out)
     return results
+
+
+def _ordered(rows: list[dict]) -> list[dict]:
+    """Rows variant by variant, then in the order of POINTS (unknown points last), as a full run writes them."""
+    order = {p["name"]: i for i, p in enumerate(POINTS)}
+    ranks = {v: i for i, v in enumerate(VARIANTS + CANDIDATES)}
+    return sorted(rows, key=lambda r: (ranks.get(r["variant"], len(ranks)), order.get(r["point"], len(order))))
 
 
 def write(results: dict, out: Path) -> None:
@@ -161,15 +183,16 @@ def table(results: dict) -> str:
     lines = [f"{m['platform']}, Python {m['python']}, torch {m['torch']}, {m['threads']} threads, backend "
              f"{m['backend']}; load average {m['load_average_start'][0]:.2f} at the start, "
              f"{m['load_average_end'][0]:.2f} at the end; {m['total_s']:.0f} s in all.", "",
-             "| network | graph nodes | units / structures / compiled regions | variant | cold start (s) | ×full | "
-             "step (ms) | ×full | max abs diff |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| network | graph nodes | units / structures / compiled regions | variant | graphs compiled | cold start (s) | "
+             "×full | step (ms) | ×full | max abs diff |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         f, g = full.get(r["point"]), shape.get(r["point"])
         nodes = f"{g['graph_nodes']:,}" if g else "–"
         units = f"{g['units']} / {g['structures']} / {g['compiled_regions']}" if g else "–"
         step_ms = "–" if r["step_ms"] is None else f"{r['step_ms']:.1f}"
         diff = "–" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
-        lines.append(f"| {r['point']} | {nodes} | {units} | {r['variant']} | {_cold(r)} | {_ratio(r, f, 'cold_s')} | "
+        graphs = r.get("dynamo_graphs", "–")
+        lines.append(f"| {r['point']} | {nodes} | {units} | {r['variant']} | {graphs} | {_cold(r)} | {_ratio(r, f, 'cold_s')} | "
                      f"{step_ms} | {_ratio(r, f, 'step_ms')} | {diff} |")
     return "\n".join(lines + goals(rows)) + "\n"
 
@@ -246,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "the lower bound (default: none).")
     p.add_argument("--out", default=None, help="Directory for the results (default benchmarks/results; none "
                                                "with --smoke unless given).")
+    p.add_argument("--update", action="store_true", help="Keep the rows of --out's compile.json that this run does "
+                                                         "not measure (rerun single points).")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -264,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown point {unknown[0]!r}; choose from {', '.join(by_name)}")
         points = [by_name[name] for name in args.points.split(",")]
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "benchmarks" / "results")
-    results = run(points, variants, "eager" if args.smoke else "inductor", 2 if args.smoke else 5, out, args.timeout)
+    previous = None
+    if args.update:
+        if out is None or not (out / "compile.json").is_file():
+            p.error("--update needs an earlier compile.json under --out")
+        previous = json.loads((out / "compile.json").read_text())
+    results = run(points, variants, "eager" if args.smoke else "inductor", 2 if args.smoke else 5, out, args.timeout,
+                  previous)
     print(table(results))
     return 0
 

@@ -70,9 +70,9 @@ def depth_rows(batch: int, measure_batch: int | None) -> list[dict]:
 
 def depth_table(rows: list[dict], batch: int) -> str:
     """Markdown of `depth_rows`."""
-    lines = [f"| blocks | saved, ordinary | saved, reversible | training peak, ordinary | training peak, reversible "
-             f"| planner's smallest peak (recompute) | reversible recompute | measured reversible saved / training "
-             f"(pred / meas) |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| blocks | saved, ordinary | saved, reversible | training peak, ordinary | training peak, reversible "
+             "| planner's smallest peak (recompute) | reversible recompute | measured reversible saved / training "
+             "(pred / meas) |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         o, v = r["saved"], r["reversible"]
         measured = "–"

@@ -43,6 +43,8 @@ _WHERE = {
     "get_tableau": "rkcompile.tableaux",
     "list_tableaux": "rkcompile.tableaux",
     "register_tableau": "rkcompile.tableaux",
+    "LinearMultistep": "rkcompile.multistep",
+    "register_multistep": "rkcompile.multistep",
     "ResidualFunction": "rkcompile.functions",
     "register_module": "rkcompile.functions",
     "fold_step_sizes": "rkcompile.transforms",

@@ -243,6 +243,15 @@ def _plain_bound(kind: str, ctx: dict, found: object) -> str | None:
             f"needs at least {count(ctx.get('min_length'), 'character')}, found {found!r}"
     if kind == "string_too_long":
         return f"takes at most {count(ctx.get('max_length'), 'character')}, found {len(str(found))}"
+    bound = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
+             "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}.get(kind)
+    if bound is not None and bound[0] in ctx:
+        limit = ctx[bound[0]]
+        if isinstance(found, int) and not isinstance(found, bool) and isinstance(limit, int) and kind in (
+                "greater_than", "less_than"):  # whole numbers: "greater than 0" is "at least 1"
+            return f"must be {'at least' if kind == 'greater_than' else 'at most'} " \
+                   f"{limit + 1 if kind == 'greater_than' else limit - 1}, found {found}"
+        return f"must be {bound[1]} {limit}, found {found!r}"
     return None
 
 

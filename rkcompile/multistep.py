@@ -22,7 +22,8 @@ import numpy as np
 from rkcompile.errors import TableauError
 from rkcompile.exact import format_coefficient, parse_coefficient
 
-__all__ = ["LinearMultistep", "MULTISTEP", "get_multistep", "list_multistep", "momentum", "MAX_ORDER"]
+__all__ = ["LinearMultistep", "MULTISTEP", "get_multistep", "list_multistep", "momentum", "multistep_origin",
+           "register_multistep", "MAX_ORDER"]
 
 #: Orders are searched up to this bound (the order conditions of a k-step method stop at 2k).
 MAX_ORDER = 20
@@ -326,15 +327,43 @@ MULTISTEP: dict[str, LinearMultistep] = {m.name: m for m in (
 )}
 
 
+_ORIGINS: dict[str, str] = dict.fromkeys(MULTISTEP, "built in")
+
+
+def register_multistep(method: LinearMultistep) -> LinearMultistep:
+    """Add a multistep method under its (lower-cased) name; a name can be registered once, by one integrator family."""
+    from rkcompile import plugins
+    from rkcompile.tableaux import tableau_origins
+
+    if not isinstance(method, LinearMultistep):
+        raise TableauError(f"register_multistep expects a LinearMultistep, found {type(method).__name__}")
+    key, origin = method.name.strip().lower(), plugins.origin_of()
+    old = _ORIGINS.get(key) or (f"a tableau, {tableau_origins()[key]}" if key in tableau_origins() else None)
+    if old is not None:
+        raise plugins.clash("integrator", key, old, origin) or TableauError(
+            f"an integrator named {key!r} is already registered ({old})")
+    MULTISTEP[key], _ORIGINS[key] = method, origin
+    plugins.note(lambda: (MULTISTEP.pop(key), _ORIGINS.pop(key)))
+    return method
+
+
 def list_multistep() -> list[str]:
-    """Names of the built-in multistep and momentum schemes."""
+    """Names of the registered multistep and momentum schemes (built in first, then in registration order)."""
+    from rkcompile import plugins
+
+    plugins.discover()
     return list(MULTISTEP)
 
 
+def multistep_origin(name: str) -> str:
+    """Where the multistep method called `name` was registered from ("built in", a module path or a plugin)."""
+    return _ORIGINS[get_multistep(name).name.strip().lower()]
+
+
 def get_multistep(name: str) -> LinearMultistep:
-    """A built-in scheme by name (case-insensitive)."""
+    """A registered scheme by name (case-insensitive)."""
     key = name.strip().lower()
-    if key not in MULTISTEP:
+    if key not in list_multistep():
         from rkcompile.errors import did_you_mean
 
         raise TableauError(f"unknown multistep method {name!r}{did_you_mean(key, list(MULTISTEP))}; expected one of "

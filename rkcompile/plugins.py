@@ -29,10 +29,10 @@ GROUP = "rkcompile.plugins"
 #: modules whose own registrations are built in, and the modules to import before any plugin runs
 _BUILTINS = ("rkcompile.functions", "rkcompile.layers", "rkcompile.entries", "rkcompile.stems", "rkcompile.heads",
              "rkcompile.sequences", "rkcompile.weights", "rkcompile.bases", "rkcompile.integrators",
-             "rkcompile.tableaux")
+             "rkcompile.tableaux", "rkcompile.multistep")
 #: modules that register on someone else's behalf (skipped when looking for the registering module)
 _REGISTERING = frozenset({"rkcompile.plugins", "rkcompile.registry", "rkcompile.tableaux", "rkcompile.functions",
-                          "rkcompile.functions.user"})
+                          "rkcompile.functions.user", "rkcompile.multistep"})
 
 
 @dataclass
@@ -127,7 +127,7 @@ def registered() -> dict[str, list[tuple[str, str]]]:
     from rkcompile.heads import HEADS
     from rkcompile.integrators import FAMILIES
     from rkcompile.layers import LAYERS
-    from rkcompile.multistep import list_multistep
+    from rkcompile.multistep import list_multistep, multistep_origin
     from rkcompile.stems import STEMS
     from rkcompile.tableaux import list_tableaux, tableau_origin
     from rkcompile.weights import WEIGHTS
@@ -139,5 +139,5 @@ def registered() -> dict[str, list[tuple[str, str]]]:
                            ("integrator families", FAMILIES)):
         out[what] = [(name, registry.origin(name)) for name in registry.names()]
     out["tableaux"] = [(name, tableau_origin(name)) for name in list_tableaux()]
-    out["multistep methods"] = [(name, "built in") for name in list_multistep()]
+    out["multistep methods"] = [(name, multistep_origin(name)) for name in list_multistep()]
     return out

@@ -119,7 +119,13 @@ def test_compile_benchmark_smoke(tmp_path):
     assert set(rows) == {"eager", "full", "regional"}
     assert all(r["max_abs_diff"] < 1e-5 and r["cold_s"] > 0 and r["step_ms"] > 0 for r in rows.values())
     assert rows["regional"]["compiled_regions"] == 3  # continuousnet-1-1-1: one block per stage width
+    assert rows["regional"]["dynamo_graphs"] == 3 and rows["full"]["dynamo_graphs"] == 1  # dynamo's own count
     assert (tmp_path / "compile.png").stat().st_size > 0 and "| regional |" in (tmp_path / "compile.md").read_text()
+    # --update reruns one variant and keeps the other rows, in a full run's order
+    assert compile_benchmark.main(["--smoke", "--variants", "eager", "--out", str(tmp_path), "--update"]) == 0
+    again = json.loads((tmp_path / "compile.json").read_text())
+    assert [r["variant"] for r in again["rows"]] == ["eager", "regional", "full"]
+    assert again["rows"][1:] == [rows["regional"], rows["full"]] and "load_average" in again["rows"][0]
 
 
 @pytest.mark.slow
@@ -137,7 +143,7 @@ def test_compile_table_bounds_a_stopped_full_compile_and_states_the_goals():
 
     def row(point, variant, cold, step):
         return {"point": point, "variant": variant, "cold_s": cold, "step_ms": step, "max_abs_diff": 1e-7,
-                "graph_nodes": 125, "units": 8, "structures": 8, "compiled_regions": 3}
+                "graph_nodes": 125, "units": 8, "structures": 8, "compiled_regions": 3, "dynamo_graphs": 3}
 
     stopped = {"point": "continuousnet-16-16-16", "variant": "full", "timed_out": True, "cold_s": None,
                "cold_s_at_least": 1000.0, "step_ms": None, "max_abs_diff": None}
@@ -146,8 +152,8 @@ def test_compile_table_bounds_a_stopped_full_compile_and_states_the_goals():
                "rows": [row("continuousnet-1-1-1", "regional", 40.0, 10.0), row("continuousnet-1-1-1", "full", 80.0, 8.0),
                         row("continuousnet-16-16-16", "regional", 50.0, 20.0), stopped]}
     table = compile_benchmark.table(results)
-    assert "| continuousnet-16-16-16 | 125 | 8 / 8 / 3 | full | > 1000 (stopped) | – | – | – | – |" in table
-    assert "| regional | 50.00 | < 0.05x | 20.0 | – |" in table  # 50 s against more than 1,000 s
+    assert "| continuousnet-16-16-16 | 125 | 8 / 8 / 3 | full | – | > 1000 (stopped) | – | – | – | – |" in table
+    assert "| regional | 3 | 50.00 | < 0.05x | 20.0 | – |" in table  # 50 s against more than 1,000 s
     assert "- regional cold start, 16-16-16 / 1-1-1: 1.25x (goal ≤ 1.5x)" in table
     assert "- regional / full cold start at 16-16-16: < 0.05x (goal ≤ 0.25x)" in table
     assert "- regional / full steady state, continuousnet-1-1-1: 1.25x (goal ≤ 1.10x)" in table

@@ -57,8 +57,15 @@ stages:
 def test_drawings_show_edges_from_the_history_with_their_coefficients():
     dot = to_dot(build(SPEC.replace("INTEGRATOR", "ab3")), level="block")
     assert "ab3 (start-up: kutta3)" in dot  # the two start-up blocks
-    assert 'stage0_block2_f1 -> stage0_block2_y_out [label="-4/3·h"' in dot  # f_{n−1}, h = 1
-    assert 'stage0_block2_f2 -> stage0_block2_y_out [label="5/12·h"' in dot
+    assert 'stage0_block2_f1 -> stage0_block2_y_out [label="-4/3"' in dot  # β_1·h for f_{n−1}, h = 1
+    assert 'stage0_block2_f2 -> stage0_block2_y_out [label="5/12"' in dot
+    assert "a multistep step's history" in dot  # the legend says what the purple edges are
+    # every edge shows its coefficient times h, the history's too: h = 1/2 halves them all, once
+    half = to_dot(build(SPEC.replace("INTEGRATOR", "ab3") + "    step: {h: 1/2}\n"), level="block")
+    assert 'stage0_block2_k1 -> stage0_block2_y_out [label="23/24"' in half  # β_0·h, f_n = k_1
+    assert 'stage0_block2_f1 -> stage0_block2_y_out [label="-2/3"' in half
+    assert 'stage0_block2_f2 -> stage0_block2_y_out [label="5/24"' in half
+    assert "a multistep step's history" not in to_dot(build(SPEC.replace("INTEGRATOR", "rk4")), level="block")
     lm = to_dot(build(SPEC.replace("INTEGRATOR", "lm-resnet")), level="block")
     assert "stage0_block3_y1 -> stage0_block3_y_out [label=<k<SUB>3</SUB>·(1)>" in lm
     leap = to_dot(build(SPEC.replace("INTEGRATOR", "leapfrog")), level="block")

@@ -322,7 +322,7 @@ BAD = [
      "'learn: none' (or 'time: none')"),
     ({"time": "concatt"}, "stages[0].time: unknown kind 'concatt' (did you mean 'concat'?); expected one of "
                           "none, concat, film"),
-    ({"time": {"kind": "film", "hidden": 0}}, "stages[0].time.hidden: input should be greater than 0, found 0"),
+    ({"time": {"kind": "film", "hidden": 0}}, "stages[0].time.hidden: must be at least 1, found 0"),
 ]
 
 

@@ -96,7 +96,7 @@ def test_registered_kind_checks_builds_analyzes_and_draws(gated, tmp_path):
 def test_registered_kind_errors_are_located(gated):
     with pytest.raises(rkcompile.SpecError) as info:
         parse_spec(spec_text(kernel=0), file="g.yaml")
-    assert "stages[0].module.kernel: input should be greater than 0, found 0" in str(info.value)
+    assert "stages[0].module.kernel: must be at least 1, found 0" in str(info.value)
     vector = spec_data()
     vector["input"] = {"features": 3}
     del vector["stem"]

@@ -96,7 +96,7 @@ def test_pool_none_maps_every_position(state, shape):
      "example.yaml:8:3: output.pool: 'pool' chooses how tokens are pooled; this state is an image"),
     ({"kind": "regression"}, "vector", "example.yaml:4:1: output.outputs: missing required field 'outputs'"),
     ({"kind": "regression", "outputs": 0}, "vector",
-     "example.yaml:6:3: output.outputs: input should be greater than 0, found 0"),
+     "example.yaml:6:3: output.outputs: must be at least 1, found 0"),
     ({"classes": 3, "act": "swish"}, "vector", "example.yaml:5:3: output.act: unknown value 'swish' (did you mean 'silu'?); expected one "
      "of relu, tanh, gelu, silu, sigmoid, softplus, elu, leaky-relu, identity, none"),
 ])

@@ -178,7 +178,7 @@ def test_cli_plan_errors_are_one_line():
     ("[[0,40]]", "stages[0].checkpoint[0]: block 40 does not exist: the stage has 28 blocks (0 to 27)"),
     ("[[0,2],[2,3]]", "stages[0].checkpoint[1]: group [2, 3] overlaps or precedes the group before it (which ends "
                       "at block 2); list groups in block order"),
-    ("[[0,-1]]", "stages[0].checkpoint[0][1]: input should be greater than or equal to 0, found -1"),
+    ("[[0,-1]]", "stages[0].checkpoint[0][1]: must be at least 0, found -1"),
 ])
 def test_bad_checkpoint_fields(value, message):
     from rkcompile import load_spec

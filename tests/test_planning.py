@@ -160,8 +160,8 @@ def test_integer_fields_are_strict(field, value, expected):
 
 @pytest.mark.parametrize(("seed", "expected"), [
     (True, "seed: input should be a valid integer, found True"),
-    (-1, "seed: input should be greater than or equal to 0, found -1"),
-    (2**63, f"seed: input should be less than {2**63}, found {2**63}"),
+    (-1, "seed: must be at least 0, found -1"),
+    (2**63, f"seed: must be at most {2**63 - 1}, found {2**63}"),
 ])
 def test_seed_is_strict_and_bounded(seed, expected):
     assert expected in error(dict(one_stage(), seed=seed))

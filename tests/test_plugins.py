@@ -31,6 +31,8 @@ from rkcompile.functions import FUNCTIONS
 from rkcompile.heads import HEADS
 from rkcompile.integrators import FAMILIES
 from rkcompile.layers import LAYERS
+from rkcompile.multistep import _ORIGINS as MULTISTEP_ORIGINS
+from rkcompile.multistep import MULTISTEP
 from rkcompile.stems import STEMS
 from rkcompile.tableaux import _ORIGINS, _REGISTRY, get_tableau, list_tableaux, tableau_origin
 from rkcompile.weights import WEIGHTS
@@ -81,6 +83,8 @@ def installed(monkeypatch):
             registry.unregister(name)
     for name in [n for n, o in _ORIGINS.items() if o.startswith("plugin ")]:
         _REGISTRY.pop(name), _ORIGINS.pop(name)
+    for name in [n for n, o in MULTISTEP_ORIGINS.items() if o.startswith("plugin ")]:
+        MULTISTEP.pop(name), MULTISTEP_ORIGINS.pop(name)
     plugins._State.done, plugins._State.clash = True, None
 
 
@@ -215,6 +219,35 @@ def test_a_plugin_tableau_clashing_with_a_built_in_is_an_error_naming_both(insta
     assert str(info.value) == ("plugin t-dist 1 (entry point 't'): tableau 'rk4' is already registered (built in); "
                                "one of them must rename it")
     assert tableau_origin.__module__ == "rkcompile.tableaux"
+
+
+def _nystrom2() -> None:
+    """A plugin registering a multistep method: the explicit two-step Nyström method (order 2)."""
+    from fractions import Fraction
+
+    import rkcompile
+
+    rkcompile.register_multistep(rkcompile.LinearMultistep("nystrom2", (Fraction(0), Fraction(1)),
+                                                           (Fraction(2), Fraction(0)), startup="midpoint"))
+
+
+def test_a_plugin_multistep_method_builds_and_is_listed_with_its_origin(installed):
+    installed(entry_point("ny", _nystrom2, dist="ny-dist", version="2"))
+    spec = parse_spec(json.dumps({"name": "t", "input": {"features": 4}, "output": {"classes": 3}, "stages": [
+        {"module": {"kind": "mlp", "hidden": [3]}, "integrator": "nystrom2", "evaluations": 4}]}))
+    assert spec.stages[0].tableau.name == "nystrom2" and build(spec)(torch.randn(2, 4)).shape == (2, 3)
+    assert ("nystrom2", "plugin ny-dist 2 (entry point 'ny')") in plugins.registered()["multistep methods"]
+
+
+def test_a_failing_plugin_leaves_no_multistep_method_behind(installed):
+    def broken() -> None:
+        _nystrom2()
+        raise RuntimeError("half-way")
+
+    installed(entry_point("ny", broken, dist="ny-dist", version="2"))
+    with pytest.warns(PluginWarning, match="half-way"):
+        names = plugins.registered()["multistep methods"]
+    assert "nystrom2" not in dict(names) and "nystrom2" not in MULTISTEP
 
 
 def test_two_plugins_with_one_name_clash(installed):

@@ -6,12 +6,14 @@ import pytest
 import torch
 import yaml
 
-from rkcompile import CompileError, SpecError, build, parse_spec
+from rkcompile import CompileError, SpecError, TableauError, build, parse_spec
 from rkcompile.entries import ENTRIES
 from rkcompile.functions import FUNCTIONS
 from rkcompile.heads import HEADS
 from rkcompile.integrators import FAMILIES
 from rkcompile.layers import LAYERS
+from rkcompile.multistep import _ORIGINS as MULTISTEP_ORIGINS
+from rkcompile.multistep import MULTISTEP, LinearMultistep, get_multistep, list_multistep, register_multistep
 from rkcompile.registry import Registry, RegistryError
 from rkcompile.stems import STEMS
 from rkcompile.tableau import Tableau
@@ -186,6 +188,44 @@ def test_the_schema_lists_every_registered_kind(registry):
 
 
 # ---------------------------------------------------------------- integrator families and tableaux
+def test_register_multistep_builds_the_same_network_as_the_built_in_it_copies():
+    from fractions import Fraction
+
+    copy = LinearMultistep("test-ab2", (Fraction(1), Fraction(0)), (Fraction(3, 2), Fraction(-1, 2)),
+                           startup="midpoint", source="Bashforth & Adams (1883)")
+    try:
+        assert register_multistep(copy) is copy
+        assert get_multistep("TEST-AB2") is copy and list_multistep()[-1] == "test-ab2" and copy.order == 2
+        torch.manual_seed(0)
+        x = torch.randn(5, 4, dtype=torch.float64)
+        out = {}
+        for name in ("ab2", "test-ab2"):
+            spec = parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator=name, evaluations=6))
+            assert spec.stages[0].blocks == 5  # one midpoint start-up step (2 evaluations), then 4 AB2 steps
+            out[name] = build(spec).double()(x)
+        assert torch.equal(out["ab2"], out["test-ab2"])  # same seed, same coefficients, same start-up: same network
+    finally:
+        MULTISTEP.pop("test-ab2"), MULTISTEP_ORIGINS.pop("test-ab2")
+    with pytest.raises(SpecError, match="test-ab2"):
+        parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator="test-ab2"))
+
+
+def test_one_name_is_one_integrator_across_tableaux_and_multistep_methods():
+    from fractions import Fraction
+
+    one = (Fraction(1),)
+    with pytest.raises(TableauError, match="an integrator named 'rk4' is already registered \\(a tableau, built in\\)"):
+        register_multistep(LinearMultistep("RK4", one, one))
+    with pytest.raises(TableauError, match="an integrator named 'ab3' is already registered \\(built in\\)"):
+        register_multistep(LinearMultistep("ab3", one, one))
+    with pytest.raises(TableauError, match="an integrator named 'momentum' is already registered "
+                                           "\\(a multistep method, built in\\)"):
+        register_tableau(Tableau.from_text("momentum", ["0"], [[]], ["1"]))
+    with pytest.raises(TableauError, match="register_multistep expects a LinearMultistep, found Tableau"):
+        register_multistep(get_tableau("rk4"))
+    assert "rk4" not in MULTISTEP and "momentum" not in TABLEAUX
+
+
 def test_the_rk_family_resolves_names_and_inline_tableaux():
     assert FAMILIES.names()[0] == "rk"
     spec = parse_spec(spec_text({"kind": "mlp", "hidden": [3]}, False, integrator="rk4"))

@@ -239,7 +239,7 @@ NUMBERS = [
     (["stages.0.step.h=sqrt(2)/1e-400"], "--set stages.0.step.h=sqrt(2)/1e-400: stages[0].step.h: cannot parse "
                                          "coefficient 'sqrt(2)/1e-400': number too small at position 8"),
     (["seed=" + "7" * 4400], "--set:1:1: seed: number with more than 100 digits is not allowed"),
-    (["seed=1000000000000000000000000000000"], "--set seed=1000000000000000000000000000000: seed: input should be less than 9223372036854775808, found "
+    (["seed=1000000000000000000000000000000"], "--set seed=1000000000000000000000000000000: seed: must be at most 9223372036854775807, found "
                                                "1000000000000000000000000000000"),
     (["stages.0.module.hidden=" + "[" * 60000 + "]" * 60000], "--set: 'stages.0.module.hidden': value nested deeper "
                                                                "than 64 levels"),

@@ -76,7 +76,8 @@ def dot_source(model, measures: Measures, level: str = "network", color_by: str 
     out_shape = opts.shapes and opts.shapes.network_out
     g.edge(last, "output", weight="10", **({"label": "×".join(map(str, out_shape)), "fontcolor": "gray35"}
                                            if out_shape else {}))
-    g.node("legend", tables.legend(scale, color_by, level), shape="plaintext", style="")
+    history = any(b.history for b in blocks)
+    g.node("legend", tables.legend(scale, color_by, level, history), shape="plaintext", style="")
     g.node("totals", tables.totals(measures, blocks), shape="plaintext", style="")
     g.edge("output", "legend", style="invis")
     g.edge("output", "totals", style="invis")
@@ -157,8 +158,9 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
         if lag:
             index = f"n−{lag}" if len(run) > 1 else str(n0 - lag)
             c.node(node, f"<{what}<SUB>{index}</SUB>>", shape="oval", style="dashed,filled", fillcolor="white")
+        # β_j·h^q as one number, like every other edge (the lowering folds h in); y_{n−j}'s α_j has no h
         text = f"{learned}<SUB>{step}</SUB>·({coef(coefficient)})" if learned else \
-            coef(coefficient) + ("·h" if what == "f" else "")
+            coef(coefficient) + (suffix if what == "f" else "")
         c.edge(node, y_out, label=f"<{text}>" if learned else text, color=tables.HISTORY, fontcolor=tables.HISTORY,
                style="dashed")
     if first.skip != 0:

@@ -73,8 +73,8 @@ def numbers(row: Numbers, each: int | None = None, owner: str | None = None, lay
             f"{head}{body}</TABLE>>")
 
 
-def legend(scale: ColourScale, color_by: str, level: str) -> str:
-    """The legend: what nodes, edges and colours mean."""
+def legend(scale: ColourScale, color_by: str, level: str, history: bool = False) -> str:
+    """The legend: what nodes, edges and colours mean (`history`: the drawing has multistep steps)."""
     name = _METRIC[color_by][1]
     if scale.low is None:
         swatches = f"<TD COLSPAN=\"{len(PALETTE)}\">no memory figures</TD>"
@@ -99,6 +99,11 @@ def legend(scale: ColourScale, color_by: str, level: str) -> str:
         _wide(f"fill colour: {name} of the block (light → dark)"),
         f"<TR>{swatches}</TR>",
     ]
+    if history:
+        rows.insert(3, _wide(f"<FONT COLOR=\"{HISTORY}\">purple dashed edge y<SUB>n−j</SUB>, f<SUB>n−j</SUB> → "
+                             "y<SUB>n+1</SUB></FONT>: a multistep step's history, α<SUB>j</SUB> and β<SUB>j</SUB>·h "
+                             "(β<SUB>j</SUB>·h² for y'' = F); its current f<SUB>n</SUB> = k<SUB>1</SUB> is the green "
+                             "edge, β<SUB>0</SUB>·h"))
     if level == "network":
         rows.insert(-1, _wide("<B>×N</B>: N consecutive blocks of one structure (layers, shapes, tableau, weight "
                               "layout) drawn once; numbers are per block, smallest–largest where they differ"))

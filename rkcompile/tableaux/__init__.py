@@ -8,7 +8,7 @@ from rkcompile import plugins
 from rkcompile.errors import TableauError, did_you_mean
 from rkcompile.tableau import Tableau
 
-__all__ = ["get_tableau", "list_tableaux", "register_tableau", "tableau_origin"]
+__all__ = ["get_tableau", "list_tableaux", "register_tableau", "tableau_origin", "tableau_origins"]
 
 # Insertion order is preference order among tableaux of the same order (used for "rk5" -> "dopri5").
 _REGISTRY: dict[str, Tableau] = {}
@@ -27,6 +27,13 @@ def _add(tableau: Tableau, origin: str) -> Tableau:
     if key in _REGISTRY:
         raise plugins.clash("tableau", key, _ORIGINS[key], origin) or TableauError(
             f"a tableau named {key!r} is already registered ({_ORIGINS[key]})")
+    if origin != "built in":  # one name, one integrator: a multistep method's name is taken too
+        from rkcompile.multistep import MULTISTEP, multistep_origin
+
+        if key in MULTISTEP:
+            old = f"a multistep method, {multistep_origin(key)}"
+            raise plugins.clash("integrator", key, old, origin) or TableauError(
+                f"an integrator named {key!r} is already registered ({old})")
     _REGISTRY[key] = tableau
     _ORIGINS[key] = origin
     plugins.note(lambda: (_REGISTRY.pop(key), _ORIGINS.pop(key)))
@@ -42,6 +49,11 @@ def list_tableaux() -> list[str]:
 def tableau_origin(name: str) -> str:
     """Where the tableau called `name` was registered from ("built in", a module path or a plugin)."""
     return _ORIGINS[get_tableau(name).name.lower()]
+
+
+def tableau_origins() -> dict[str, str]:
+    """Every registered tableau name and where it came from."""
+    return dict(_ORIGINS)
 
 
 def get_tableau(name: str) -> Tableau:
