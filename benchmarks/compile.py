@@ -17,6 +17,7 @@ average at its start).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -53,6 +54,7 @@ def ho_point(scheme: str, size: int = 16, batch: int = 2) -> dict:
 
 POINTS = [cn_point(1), cn_point(4), cn_point(16), ho_point("euler"), ho_point("rk4"), ho_point("verner89")]
 SMOKE = [cn_point(1, size=8)]
+STEADY = ("continuousnet-4-4-4", "continuousnet-16-16-16")
 
 
 def step(model, x, y) -> float:
@@ -99,6 +101,50 @@ def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
             "input": point["input"]}
 
 
+def steady(point: dict, backend: str, reps: int) -> dict:
+    """Steady-state step times of eager, regional and full compile side by side in one process, steps interleaved.
+
+    The three share one model (regional and full are compiled views of it), each is warmed up by its first step,
+    then `reps` rounds run one step of each in turn, so drifts of the machine touch all three alike.
+    """
+    import rkcompile
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = rkcompile.build(ROOT / point["spec"], point["overrides"])
+    x = torch.randn(*point["input"])
+    y = torch.randint(0, 10, (point["input"][0],))
+    runs = {"eager": model, "regional": rkcompile.compile(model, mode="regional", backend=backend),
+            "full": rkcompile.compile(model, mode="full", backend=backend)}
+    cold = {name: step(run, x, y) for name, run in runs.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(reps):
+        for name, run in runs.items():
+            model.zero_grad()
+            times[name].append(1e3 * step(run, x, y))
+    stats = {name: {"median_ms": statistics.median(t), "q1_ms": statistics.quantiles(t)[0],
+                    "q3_ms": statistics.quantiles(t)[2], "min_ms": min(t), "cold_s": cold[name]}
+             for name, t in times.items()}
+    return {"point": point["name"], "variant": "steady", "reps": reps, "input": point["input"],
+            "graph_nodes": len(model.graph.nodes), "times": stats,
+            "regional_over_full": stats["regional"]["median_ms"] / stats["full"]["median_ms"],
+            "regional_over_full_min": stats["regional"]["min_ms"] / stats["full"]["min_ms"],
+            "regional_over_eager": stats["regional"]["median_ms"] / stats["eager"]["median_ms"]}
+
+
+def steady_table(rows: list[dict]) -> str:
+    """Markdown of `steady` rows: per point and variant, median (quartiles) and minimum, and the ratios."""
+    lines = ["| network | graph nodes | variant | step median (ms) | quartiles (ms) | min (ms) | ×full (median) | "
+             "×full (min) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        full = r["times"]["full"]
+        for name, t in r["times"].items():
+            lines.append(f"| {r['point']} | {r['graph_nodes']:,} | {name} | {t['median_ms']:.1f} | "
+                         f"{t['q1_ms']:.1f}–{t['q3_ms']:.1f} | {t['min_ms']:.1f} | "
+                         f"{t['median_ms'] / full['median_ms']:.2f}x | {t['min_ms'] / full['min_ms']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def measure(point: dict, variant: str, backend: str, reps: int, timeout: float | None = None) -> dict:
     """Run `worker` in a fresh process (its own process group) with a fresh inductor cache directory.
 
@@ -132,9 +178,7 @@ def run(points: list[dict], variants: list[str], backend: str, reps: int, out: P
     With `previous` (an earlier run's results), its rows stay unless this run measures the same point and variant;
     each row keeps the load average at its own start.
     """
-    results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                           "torch": torch.__version__, "threads": 2, "backend": backend,
-                           "load_average_start": list(os.getloadavg())}, "rows": []}
+    results = {"machine": _machine(backend), "rows": []}
     kept, measured = (list(previous["rows"]) if previous else []), []
     if previous:
         results["machine"]["updated"] = f"rows kept from a run of {previous['machine'].get('total_s', 0):.0f} s"
@@ -157,6 +201,11 @@ def run(points: list[dict], variants: list[str], backend: str, reps: int, out: P
             if out is not None:
                 write(results, out)
     return results
+
+
+def _machine(backend: str) -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": 2, "backend": backend, "load_average_start": list(os.getloadavg())}
 
 
 def _ordered(rows: list[dict]) -> list[dict]:
@@ -271,11 +320,18 @@ def main(argv: list[str] | None = None) -> int:
                                                "with --smoke unless given).")
     p.add_argument("--update", action="store_true", help="Keep the rows of --out's compile.json that this run does "
                                                          "not measure (rerun single points).")
+    p.add_argument("--steady", action="store_true", help="Instead: steady-state step times of eager, regional and "
+                                                         "full side by side in one process per point (default "
+                                                         "points continuousnet-4-4-4,continuousnet-16-16-16), "
+                                                         "written to compile-steady.{json,md}.")
+    p.add_argument("--reps", type=int, default=None, help="Steady-state steps per variant (default 5; 40 with "
+                                                         "--steady).")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         job = json.loads(args.worker)
-        print(json.dumps(worker(job["point"], job["variant"], job["backend"], job["reps"])))
+        run_job = steady if job["variant"] == "steady" else functools.partial(worker, variant=job["variant"])
+        print(json.dumps(run_job(job["point"], backend=job["backend"], reps=job["reps"])))
         return 0
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS + CANDIDATES]
@@ -289,13 +345,24 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown point {unknown[0]!r}; choose from {', '.join(by_name)}")
         points = [by_name[name] for name in args.points.split(",")]
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "benchmarks" / "results")
+    backend = "eager" if args.smoke else "inductor"
+    if args.steady:
+        chosen = points if args.points or args.smoke else [pt for pt in POINTS if pt["name"] in STEADY]
+        rows = [measure(pt, "steady", backend, args.reps or (3 if args.smoke else 40), args.timeout) for pt in chosen]
+        text = steady_table([r for r in rows if not r.get("timed_out")])
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_file(out / "compile-steady.json", json.dumps({"machine": _machine(backend), "rows": rows},
+                                                               indent=2) + "\n")
+            write_file(out / "compile-steady.md", text)
+        print(text)
+        return 0
     previous = None
     if args.update:
         if out is None or not (out / "compile.json").is_file():
             p.error("--update needs an earlier compile.json under --out")
         previous = json.loads((out / "compile.json").read_text())
-    results = run(points, variants, "eager" if args.smoke else "inductor", 2 if args.smoke else 5, out, args.timeout,
-                  previous)
+    results = run(points, variants, backend, args.reps or (2 if args.smoke else 5), out, args.timeout, previous)
     print(table(results))
     return 0
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 import rkcompile
+from rkcompile.cautions import one_line_warnings
 from rkcompile.training import Schedule, cosine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -407,7 +408,8 @@ def main(argv=None) -> int:
     """Entry point: parse, train, and turn every expected failure into one line on stderr."""
     args = parse_args(argv)
     try:
-        train(args)
+        with one_line_warnings():  # a spec's cautions as `warning: FILE:LINE:COL: ...`, like the rkcompile CLI
+            train(args)
     except (UserError, data.DataError, rkcompile.RkcompileError) as e:
         if args.debug:
             raise

@@ -3,18 +3,21 @@
 A spec can be valid and still waste weights or lose accuracy silently: basis pieces that no evaluation samples
 (no gradient ever reaches them), RK steps that straddle a boundary of a piecewise theta(t) (the step's order
 drops to one; Queiruga et al. 2020), `epsilon: 0` (F multiplied by zero), and one shared F with batch norm (one
-set of running statistics for every time t). `warn(spec)` issues them as Python warnings; the CLI prints each
-as one `warning: FILE:LINE:COL: path: ...` line.
+set of running statistics for every time t). `warn(spec)` issues them as Python warnings; the CLI (and
+examples/train.py) print each as one `warning: FILE:LINE:COL: path: ...` line (`one_line_warnings`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
+from collections.abc import Iterator
 from fractions import Fraction
 
 from rkcompile.errors import RkcompileWarning
 
-__all__ = ["cautions", "warn", "unused_functions", "straddled_boundaries"]
+__all__ = ["cautions", "warn", "one_line_warnings", "unused_functions", "straddled_boundaries"]
 
 #: What a basis calls its coefficient tensors, for messages.
 _UNITS = {"constant": "pieces", "linear": "nodes", "legendre": "coefficients"}
@@ -27,6 +30,22 @@ def warn(spec, what: str | None = None) -> None:
     it), or, for a model a transformation `what` made, as `what: path: message`."""
     for message in cautions(spec, what):
         warnings.warn(message, RkcompileWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Inside: every RkcompileWarning is one `warning: ...` line on stderr, each time; others print as Python's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RkcompileWarning)
+        warnings.showwarning = _show_warning
+        yield
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, RkcompileWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def cautions(spec, what: str | None = None) -> list[str]:

@@ -6,15 +6,15 @@ import json
 import signal
 import sys
 import traceback
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import click
 
 from rkcompile import __version__
+from rkcompile.cautions import one_line_warnings
 from rkcompile.cli_options import BATCH, DTYPES, OPTIMIZER_NAMES, limit_options, limits_from
-from rkcompile.errors import RkcompileError, RkcompileWarning
+from rkcompile.errors import RkcompileError
 from rkcompile.texttable import text_table
 
 if TYPE_CHECKING:
@@ -46,9 +46,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("always", RkcompileWarning)
-                warnings.showwarning = _show_warning
+            with one_line_warnings():
                 return super().invoke(ctx)
         except RkcompileError as e:
             if ctx.params.get("debug"):
@@ -64,14 +62,6 @@ class _Group(click.Group):
             click.echo(f"internal error: {type(e).__name__}{': ' + detail if detail else ''} (run with --debug)",
                        err=True)
             ctx.exit(3)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library warning as one `warning: ...` line on stderr; any other warning as Python prints it."""
-    if issubclass(category, RkcompileWarning):
-        click.echo(f"warning: {message}", err=True)
-    else:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 # the command list shows each command's whole first sentence (click cuts short help at 45 characters)

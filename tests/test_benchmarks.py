@@ -129,6 +129,18 @@ def test_compile_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_compile_benchmark_steady_state_side_by_side(tmp_path):
+    import compile as compile_benchmark
+
+    assert compile_benchmark.main(["--smoke", "--steady", "--reps", "3", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "compile-steady.json").read_text())["rows"][0]
+    assert set(row["times"]) == {"eager", "regional", "full"} and row["reps"] == 3
+    assert all(t["min_ms"] <= t["median_ms"] for t in row["times"].values())
+    assert row["regional_over_full"] == row["times"]["regional"]["median_ms"] / row["times"]["full"]["median_ms"]
+    assert "| continuousnet-1-1-1 | 125 | regional |" in (tmp_path / "compile-steady.md").read_text()
+
+
+@pytest.mark.slow
 def test_analysis_benchmark_smoke(tmp_path):
     import analysis as analysis_benchmark
 

@@ -339,3 +339,15 @@ def test_unknown_compile_mode_is_a_usage_error(specs):
     result = _run("--spec", str(specs / "digits.yaml"), "--dataset", "digits", "--compile", "partial")
     assert result.returncode == 2
     assert "argument --compile: invalid choice: 'partial' (choose from 'full', 'regional')" in result.stderr
+
+
+def test_a_spec_caution_is_one_warning_line(tmp_path, capsys):
+    spec = tmp_path / "pieces.yaml"
+    spec.write_text(TINY_SPIRALS.replace("    evaluations: 2\n", "    evaluations: 2\n    weights: {kind: basis, pieces: 3}\n"))
+    assert train.main(["--spec", str(spec), "--dataset", "spirals", "--epochs", "1", "--quiet",
+                       "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if "stages[0].weights" in line]
+    # an unused piece and a step across a jump, each one line located in the spec, as the rkcompile CLI says them
+    assert len(warned) == 2 and all(line.startswith(f"warning: {spec}:10:5: ") for line in warned), err
+    assert "RkcompileWarning" not in err and "warnings.warn" not in err
