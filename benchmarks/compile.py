@@ -180,8 +180,9 @@ def run(points: list[dict], variants: list[str], backend: str, reps: int, out: P
     """
     results = {"machine": _machine(backend), "rows": []}
     kept, measured = (list(previous["rows"]) if previous else []), []
-    if previous:
-        results["machine"]["updated"] = f"rows kept from a run of {previous['machine'].get('total_s', 0):.0f} s"
+    before = previous["machine"].get("total_s", 0) if previous else 0
+    if previous:  # the earlier run's machine facts stay; the rerun rows carry their own load average
+        results["machine"] = {**previous["machine"], "updated": 0}
     start = time.perf_counter()
     for variant in variants:
         for point in points:
@@ -197,7 +198,9 @@ def run(points: list[dict], variants: list[str], backend: str, reps: int, out: P
             measured.append(row)
             results["rows"] = _ordered(kept + measured) if previous else list(measured)
             results["machine"]["load_average_end"] = list(os.getloadavg())
-            results["machine"]["total_s"] = time.perf_counter() - start
+            results["machine"]["total_s"] = before + time.perf_counter() - start
+            if previous:
+                results["machine"]["updated"] = len(measured)
             if out is not None:
                 write(results, out)
     return results
@@ -231,7 +234,9 @@ def table(results: dict) -> str:
     m = results["machine"]
     lines = [f"{m['platform']}, Python {m['python']}, torch {m['torch']}, {m['threads']} threads, backend "
              f"{m['backend']}; load average {m['load_average_start'][0]:.2f} at the start, "
-             f"{m['load_average_end'][0]:.2f} at the end; {m['total_s']:.0f} s in all.", "",
+             f"{m['load_average_end'][0]:.2f} at the end; {m['total_s']:.0f} s in all"
+             + (f" ({m['updated']} row{'s' if m['updated'] != 1 else ''} rerun by --update; each row's load average is in the JSON)."
+                if m.get("updated") else "."), "",
              "| network | graph nodes | units / structures / compiled regions | variant | graphs compiled | cold start (s) | "
              "×full | step (ms) | ×full | max abs diff |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

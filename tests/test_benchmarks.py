@@ -126,6 +126,8 @@ def test_compile_benchmark_smoke(tmp_path):
     again = json.loads((tmp_path / "compile.json").read_text())
     assert [r["variant"] for r in again["rows"]] == ["eager", "regional", "full"]
     assert again["rows"][1:] == [rows["regional"], rows["full"]] and "load_average" in again["rows"][0]
+    assert again["machine"]["updated"] == 1 and again["machine"]["total_s"] > results["machine"]["total_s"]
+    assert "(1 row rerun by --update;" in (tmp_path / "compile.md").read_text()
 
 
 @pytest.mark.slow
