@@ -134,12 +134,12 @@ def steady(point: dict, backend: str, reps: int) -> dict:
 
 def steady_table(rows: list[dict]) -> str:
     """Markdown of `steady` rows: per point and variant, median (quartiles) and minimum, and the ratios."""
-    lines = ["| network | graph nodes | variant | step median (ms) | quartiles (ms) | min (ms) | ×full (median) | "
-             "×full (min) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| network | input | graph nodes | variant | step median (ms) | quartiles (ms) | min (ms) | ×full (median) "
+             "| ×full (min) |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         full = r["times"]["full"]
         for name, t in r["times"].items():
-            lines.append(f"| {r['point']} | {r['graph_nodes']:,} | {name} | {t['median_ms']:.1f} | "
+            lines.append(f"| {r['point']} | {'×'.join(map(str, r['input']))} | {r['graph_nodes']:,} | {name} | {t['median_ms']:.1f} | "
                          f"{t['q1_ms']:.1f}–{t['q3_ms']:.1f} | {t['min_ms']:.1f} | "
                          f"{t['median_ms'] / full['median_ms']:.2f}x | {t['min_ms'] / full['min_ms']:.2f}x |")
     return "\n".join(lines) + "\n"
@@ -328,9 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steady", action="store_true", help="Instead: steady-state step times of eager, regional and "
                                                          "full side by side in one process per point (default "
                                                          "points continuousnet-4-4-4,continuousnet-16-16-16), "
-                                                         "written to compile-steady.{json,md}.")
+                                                         "written to compile-steady.{json,md} (with --input, compile-steady-BATCHxSIZE.*).")
     p.add_argument("--reps", type=int, default=None, help="Steady-state steps per variant (default 5; 40 with "
                                                          "--steady).")
+    p.add_argument("--input", default=None, help="BATCH,SIZE: run the points at this batch and image size instead of "
+                                                 "their own (2,16), e.g. --steady --input 32,32.")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -349,17 +351,25 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"unknown point {unknown[0]!r}; choose from {', '.join(by_name)}")
         points = [by_name[name] for name in args.points.split(",")]
+    if args.input:
+        try:
+            batch, size = (int(v) for v in args.input.split(","))
+        except ValueError:
+            p.error(f"--input takes BATCH,SIZE (two integers), found {args.input!r}")
+        if not (1 <= batch <= 4096 and 4 <= size <= 1024):
+            p.error(f"--input {args.input}: batch must be 1–4096 and size 4–1024")
+        points = [{**pt, "input": [batch, *pt["input"][1:2], size, size]} for pt in points]
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "benchmarks" / "results")
     backend = "eager" if args.smoke else "inductor"
     if args.steady:
-        chosen = points if args.points or args.smoke else [pt for pt in POINTS if pt["name"] in STEADY]
+        chosen = points if args.points or args.smoke else [pt for pt in points if pt["name"] in STEADY]
         rows = [measure(pt, "steady", backend, args.reps or (3 if args.smoke else 40), args.timeout) for pt in chosen]
         text = steady_table([r for r in rows if not r.get("timed_out")])
-        if out is not None:
+        if out is not None:  # another input gets files of its own: compile-steady-32x32.json is batch 32 at 32×32
+            stem = "compile-steady" + (f"-{points[0]['input'][0]}x{points[0]['input'][-1]}" if args.input else "")
             out.mkdir(parents=True, exist_ok=True)
-            write_file(out / "compile-steady.json", json.dumps({"machine": _machine(backend), "rows": rows},
-                                                               indent=2) + "\n")
-            write_file(out / "compile-steady.md", text)
+            write_file(out / f"{stem}.json", json.dumps({"machine": _machine(backend), "rows": rows}, indent=2) + "\n")
+            write_file(out / f"{stem}.md", text)
         print(text)
         return 0
     previous = None

@@ -139,7 +139,9 @@ def test_compile_benchmark_steady_state_side_by_side(tmp_path):
     assert set(row["times"]) == {"eager", "regional", "full"} and row["reps"] == 3
     assert all(t["min_ms"] <= t["median_ms"] for t in row["times"].values())
     assert row["regional_over_full"] == row["times"]["regional"]["median_ms"] / row["times"]["full"]["median_ms"]
-    assert "| continuousnet-1-1-1 | 125 | regional |" in (tmp_path / "compile-steady.md").read_text()
+    assert "| continuousnet-1-1-1 | 2×3×8×8 | 125 | regional |" in (tmp_path / "compile-steady.md").read_text()
+    assert compile_benchmark.main(["--smoke", "--steady", "--reps", "3", "--input", "3,12", "--out", str(tmp_path)]) == 0
+    assert "| continuousnet-1-1-1 | 3×3×12×12 | 125 | full |" in (tmp_path / "compile-steady-3x12.md").read_text()
 
 
 @pytest.mark.slow
