@@ -65,6 +65,16 @@ def step(model, x, y) -> float:
     return time.perf_counter() - t
 
 
+def _setup(point: dict) -> tuple:
+    """The point's model (seed 0, 2 threads), an input batch and its labels."""
+    import rkcompile
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = rkcompile.build(ROOT / point["spec"], point["overrides"])
+    return model, torch.randn(*point["input"]), torch.randint(0, 10, (point["input"][0],))
+
+
 def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
     """Measure one point in this process: build, cold first step, steady-state steps."""
     from torch._dynamo.utils import counters
@@ -72,11 +82,7 @@ def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
     import rkcompile
     from rkcompile.regional import RegionalModule
 
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    model = rkcompile.build(ROOT / point["spec"], point["overrides"])
-    x = torch.randn(*point["input"])
-    y = torch.randint(0, 10, (point["input"][0],))
+    model, x, y = _setup(point)
     reference = model(x).detach()
     model.zero_grad()
     regional = RegionalModule(model)
@@ -109,11 +115,7 @@ def steady(point: dict, backend: str, reps: int) -> dict:
     """
     import rkcompile
 
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    model = rkcompile.build(ROOT / point["spec"], point["overrides"])
-    x = torch.randn(*point["input"])
-    y = torch.randint(0, 10, (point["input"][0],))
+    model, x, y = _setup(point)
     runs = {"eager": model, "regional": rkcompile.compile(model, mode="regional", backend=backend),
             "full": rkcompile.compile(model, mode="full", backend=backend)}
     cold = {name: step(run, x, y) for name, run in runs.items()}
@@ -122,9 +124,9 @@ def steady(point: dict, backend: str, reps: int) -> dict:
         for name, run in runs.items():
             model.zero_grad()
             times[name].append(1e3 * step(run, x, y))
-    stats = {name: {"median_ms": statistics.median(t), "q1_ms": statistics.quantiles(t)[0],
-                    "q3_ms": statistics.quantiles(t)[2], "min_ms": min(t), "cold_s": cold[name]}
-             for name, t in times.items()}
+    quartiles = {name: statistics.quantiles(t) for name, t in times.items()}
+    stats = {name: {"median_ms": statistics.median(t), "q1_ms": quartiles[name][0], "q3_ms": quartiles[name][2],
+                    "min_ms": min(t), "cold_s": cold[name]} for name, t in times.items()}
     return {"point": point["name"], "variant": "steady", "reps": reps, "input": point["input"],
             "graph_nodes": len(model.graph.nodes), "times": stats,
             "regional_over_full": stats["regional"]["median_ms"] / stats["full"]["median_ms"],

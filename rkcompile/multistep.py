@@ -337,8 +337,8 @@ def register_multistep(method: LinearMultistep) -> LinearMultistep:
 
     if not isinstance(method, LinearMultistep):
         raise TableauError(f"register_multistep expects a LinearMultistep, found {type(method).__name__}")
-    key, origin = method.name.strip().lower(), plugins.origin_of()
-    old = _ORIGINS.get(key) or (f"a tableau, {tableau_origins()[key]}" if key in tableau_origins() else None)
+    key, origin, tableaux = method.name.strip().lower(), plugins.origin_of(), tableau_origins()
+    old = _ORIGINS.get(key) or (f"a tableau, {tableaux[key]}" if key in tableaux else None)
     if old is not None:
         raise plugins.clash("integrator", key, old, origin) or TableauError(
             f"an integrator named {key!r} is already registered ({old})")
