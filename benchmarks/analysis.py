@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     results = {"torch": torch.__version__, "load_average_start": list(os.getloadavg())}
-    results["analysis"] = analysis_vs_shapeprop(2 if args.smoke else 32, 1, 1 if args.smoke else 2)
+    results["analysis"] = analysis_vs_shapeprop(2 if args.smoke else 32, 1, 1 if args.smoke else 7)
     results["import_torch"] = process_seconds([sys.executable, "-c", "import torch"])
     specs = sorted((ROOT / "specs").glob("*.yaml"))
     results["draw"] = draw_times(specs[:2] if args.smoke else specs, set(args.cli.split(",")) if args.cli else None)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 from torch import fx, nn
+from torch.fx._lazy_graph_module import _make_graph_module, _use_lazy_graph_module
 
 from rkcompile import naming
 from rkcompile.checkpointing import groups_of, outline_checkpoints
+from rkcompile.collector import collector_paused
 from rkcompile.entries import EntryPlan
 from rkcompile.errors import CompileError
 from rkcompile.graphmeta import NodeMeta, Role, put
@@ -37,6 +39,7 @@ from rkcompile.stage_options import Init, drop_rates, initialise
 __all__ = ["build", "compile_spec", "Compiler"]
 
 
+@collector_paused()
 def build(spec_or_path: Spec | str | Path, overrides=None, *, limits: Limits | None = None, device=None,
           **fields) -> fx.GraphModule:
     """Compile a validated Spec or the spec file at a path to a GraphModule; `stages__0__integrator="rk4"` overrides.
@@ -60,7 +63,10 @@ def build(spec_or_path: Spec | str | Path, overrides=None, *, limits: Limits | N
 
 def _checked(spec: Spec, device, limits: Limits | None) -> fx.GraphModule:
     """Compile on `device` (the default device if None) and compare the exact counts with the limits."""
-    with torch.device(device) if device is not None else contextlib.nullcontext():
+    meta = device is not None and torch.device(device).type == "meta"
+    # a network on the meta device is for counting, analysis and drawing, which read the graph and never run the
+    # generated forward: its Python code is generated on first use only (torch.fx's lazy GraphModule)
+    with torch.device(device) if device is not None else contextlib.nullcontext(), _use_lazy_graph_module(meta):
         module = compile_spec(spec)
     check_counts(spec, sum(p.numel() for p in module.parameters()), len(module.graph.nodes), limits)
     return module
@@ -106,7 +112,7 @@ class Compiler:
             x = self.emit_part(x, plan.head, naming.HEAD, naming.node_name(naming.HEAD), NodeMeta(Role.HEAD))
         g.output(x)
         g.lint()
-        module = fx.GraphModule(self.root, g, class_name=_class_name(spec.name))
+        module = _make_graph_module(self.root, g, class_name=_class_name(spec.name))
         # GraphModule keeps only what the graph calls; a basis piece that no step samples (more pieces than
         # steps reach) is still part of theta(t): keep it, so parameters depend on the pieces alone
         for target in self.functions:  # (re)attached whole: a mixed evaluation reads only some tensors of F

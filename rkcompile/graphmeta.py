@@ -7,9 +7,10 @@ shape record, is written by the analysis' meta-tensor propagation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from enum import Enum
 from fractions import Fraction
+from functools import cached_property
 
 from rkcompile import naming
 
@@ -72,7 +73,7 @@ class NodeMeta:
     startup: str | None = None  # the RK method of a multistep stage's start-up step
     opaque: bool = False  # a module that could not be inlined (`inlining`): its temporaries are hidden
 
-    @property
+    @cached_property
     def unit(self) -> str | None:
         """The unit label ("stem", "stage0.entry", "stage0.block3", "head"); None for the input."""
         if self.role in (Role.STEM, Role.HEAD):
@@ -86,8 +87,16 @@ class NodeMeta:
         return naming.stage(self.stage)
 
     def but(self, **changes) -> NodeMeta:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with some fields changed (`dataclasses.replace` without re-running __init__: builds call it per node)."""
+        unknown = changes.keys() - _FIELDS
+        if unknown:
+            raise TypeError(f"NodeMeta has no field {sorted(unknown)[0]!r}")
+        copy = object.__new__(NodeMeta)
+        copy.__dict__.update({name: value for name, value in self.__dict__.items() if name in _FIELDS}, **changes)
+        return copy
+
+
+_FIELDS = frozenset(f.name for f in fields(NodeMeta))
 
 
 def get(node) -> NodeMeta | None:

@@ -21,7 +21,7 @@ from torch import fx, nn
 from rkcompile.analysis.units import node_unit
 from rkcompile.errors import RkcompileError
 
-__all__ = ["Region", "RegionalModule", "compile", "regions", "structure_key"]
+__all__ = ["Region", "RegionalModule", "compile", "region_graph", "regions", "structure_key"]
 
 MODES = ("regional", "full")
 _STAGE_ROOT = re.compile(r"stage\d+")
@@ -38,11 +38,13 @@ class Region:
     """One unit of the network as a region: its label, local graph, the flat nodes it reads and defines."""
 
     unit: str
-    graph: fx.Graph
     members: list[str]  # names of its flat-graph nodes, in order
     inputs: list[str]  # names of flat-graph nodes it reads (placeholders in order)
     outputs: list[str]  # names of its flat-graph nodes read after it (returned in order)
     owners: dict[str, str]  # local attribute name → module path in the flat model
+    code: tuple  # what its nodes do, with inputs and nodes as positions and module paths as local names
+    nodes: list[fx.Node]  # its flat-graph nodes
+    targets: list  # each node's target, module paths local (as `owners` names them)
 
 
 def compile(model: fx.GraphModule, mode: str = "regional", **torch_compile_kwargs) -> nn.Module:  # noqa: A001
@@ -79,21 +81,19 @@ def regions(model: fx.GraphModule) -> list[Region]:
 
 def _region(unit: str, members: list[fx.Node]) -> Region:
     inside = set(members)
-    inputs: list[fx.Node] = []
+    inputs: dict[fx.Node, None] = {}  # an ordered set
     for node in members:
         for arg in node.all_input_nodes:
-            if arg not in inside and arg not in inputs:
-                inputs.append(arg)
+            if arg not in inside:
+                inputs.setdefault(arg, None)
     outputs = [n for n in members if any(user not in inside for user in n.users)]
-    prefix = unit
-    strip = unit.replace(".", "_") + "_"
     owners: dict[str, str] = {}
     by_path: dict[str, str] = {}
 
     def local(target: str) -> str:
-        if target.startswith(prefix + "."):
-            owners.setdefault("unit", prefix)
-            return "unit" + target[len(prefix):]
+        if target.startswith(unit + "."):
+            owners.setdefault("unit", unit)
+            return "unit" + target[len(unit):]
         owner, _, leaf = target.rpartition(".")
         if not owner or _STAGE_ROOT.fullmatch(owner):  # a stage-level module (an LSTM controller): itself
             owner, leaf = target, ""
@@ -101,26 +101,41 @@ def _region(unit: str, members: list[fx.Node]) -> Region:
         owners[name] = owner
         return name + ("." + leaf if leaf else "")
 
+    targets = [local(n.target) if n.op in ("call_module", "get_attr") else n.target for n in members]
+    index = {n: i for i, n in enumerate([*inputs, *members])}
+    code = (len(inputs), tuple((n.op, t if n.op != "call_function" else _qualified(t),
+                                repr(fx.map_arg((n.args, n.kwargs), index.__getitem__)))
+                               for n, t in zip(members, targets)), tuple(index[n] for n in outputs))
+    return Region(unit, [n.name for n in members], [n.name for n in inputs], [n.name for n in outputs], owners,
+                  code, members, targets)
+
+
+def region_graph(region: Region) -> fx.Graph:
+    """The region as a graph of its own: one placeholder per value it reads, its nodes, the values it passes on."""
+    strip = region.unit.replace(".", "_") + "_"
     g = fx.Graph()
-    env = {n: g.placeholder(f"in{i}") for i, n in enumerate(inputs)}
-    for node in members:
-        target = local(node.target) if node.op in ("call_module", "get_attr") else node.target
+    env = {name: g.placeholder(f"in{i}") for i, name in enumerate(region.inputs)}
+    for node, target in zip(region.nodes, region.targets):
         name = node.name[len(strip):] if node.name.startswith(strip) else node.name
-        new = g.create_node(node.op, target, fx.map_arg(node.args, env.__getitem__),
-                            fx.map_arg(node.kwargs, env.__getitem__), name=name if name[:1].isalpha() else None)
-        env[node] = new
-    g.output(env[outputs[0]] if len(outputs) == 1 else tuple(env[n] for n in outputs))
+        env[node.name] = g.create_node(node.op, target, fx.map_arg(node.args, lambda a: env[a.name]),
+                                       fx.map_arg(node.kwargs, lambda a: env[a.name]),
+                                       name=name if name[:1].isalpha() else None)
+    outs = [env[name] for name in region.outputs]
+    g.output(outs[0] if len(outs) == 1 else tuple(outs))
     g.lint()
-    return Region(unit, g, [n.name for n in members], [n.name for n in inputs], [n.name for n in outputs], owners)
+    return g
 
 
-def structure_key(model: fx.GraphModule, region: Region) -> tuple:
-    """Equal for two regions exactly when they run the same code on interchangeable modules."""
-    modules = tuple((local, _module_signature(model.get_submodule(path))) for local, path in region.owners.items())
-    index = {n: i for i, n in enumerate(region.graph.nodes)}
-    code = tuple((n.op, n.target if n.op != "call_function" else _qualified(n.target),
-                  repr(fx.map_arg((n.args, n.kwargs), index.__getitem__))) for n in region.graph.nodes)
-    return code, modules
+def structure_key(model: fx.GraphModule, region: Region, signatures: dict[str, tuple] | None = None) -> tuple:
+    """Equal for two regions exactly when they run the same code on interchangeable modules.
+
+    `signatures` caches each module path's signature across calls (blocks share basis pieces and stage modules).
+    """
+    signatures = {} if signatures is None else signatures
+    for path in region.owners.values():
+        if path not in signatures:
+            signatures[path] = _module_signature(model.get_submodule(path))
+    return region.code, tuple((local, signatures[path]) for local, path in region.owners.items())
 
 
 def _qualified(fn) -> str:
@@ -150,11 +165,12 @@ class RegionalModule(nn.Module):
         self.__dict__["regions"] = regions(model)
         classes: dict[tuple, type] = {}
         instances = []
+        signatures: dict[str, tuple] = {}
         for region in self.regions:
             owners = {local: model.get_submodule(path) for local, path in region.owners.items()}
-            key = structure_key(model, region)
+            key = structure_key(model, region, signatures)
             if key not in classes:
-                generated = fx.GraphModule(_holder(owners), region.graph)
+                generated = fx.GraphModule(_holder(owners), region_graph(region))
                 classes[key] = _region_class(f"Region{len(classes)}", type(generated).forward)
             instance = classes[key]()
             for local, module in owners.items():

@@ -24,6 +24,7 @@ from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
 from rkcompile.analysis.units import node_unit, stage_of, units_in_order
 from rkcompile.checkpointing import groups_of, plain_overrides
+from rkcompile.collector import collector_paused
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
 from rkcompile.graphmeta import Role
@@ -39,6 +40,7 @@ __all__ = ["BlockReport", "Report", "analyze", "baseline_sentence", "euler_manif
 MAX_BATCH = 2**31 - 1
 
 
+@collector_paused()
 def analyze(model_or_spec: fx.GraphModule | Spec | str | Path, batch: int = 1, dtype: torch.dtype = torch.float32,
             measure: bool = False, *, optimizer: str = "sgd-momentum", limits: Limits | None = None) -> Report:
     """Predict (and with `measure`, also measure) per-unit parameters, memory and FLOPs, with ratios to Euler.

@@ -240,11 +240,10 @@ def _repeatable_units(module: fx.GraphModule) -> dict[fx.Node, tuple[list[fx.Nod
         found = regions(module)
     except RkcompileError:
         return {}
-    by_name = {n.name: n for n in module.graph.nodes}
     units = {}
+    signatures: dict[str, tuple] = {}
     for region in found:
-        nodes = [by_name[name] for name in region.members]
-        units[nodes[0]] = (nodes, structure_key(module, region))
+        units[region.nodes[0]] = (region.nodes, structure_key(module, region, signatures))
     return units
 
 

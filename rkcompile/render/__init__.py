@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from rkcompile.collector import collector_paused
 from rkcompile.errors import RkcompileError, did_you_mean
 from rkcompile.files import check_target, write_file
 from rkcompile.model import as_model
@@ -37,6 +38,7 @@ class GraphvizMissingError(RenderError):
     """Graphviz's `dot` binary, needed for svg/png/pdf (not for .dot), is not on PATH."""
 
 
+@collector_paused()
 def to_dot(model_or_spec, level: str = "network", batch: int = 1, *, dtype: torch.dtype = torch.float32,
            color_by: str = "inference", measures: Measures | None = None, rankdir: str = "TB",
            shapes: bool = False, tableau_view: str = "auto", ids: bool = False) -> str:
