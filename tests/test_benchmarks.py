@@ -152,6 +152,8 @@ def test_analysis_benchmark_smoke(tmp_path):
     results = json.loads((tmp_path / "analysis.json").read_text())
     assert results["analysis"]["graph_nodes"] == 218 and results["analysis"]["ratio"] > 0
     assert [r["spec"] for r in results["draw"]] == ["continuousnet-2-2-2.yaml", "continuousnet-8-8-8.yaml"]
+    assert results["first_meta_op"][0] > 0
+    assert "over the first-meta-op process" in (tmp_path / "analysis.md").read_text()
 
 
 def test_compile_table_bounds_a_stopped_full_compile_and_states_the_goals():
