@@ -165,8 +165,8 @@ def quadrature(families: list[tuple[Family, int]]) -> tuple[np.ndarray, np.ndarr
     n = max(1, math.ceil((degree + 1) / 2))
     nodes, weights = np.polynomial.legendre.leggauss(n)
     points, out = [], []
-    for a, b in zip(breaks[:-1], breaks[1:]):
-        a, b = float(a), float(b)
+    for lo, hi in zip(breaks[:-1], breaks[1:]):
+        a, b = float(lo), float(hi)
         points.append(a + (b - a) * (nodes + 1) / 2)
         out.append(weights * (b - a) / 2)
     return np.concatenate(points), np.concatenate(out)

@@ -43,7 +43,7 @@ def parse_coefficient(value: object) -> Coefficient:
     elif isinstance(value, numbers.Integral):
         result = Fraction(int(value))
     elif isinstance(value, numbers.Rational):
-        result = Fraction(value.numerator, value.denominator)
+        result = Fraction(int(value.numerator), int(value.denominator))
     elif isinstance(value, numbers.Real):
         x = float(value)
         if not math.isfinite(x):
@@ -104,11 +104,19 @@ def _check_magnitude(original: object, result: Coefficient) -> None:
     """Reject results whose size would overflow float arithmetic later on."""
     if isinstance(result, float) and not math.isfinite(result):
         raise TableauError(f"coefficient {original!r} evaluates to {result!r}, which is not finite")
-    if abs(result) > MAX_MAGNITUDE:
+    size = _abs(result)
+    if size > MAX_MAGNITUDE:
         raise TableauError(f"coefficient {original!r:.60} is too large (magnitude above {MAX_MAGNITUDE:g})")
-    if result != 0 and not FLOAT32_TINY <= abs(result) <= FLOAT32_MAX:
-        raise TableauError(f"coefficient {original!r:.60} is {'not finite' if abs(result) > 1 else 'zero or subnormal'}"
+    if result != 0 and not FLOAT32_TINY <= size <= FLOAT32_MAX:
+        raise TableauError(f"coefficient {original!r:.60} is {'not finite' if size > 1 else 'zero or subnormal'}"
                            f" in float32 (nonzero magnitudes must lie in {FLOAT32_TINY:.4g} ... {FLOAT32_MAX:.4g})")
+
+
+def _abs(x: Coefficient) -> Coefficient:
+    """|x| with its type kept (mypy types abs() of the Fraction | float union as object)."""
+    if isinstance(x, Fraction):
+        return abs(x)
+    return abs(x)
 
 
 def _sqrt(x: Coefficient) -> Coefficient:
@@ -216,8 +224,9 @@ class _Parser:
         This bounds the size of the exact integers (so the work) and keeps every float conversion finite and
         normal, whatever the text: "sqrt(1e399)" or "sqrt(2)/1e-400" are one-line errors, not overflows.
         """
-        if value != 0 and not (1 / MAX_MAGNITUDE <= abs(value) <= MAX_MAGNITUDE):
-            raise self.fail(f"number too {'large' if abs(value) > 1 else 'small'}", at)
+        size = _abs(value)
+        if value != 0 and not (1 / MAX_MAGNITUDE <= size <= MAX_MAGNITUDE):
+            raise self.fail(f"number too {'large' if size > 1 else 'small'}", at)
         if isinstance(value, float) and not math.isfinite(value):
             raise self.fail("number is not finite", at)
         return value

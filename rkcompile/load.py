@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pydantic
+from pydantic_core import ErrorDetails
 
 from rkcompile.catalog import resolve
 from rkcompile.cautions import warn
@@ -97,7 +99,8 @@ def apply_overrides(source: Source, overrides: Mapping[str, object], texts: Mapp
     data = copy.deepcopy(source.data)
     for dotted, value in overrides.items():
         parts = [int(p) if p.lstrip("-").isdigit() else p for p in dotted.replace("[", ".").replace("]", "").split(".")]
-        node, path = data, ()
+        node = data
+        path: tuple[int | str, ...] = ()
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
@@ -127,7 +130,8 @@ def apply_overrides(source: Source, overrides: Mapping[str, object], texts: Mapp
 
 
 def _kind_of(value: object) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
+    return names.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------- pydantic errors → located errors
@@ -169,7 +173,7 @@ def _existing(data: object, path: tuple) -> tuple:
     return out
 
 
-def _get(data: object, path: tuple) -> object:
+def _get(data: Any, path: tuple) -> object:  # data: the YAML's nested mappings and lists
     for part in path:
         data = data[part]
     return data
@@ -201,7 +205,7 @@ def _is_member_label(part: object) -> bool:
     )
 
 
-def _message(err: dict, parent: object, path: tuple) -> str:
+def _message(err: ErrorDetails, parent: object, path: tuple) -> str:
     kind, msg, ctx = err["type"], err["msg"], err.get("ctx", {})
     if kind == "extra_forbidden":
         field = path[-1] if path else "?"

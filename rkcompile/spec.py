@@ -9,9 +9,10 @@ its integrators resolved and its network planned (`planning.plan_network`).
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 from rkcompile import sequences  # noqa: F401  (registers the sequence stems, heads and entries)
 from rkcompile.conditioning import TIMES, NoTime, TimeInput
@@ -32,6 +33,9 @@ from rkcompile.shapes import PlanError
 from rkcompile.stage_options import DROP_PATH_SCHEMA, DropPath, Init
 from rkcompile.stems import STEMS, ConvStem, LayersStem, StemKind
 from rkcompile.weights import WEIGHTS, Basis, PerEvaluation, Shared, WeightMode
+
+if TYPE_CHECKING:
+    from rkcompile.source import Source
 
 __all__ = [
     "Spec", "Stage", "Input", "Output", "Step", "Stem",
@@ -89,14 +93,21 @@ class Input(_Model):
     def tensor_shape(self, batch: int) -> tuple[int, ...]:
         """The input tensor's shape with the batch: NCHW, NF, NCL, NLF or NL (token ids)."""
         if self.state == "image":
-            return (batch, self.channels, self.height, self.width)
+            return (batch, *_given(self.channels, self.height, self.width))
         if self.state == "signal":
-            return (batch, self.channels, self.length)
+            return (batch, *_given(self.channels, self.length))
         if self.integer:
-            return (batch, self.length)
+            return (batch, *_given(self.length))
         if self.state == "tokens":
-            return (batch, self.length, self.features)
-        return (batch, self.features)
+            return (batch, *_given(self.length, self.features))
+        return (batch, *_given(self.features))
+
+
+def _given(*sizes: int | None) -> tuple[int, ...]:
+    """The sizes of an input form, all given (`Input._one_form` checked the form at validation)."""
+    out = tuple(n for n in sizes if n is not None)
+    assert len(out) == len(sizes), "validation admits only complete input forms"
+    return out
 
 
 _INPUT_FIELDS = ("channels", "height", "width", "features", "length", "vocabulary")
@@ -114,7 +125,7 @@ class Step(_Model):
 
     h: Coefficient | None = None
     T: Coefficient | None = None
-    epsilon: Coefficient = Field(1, validate_default=True)
+    epsilon: Coefficient = Field(default=1, validate_default=True)
     learn: Literal["none", "scalar", "channel"] = "none"
     skip_init: bool = False
     controller: Literal["none", "fc", "lstm"] = "none"
@@ -187,6 +198,13 @@ BlockIndex = Annotated[int, Strict(), Field(ge=0)]
 
 
 # ---------------------------------------------------------------- stage and spec
+def _interleaved_schema(schema: JsonDict) -> None:
+    """`module` in the JSON schema: also a list, an interleaved cycle (`Stage._interleaved`)."""
+    any_of = schema.setdefault("anyOf", [])
+    assert isinstance(any_of, list), "a JSON schema's anyOf is a list"
+    any_of.append({"type": "array", "minItems": 2, "description": "an interleaved cycle of residual functions"})
+
+
 class Stage(_Model):
     """A run of residual blocks integrating dy/dt = F(y, t) with one integrator and one weight layout.
 
@@ -203,8 +221,7 @@ class Stage(_Model):
     channels: PositiveInt | None = None
     features: PositiveInt | None = None
     entry: Entry = NoEntry(kind="none")
-    module: Module = Field(json_schema_extra=lambda schema: schema.setdefault("anyOf", []).append(
-        {"type": "array", "minItems": 2, "description": "an interleaved cycle of residual functions"}))
+    module: Module = Field(json_schema_extra=_interleaved_schema)
     integrator: Integrator = "euler"
     evaluations: PositiveInt | None = None
     steps: PositiveInt | None = None
@@ -218,7 +235,8 @@ class Stage(_Model):
     backprop: Literal["saved", "reversible"] = "saved"
 
     _family: object = PrivateAttr(default=None)
-    _method: object = PrivateAttr(default=None)
+    # the family's method, duck-typed: a Tableau, a multistep method, or a plugin family's (`integrators`)
+    _method: Any = PrivateAttr(default=None)
 
     @field_validator("module", mode="before")
     @classmethod
@@ -352,7 +370,7 @@ class Spec(_Model):
     stages: list[Stage] = Field(min_length=1)
     output: Output | None = None
 
-    _source: object = PrivateAttr(default=None)
+    _source: Source | None = PrivateAttr(default=None)
     _plan: object = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -380,4 +398,8 @@ class Spec(_Model):
     @property
     def data(self) -> dict:
         """The spec as plain data (what the YAML said, with any overrides applied)."""
-        return self._source.data if self._source is not None else self.model_dump(exclude_unset=True, mode="json")
+        if self._source is None:
+            return self.model_dump(exclude_unset=True, mode="json")
+        data = self._source.data
+        assert isinstance(data, dict), "load validates a source only when its data is a mapping"
+        return data

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from torch import fx
 
 from rkcompile import graphmeta, naming
 from rkcompile.graphmeta import Role
+
+if TYPE_CHECKING:
+    from rkcompile.spec import Spec
 
 __all__ = ["Unit", "units", "owned_parameters", "network_order"]
 
@@ -47,12 +51,18 @@ def units(model: fx.GraphModule) -> list[Unit]:
             continue
         evaluations.setdefault(meta.unit, set())
         if meta.role is Role.EVAL:
+            assert meta.evaluation is not None, "the compiler gives every evaluation node its index"
             evaluations[meta.unit].add(meta.evaluation)
     extras = _extras(model)
     rows = []
     for label in sorted(evaluations, key=network_order):  # network order, whatever order the graph uses them in
         path = naming.parse(label)
-        integrator = model.spec.stages[path.stage].tableau.name if path.kind == "block" else "-"
+        if path.kind == "block":
+            assert path.stage is not None, "a block's label names its stage"
+            # the compiler sets .spec; fx types module attributes as Tensor | Module
+            integrator = cast("Spec", model.spec).stages[path.stage].tableau.name
+        else:
+            integrator = "-"
         rows.append(Unit(label, integrator, len(evaluations[label]), owned.get(label, [0])[0],
                          tuple(sorted(extras.get(label, {}).items()))))
     return _with_stage_rows(rows, owned, extras)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cached_property
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -169,17 +170,20 @@ class Tableau:
         """The embedded weights b - b_error, or None."""
         return None if self.b_error is None else tuple(x - y for x, y in zip(self.b, self.b_error, strict=True))
 
+    def _weight_vectors(self) -> list[tuple[Coefficient, ...]]:
+        """b, and the embedded weights when the tableau has error weights."""
+        embedded = self.b_embedded  # None exactly when b_error is None
+        return [self.b] if embedded is None else [self.b, embedded]
+
     @cached_property
     def _orders(self) -> tuple[int, int | None]:
-        weights = [self.b] if self.b_error is None else [self.b, self.b_embedded]
-        found = orders(self.A, weights)
+        found = orders(self.A, self._weight_vectors())
         return found[0], (found[1] if self.b_error is not None else None)
 
     @cached_property
     def exact_order_check(self) -> bool:
         """Whether the order was decided in exact arithmetic (rational and within trees.MAX_EXACT_WORK)."""
-        weights = [self.b] if self.b_error is None else [self.b, self.b_embedded]
-        return exact_feasible(self.A, weights)
+        return exact_feasible(self.A, self._weight_vectors())
 
     @property
     def order(self) -> int:
@@ -225,7 +229,8 @@ class Tableau:
         if len(keep) == self.stages:
             return self
         e = None
-        if self.b_error is not None and set(_needed(self.A, self.b_embedded)) <= set(keep):
+        embedded = self.b_embedded  # None exactly when b_error is None
+        if self.b_error is not None and embedded is not None and set(_needed(self.A, embedded)) <= set(keep):
             e = tuple(self.b_error[j] for j in keep)
 
         def pick(vec):
@@ -282,7 +287,7 @@ class Tableau:
 
 
 # ---------------------------------------------------------------------- helpers
-def _is_sequence(value: object) -> bool:
+def _is_sequence(value: object) -> TypeGuard[Sequence[Any] | np.ndarray]:
     """A list-like of entries (a string is not one)."""
     return isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes))
 

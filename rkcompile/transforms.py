@@ -90,8 +90,8 @@ def transform(model: fx.GraphModule, name: str, **kwargs) -> tuple[fx.GraphModul
     """Apply a transformation by name; also return {new state_dict key: old key its value was copied from}."""
     from rkcompile.projection import _project
 
-    functions = {"remanifest": _remanifest, "refine": _refine, "interpolate": _interpolate, "fold": _fold,
-                 "project": _project}
+    functions: dict[str, Callable[..., tuple[fx.GraphModule, dict[str, str]]]] = {
+        "remanifest": _remanifest, "refine": _refine, "interpolate": _interpolate, "fold": _fold, "project": _project}
     if name not in functions:
         raise TransformError(f"unknown transformation '{name}'; expected one of {', '.join(functions)}")
     return functions[name](model, **kwargs)
@@ -250,6 +250,7 @@ def _evaluation_order(n: int, old, old_blocks: int, new) -> Rename:
         p = naming.parse(key)
         if p.kind != "eval" or p.stage != n:
             return key, 1  # entry, stage-wide controller, or a per-block h (the block count is unchanged)
+        assert p.block is not None and p.evaluation is not None, "an evaluation's path names its block and index"
         f = first_evaluation(new, p.block) + p.evaluation - 1
         b, i = where[f] if f < len(where) else (f, 1)
         return f"{naming.evaluation(n, b, i)}.{p.rest}", 1
@@ -264,6 +265,7 @@ def _split_pieces(n: int, factor: int) -> Rename:
         p = naming.parse(key)
         if p.kind != "piece" or p.stage != n:
             return key, 1
+        assert p.piece is not None, "a piece's path names its index"
         return f"{naming.piece(n, p.piece // factor)}.{p.rest}", 1
 
     return rename
@@ -319,7 +321,8 @@ def _rebuild(model, what: str, changes: dict[int, dict], renames: dict[int, Rena
     old, fixed = model.state_dict(), fixed or {}
     state, sources = {}, {}
     for key, target in new.state_dict().items():
-        rename = renames.get(naming.parse(key).stage)
+        stage = naming.parse(key).stage
+        rename = renames.get(stage) if stage is not None else None
         source, factor = rename(key) if rename else (key, 1)
         if key in fixed:
             state[key] = fixed[key].detach().clone()
@@ -360,6 +363,7 @@ def _step_values(model: fx.GraphModule) -> dict[tuple[int, int], torch.Tensor]:
     for node in model.graph.nodes:
         rk = graphmeta.get(node)
         if rk is not None and rk.role is Role.SCALE:
+            assert rk.stage is not None and rk.block is not None, "a scale node belongs to a block"
             steps.setdefault((rk.stage, rk.block), node.args[1])
     needed, todo = set(), list(steps.values())
     while todo:
@@ -367,7 +371,8 @@ def _step_values(model: fx.GraphModule) -> dict[tuple[int, int], torch.Tensor]:
         if node not in needed:
             needed.add(node)
             todo.extend(node.all_input_nodes)
-    graph, env = fx.Graph(), {}
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
     for node in model.graph.nodes:  # in order, so that inputs come first
         if node in needed:
             env[node] = graph.node_copy(node, lambda x: env[x])

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache, lru_cache
+from typing import cast
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def _multisets(total: int, first: int, trees: list[RootedTree]) -> list[tuple[in
     """Non-decreasing index tuples of trees (index >= first) whose orders add up to `total`."""
     if total == 0:
         return [()]
-    found = []
+    found: list[tuple[int, ...]] = []
     for k in range(first, len(trees)):
         if trees[k].order <= total:
             found.extend((k, *rest) for rest in _multisets(total - trees[k].order, k, trees))
@@ -72,23 +73,25 @@ def count_trees(order: int) -> int:
 MAX_EXACT_WORK = 3_000_000
 
 
-def exact_work(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]] = ()) -> int | None:
+def exact_work(A: Sequence[Sequence[Fraction | float]], weights: Sequence[Sequence[Fraction | float]] = ()) -> int | None:
     """The exact check's work estimate for rational A (and weights), or None when some entry is not a Fraction."""
     values = [x for row in (*A, *weights) for x in row]
-    if not all(isinstance(x, Fraction) for x in values):
+    fractions = [x for x in values if isinstance(x, Fraction)]
+    if len(fractions) != len(values):
         return None
-    bits = sum(x.denominator.bit_length() for x in values if x != 0)  # bounds the lcm's bits, cheaply
+    bits = sum(x.denominator.bit_length() for x in fractions if x != 0)  # bounds the lcm's bits, cheaply
     nonzero = sum(1 for row in A for x in row if x != 0)
     return max(nonzero, 1) * bits * MAX_ORDER
 
 
-def exact_feasible(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]] = ()) -> bool:
+def exact_feasible(A: Sequence[Sequence[Fraction | float]], weights: Sequence[Sequence[Fraction | float]] = ()) -> bool:
     """Whether the order conditions of this tableau are checked in exact integer arithmetic."""
     work = exact_work(A, weights)
     return work is not None and work <= MAX_EXACT_WORK
 
 
-def orders(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]], max_order: int = MAX_ORDER) -> list[int]:
+def orders(A: Sequence[Sequence[Fraction | float]], weights: Sequence[Sequence[Fraction | float]],
+           max_order: int = MAX_ORDER) -> list[int]:
     """Order of each weight vector with matrix A: the largest p <= max_order with every condition up to p holding.
 
     When A and a weight vector are all Fractions the residual sum_i b_i Phi_i(t) - 1/gamma(t) is computed
@@ -102,7 +105,8 @@ def orders(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]], m
     a_float = np.array([[float(x) for x in row] for row in A], dtype=np.float64).reshape(len(A), len(A))
     exact_a = all(isinstance(x, Fraction) for row in A for x in row)
     float_phi = _FloatPhi(a_float)
-    exact_phi = _ExactPhi(A) if exact_a and exact_feasible(A, weights) else None
+    # cast: exact_a has checked that every entry of A is a Fraction
+    exact_phi = _ExactPhi(cast("Sequence[Sequence[Fraction]]", A)) if exact_a and exact_feasible(A, weights) else None
     result: list[int | None] = [None] * len(weights)
     for p in range(1, max_order + 1):
         for i, b in enumerate(weights):
@@ -115,7 +119,9 @@ def orders(A: Sequence[Sequence[object]], weights: Sequence[Sequence[object]], m
                 phi, abs_phi = float_phi.get(k)
                 with np.errstate(all="ignore"):
                     scale = max(1.0 / t.gamma, float(np.abs(b_float) @ abs_phi))
-                    residual = exact_phi.residual(k, b) if exact_b else float(b_float @ phi) - 1.0 / t.gamma
+                    # cast: exact_b has checked that every entry of b is a Fraction
+                    residual = (exact_phi.residual(k, cast("Sequence[Fraction]", b)) if exact_phi is not None and exact_b
+                                else float(b_float @ phi) - 1.0 / t.gamma)
                 holds = residual == 0 or (math.isfinite(residual) and abs(residual) <= ORDER_RTOL * scale)
                 if not holds:
                     result[i] = p - 1

@@ -7,6 +7,7 @@ box marked ×N; `stage` draws one box per stage.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from html import escape
 
 import graphviz
@@ -69,8 +70,8 @@ def dot_source(model, measures: Measures, level: str = "network", color_by: str 
             last = _stage_box(g, key, members, measures, scale, color_by, spec, last, opts)
     else:
         params = {label: (n.parameters,) for label, n in measures.blocks.items()}
-        groups = runs(blocks, params) if level == "network" else [[b] for b in blocks]
-        for run in groups:
+        unit_runs = runs(blocks, params) if level == "network" else [[b] for b in blocks]
+        for run in unit_runs:
             last = _unit(g, run, measures, scale, color_by, spec, last, opts)
     g.node("output", "output", shape="oval", group="spine")
     out_shape = opts.shapes and opts.shapes.network_out
@@ -128,7 +129,7 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
     """y_n, each k_i (weights, time), y_{n+1}; edges a_ij·h, b_i·h and the skip connection."""
     first, n0 = run[0], run[0].block
     step = "n" if len(run) > 1 else str(n0)
-    nxt = "n+1" if len(run) > 1 else str(n0 + 1)
+    nxt = "n+1" if len(run) > 1 else str(_number(first) + 1)
     h = _h(spec, first.stage)
     coef = _style(spec, first.stage)
     suffix = "·h" if first.learned_h else ""
@@ -138,7 +139,7 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
         return _matrix_step(c, uid, run, spec, opts, step, nxt, suffix)
     for e in first.evaluations:
         weights = _weights([b.evaluations[e.index - 1].weights for b in run])
-        time = _time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None, coef)
+        time = _time(e.offset, h, step, _start(first) + e.offset if len(run) == 1 else None, coef)
         scaled = "".join(f"<BR/><FONT POINT-SIZE=\"9\">{_SCALES.get(s, '× ' + escape(s))}</FONT>" for s in e.scales)
         c.node(f"{uid}_k{e.index}", f"<<B>k<SUB>{e.index}</SUB></B> = F[{escape(weights)}]<BR/>"
                                      f"<FONT POINT-SIZE=\"9\">t = {time}</FONT>{scaled}>",
@@ -156,7 +157,7 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
         what, lag = label[0], int(label.rsplit("−", 1)[1].rstrip("}")) if "−" in label else 0
         node = y_in if (what, lag) == ("y", 0) else f"{uid}_k1" if lag == 0 else f"{uid}_{what}{lag}"
         if lag:
-            index = f"n−{lag}" if len(run) > 1 else str(n0 - lag)
+            index = f"n−{lag}" if len(run) > 1 else str(_number(first) - lag)
             c.node(node, f"<{what}<SUB>{index}</SUB>>", shape="oval", style="dashed,filled", fillcolor="white")
         # β_j·h^q as one number, like every other edge (the lowering folds h in); y_{n−j}'s α_j has no h
         text = f"{learned}<SUB>{step}</SUB>·({coef(coefficient)})" if learned else \
@@ -166,6 +167,19 @@ def _step(c, uid: str, run: list[BlockView], spec, opts: _Options) -> tuple[str,
     if first.skip != 0:
         c.edge(y_in, y_out, label=_skip(first, opts), style="bold", penwidth="2.5", color="black", weight="5")
     return y_in, y_out
+
+
+def _number(view: BlockView) -> int:
+    """A step's block number (the n of y_n)."""
+    assert isinstance(view.block, int), "a step's view has its block number"
+    return view.block
+
+
+def _start(view: BlockView) -> Fraction | float:
+    """A step's t_n; only called for a step with evaluations."""
+    t_n = view.t_n
+    assert t_n is not None, "a step with evaluations has a start time"
+    return t_n
 
 
 def _skip(view: BlockView, opts: _Options) -> str:
@@ -182,7 +196,7 @@ def _matrix_step(c, uid: str, run: list[BlockView], spec, opts: _Options, step: 
     y_in, y_out, table = f"{uid}_y_in", f"{uid}_y_out", f"{uid}_tableau"
     h = _h(spec, first.stage)
     coef = _style(spec, first.stage)
-    times = [_time(e.offset, h, step, first.t_n + e.offset if len(run) == 1 else None, coef)
+    times = [_time(e.offset, h, step, _start(first) + e.offset if len(run) == 1 else None, coef)
              for e in first.evaluations]
     weights = [_weights([b.evaluations[e.index - 1].weights for b in run]) for e in first.evaluations]
     c.node(table, matrix.butcher_table(first, coef, times, weights, suffix), shape="plaintext", style="",
@@ -252,6 +266,7 @@ def _title(run: list[BlockView], spec) -> str:
     name = _integrator(spec, first.stage) + (f" (start-up: {first.startup})" if first.startup else "")
     blocks = f"block {first.block}" if n == 1 else f"blocks {first.block}–{run[-1].block}"
     times = f"  <B>×{n}</B>" if n > 1 else ""
+    assert first.stage is not None, "a step belongs to a stage"
     again = "  (recomputed in backward)" if _recomputed(spec, first.stage, first.block) else \
         "  (reversible: rebuilt in backward)" if _reversible(spec, first.stage) else ""
     return f"<B>{escape(stage_title(spec, first.stage))} · {blocks}</B>{times}  {escape(name)}{again}"

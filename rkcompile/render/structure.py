@@ -128,7 +128,7 @@ def _output_shape(node: fx.Node) -> tuple | None:
     if cost is not None:
         return cost.get("shape")
     meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if hasattr(meta, "shape") else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
 def _key(x: Fraction | float) -> Fraction | float:
@@ -137,11 +137,13 @@ def _key(x: Fraction | float) -> Fraction | float:
 
 
 def _new_view(rk: NodeMeta) -> BlockView:
+    label = rk.unit
+    assert label is not None, "read_blocks skips nodes outside any unit"
     if rk.role in (Role.STEM, Role.HEAD):
-        return BlockView(label=rk.unit, kind=rk.role.value)
+        return BlockView(label=label, kind=rk.role.value)
     if rk.entry:
-        return BlockView(label=rk.unit, kind="entry", stage=rk.stage, block="entry")
-    return BlockView(label=rk.unit, kind="step", stage=rk.stage, block=rk.block)
+        return BlockView(label=label, kind="entry", stage=rk.stage, block="entry")
+    return BlockView(label=label, kind="step", stage=rk.stage, block=rk.block)
 
 
 def _add(view: BlockView, node: fx.Node, rk: NodeMeta) -> None:
@@ -152,20 +154,27 @@ def _add(view: BlockView, node: fx.Node, rk: NodeMeta) -> None:
     elif view.kind == "entry":
         _add_entry(view, node, rk)
     elif role is Role.EVAL:
+        assert layer is not None, "the compiler names the layer of every evaluation node"
         _evaluation(view, rk).layers.append(layer)
         _evaluation(view, rk).nodes.append(node.name)
     elif role is Role.STAGE_INPUT:
+        assert rk.source is not None and rk.evaluation is not None and rk.coefficient is not None, \
+            "a stage-input node records its edge (j, i, a_ij h)"
         view.into.append((rk.source, rk.evaluation, rk.coefficient))
     elif role is Role.OUTPUT:
+        assert rk.source is not None and rk.coefficient is not None, "an output node records its edge (i, b_i h)"
         view.out.append((rk.source, rk.coefficient))
         view.skip = rk.skip if rk.skip is not None else view.skip
         view.startup = rk.startup or view.startup
     elif role is Role.HISTORY:
         if rk.history == "y_n" and not rk.learned:
+            assert rk.coefficient is not None, "a history node records its coefficient"
             view.skip = rk.coefficient
         elif rk.history != "learned":
+            assert rk.history is not None and rk.coefficient is not None, "a history node records its term"
             view.history.append((rk.history, rk.coefficient, rk.learned))
     elif role is Role.REGISTER and rk.into is not None:  # the minimal-register lowering's output node
+        assert rk.out is not None, "the register lowering records into and out together"
         view.into.extend(rk.into)
         view.out.extend(rk.out)
     elif role is Role.AFTER:
@@ -184,12 +193,14 @@ def _add_entry(view: BlockView, node: fx.Node, rk: NodeMeta) -> None:
         view.shortcut.append(rk.layer or node.name.rsplit("_", 1)[-1])
     elif rk.role is Role.OUTPUT:
         alpha = node.kwargs.get("alpha")
+        assert alpha is None or isinstance(alpha, (int, float, Fraction)), "an entry's alpha is a number"
         view.epsilon = Fraction(1) if alpha is None else alpha
     elif rk.role is Role.AFTER:
         view.after = _function_name(node)
 
 
 def _evaluation(view: BlockView, rk: NodeMeta) -> Evaluation:
+    assert rk.evaluation is not None, "evaluation and scale nodes record their evaluation's index"
     for e in view.evaluations:
         if e.index == rk.evaluation:
             return e

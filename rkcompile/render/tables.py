@@ -30,19 +30,21 @@ class ColourScale:
 
     def colour(self, value: int | None) -> str:
         """The fill colour of a block whose memory is `value` (white when unknown)."""
-        if value is None or self.low is None:
+        low, high = self.low, self.high
+        if value is None or low is None or high is None:  # low and high are None together (no values)
             return "white"
-        if self.high == self.low:
+        if high == low:
             return PALETTE[0]
-        step = (value - self.low) / (self.high - self.low) * (len(PALETTE) - 1)
+        step = (value - low) / (high - low) * (len(PALETTE) - 1)
         return PALETTE[round(step)]
 
     def bounds(self, i: int) -> tuple[float, float] | None:
         """The value range painted with PALETTE[i]."""
-        if self.low is None:
+        low, high = self.low, self.high
+        if low is None or high is None:  # None together (no values)
             return None
-        width = (self.high - self.low) / (len(PALETTE) - 1)
-        return self.low + (i - 0.5) * width, self.low + (i + 0.5) * width
+        width = (high - low) / (len(PALETTE) - 1)
+        return low + (i - 0.5) * width, low + (i + 0.5) * width
 
 
 def colour_value(row: Numbers | None, color_by: str) -> int | None:
@@ -83,7 +85,9 @@ def legend(scale: ColourScale, color_by: str, level: str, history: bool = False)
     else:
         swatches = ""
         for i, colour in enumerate(PALETTE):
-            low, high = scale.bounds(i)
+            bounds = scale.bounds(i)
+            assert bounds is not None  # scale.low is set in this branch
+            low, high = bounds
             swatches += f"<TD BGCOLOR=\"{colour}\">≈ {_value(max(0, round((low + high) / 2)), color_by)}</TD>"
     rows = [f"<TR><TD COLSPAN=\"{len(PALETTE)}\"><B>legend</B></TD></TR>"]
     if level == "stage":
