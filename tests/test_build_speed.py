@@ -75,3 +75,32 @@ def test_but_is_dataclasses_replace():
     assert meta.unit == "stage1.block2"
     with pytest.raises(TypeError, match="no field 'blocks'"):
         meta.but(blocks=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape,layout,affine", [((2, 3, 4, 4), "contiguous", True), ((2, 3, 4, 4), "channels_last", True),
+                                                 ((1, 5), "contiguous", True), ((2, 4, 7), "contiguous", False)])
+def test_meta_batch_norm_records_what_torch_batch_norm_does(dtype, shape, layout, affine):
+    from rkcompile.analysis.propagate import _MetaBatchNorm
+
+    def run(fn):
+        x = torch.empty(shape, dtype=dtype, device="meta")
+        if layout == "channels_last":
+            x = x.to(memory_format=torch.channels_last)
+        x.requires_grad_()
+        w = torch.empty(shape[1], dtype=dtype, device="meta", requires_grad=True) if affine else None
+        b = torch.empty(shape[1], dtype=dtype, device="meta", requires_grad=True) if affine else None
+        packed = []
+
+        def pack(t):
+            key = t.untyped_storage()._cdata
+            packed.append((tuple(t.shape), t.stride(), t.dtype, t.untyped_storage().nbytes(),
+                           key == x.untyped_storage()._cdata, w is not None and key == w.untyped_storage()._cdata))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = fn(x, w, b)
+        return (tuple(out.shape), out.stride(), out.dtype, out.requires_grad), packed
+
+    reference = run(lambda x, w, b: torch.batch_norm(x, w, b, None, None, True, 0.0, 1e-5, False))
+    assert run(_MetaBatchNorm.apply) == reference
