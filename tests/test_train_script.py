@@ -67,7 +67,7 @@ def specs(tmp_path):
     return tmp_path
 
 
-def _run(*args: str, cwd=ROOT, launcher=None, timeout=120) -> subprocess.CompletedProcess:
+def _run(*args: str, cwd=ROOT, launcher=None, timeout=300) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, *(launcher or []), str(SCRIPT), *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
