@@ -14,11 +14,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import torch
 from torch import fx
+from torch.fx.node import Argument
 
 from rkcompile.graphmeta import NodeMeta, Role, put
+
+if TYPE_CHECKING:
+    from rkcompile.tableau import Tableau
 
 __all__ = ["StepPlan", "lower_step", "piece_index"]
 
@@ -27,7 +32,7 @@ __all__ = ["StepPlan", "lower_step", "piece_index"]
 class StepPlan:
     """What one integrator step needs: the tableau, the step size h, and F's scale epsilon."""
 
-    tableau: object
+    tableau: Tableau
     h: Fraction | float
     epsilon: Fraction | float = 1
     learned: bool = False  # h is a parameter multiplied into each k (so coefficients carry a_ij only)
@@ -84,7 +89,7 @@ def lower_step(
 
 def _axpy(graph: fx.Graph, x: fx.Node, k: fx.Node, alpha, name: str, meta: NodeMeta) -> fx.Node:
     """x + alpha * k as one node; alpha == 1 is left out of the call for readability."""
-    kwargs = {} if alpha == 1 else {"alpha": float(alpha)}
+    kwargs: dict[str, Argument] = {} if alpha == 1 else {"alpha": float(alpha)}
     node = graph.create_node("call_function", torch.add, (x, k), kwargs, name=name)
     put(node, meta)
     return node

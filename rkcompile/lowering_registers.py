@@ -11,14 +11,19 @@ torch, so that `rkcompile check` can show the choice).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import fx
+from torch.fx.node import Argument
 
 from rkcompile import graphmeta
 from rkcompile.graphmeta import NodeMeta, Role, put
 from rkcompile.lowering import StepPlan, lower_step
 from rkcompile.registers import LOWERINGS, LoweringChoice, choose_lowering, register_program, stage_lowering
+
+if TYPE_CHECKING:
+    from rkcompile.spec import Spec
 
 __all__ = ["LOWERINGS", "LoweringChoice", "choose_lowering", "lower_step_registers", "lowering_function",
            "lowering_note", "stage_lowering"]
@@ -50,6 +55,7 @@ def lower_step_registers(
     feeds = {op.args[0]: op.stage for op in program.ops if op.kind == "eval"}
     for op in program.ops:
         if op.kind == "eval":
+            assert op.stage is not None, "register_program gives every eval its stage"
             k = evaluate(nodes[op.args[0]], op.stage)
             nodes[op.out] = scale(k, op.stage) if scale is not None else k
             last_eval = op.stage + 1
@@ -61,10 +67,11 @@ def lower_step_registers(
         else:
             label = f"{name}_r{last_eval}"
         x = nodes[op.args[0]]
+        assert op.alpha is not None, "register_program gives every axpy and scale its alpha"
         if op.kind == "scale":
             node = graph.create_node("call_function", torch.mul, (x, float(op.alpha)), {}, name=label)
         else:
-            kwargs = {} if op.alpha == 1 else {"alpha": float(op.alpha)}
+            kwargs: dict[str, Argument] = {} if op.alpha == 1 else {"alpha": float(op.alpha)}
             node = graph.create_node("call_function", torch.add, (x, nodes[op.args[1]]), kwargs, name=label)
         put(node, meta.but(role=Role.REGISTER, evaluation=last_eval or None))
         nodes[op.out] = node
@@ -87,12 +94,13 @@ def lowering_note(model: fx.GraphModule, batch: int) -> list[str]:
     """One line per stage lowered with minimal registers: registers kept and the extra elementwise FLOPs
     (FLOP counters leave additions out, so the analysis' FLOPs do not include them)."""
     lines = []
-    for n, stage in enumerate(model.spec.stages):
+    spec = cast("Spec", model.spec)  # the compiler sets .spec; fx types module attributes as Tensor | Module
+    for n, stage in enumerate(spec.stages):
         choice = stage_lowering(stage)
         if choice is None or choice.lowering != "registers":
             continue
         size = stage.width
-        if model.spec.input.is_image:
+        if spec.input.is_image:
             size = None
             for node in model.graph.nodes:  # the state's elements per sample, from the analysis' shapes
                 rk, cost = graphmeta.get(node), node.meta.get("cost") or {}

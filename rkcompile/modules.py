@@ -5,11 +5,12 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
-from rkcompile.shapes import Op, PartPlan
+from rkcompile.shapes import Op, PartPlan, Shape
 
 __all__ = ["Part", "LayerCall", "Scale", "SqueezeExcitation", "activation", "build_part", "public", "ACTIVATION_FUNCTIONS"]
 
@@ -75,7 +76,11 @@ class Part(nn.Module):
         for call in self.calls:
             if call.timed:
                 raise RuntimeError("a time-conditioned F runs in the compiled graph, which passes it t")
-            x = getattr(self, call.name)(x) if call.module is not None else call.function(x, *call.args)
+            if call.module is not None:
+                x = getattr(self, call.name)(x)
+            else:
+                assert callable(call.function), "a layer without a module is a function call"
+                x = call.function(x, *call.args)
         return x
 
 
@@ -117,11 +122,25 @@ def build_part(plan: PartPlan) -> Part:
     return Part([_call(op) for op in plan.ops])
 
 
+# Op.arg is untyped (object); each op kind's arguments have the types of the shapes.Planner method that adds it
+# (conv, linear, norm, act, dropout, pool, module, function) or of conditioning's time/film ops.
+def _int(op: Op, key: str) -> int:
+    return cast(int, op.arg(key))
+
+
+def _bool(op: Op, key: str) -> bool:
+    return cast(bool, op.arg(key))
+
+
+def _str(op: Op, key: str) -> str:
+    return cast(str, op.arg(key))
+
+
 def _call(op: Op) -> LayerCall:
     if op.kind == "act":
-        return LayerCall(op.name, function=activation(op.arg("function")), label=op.label)
+        return LayerCall(op.name, function=activation(cast("str | None", op.arg("function"))), label=op.label)
     if op.kind == "function":
-        function, args = _FUNCTIONS[op.arg("function")](op)
+        function, args = _FUNCTIONS[_str(op, "function")](op)
         return LayerCall(op.name, function=function, args=args, label=op.label)
     if op.kind in ("time", "film"):
         from rkcompile import time_modules
@@ -129,25 +148,26 @@ def _call(op: Op) -> LayerCall:
         if op.kind == "time":
             return LayerCall(op.name, function=time_modules.concat_time, args=(op.arg("dim"),), label=op.label,
                              timed=True)
-        module = time_modules.Film(op.shape.width, op.arg("hidden"), op.arg("act"), op.arg("dim"))
+        module = time_modules.Film(op.shape.width, _int(op, "hidden"), _str(op, "act"), _int(op, "dim"))
         return LayerCall(op.name, module=module, label=op.label, timed=True)
     if op.kind == "module":
-        return LayerCall(op.name, module=op.arg("factory")(op.shape_in, op.shape), label=op.label,
+        factory = cast("Callable[[Shape, Shape], nn.Module]", op.arg("factory"))  # Planner.module's factory
+        return LayerCall(op.name, module=factory(op.shape_in, op.shape), label=op.label,
                          inline=dict(op.args).get("inline", False))
     return LayerCall(op.name, module=_MODULES[op.kind](op), label=op.label)
 
 
 def _conv(op: Op) -> nn.Module:
-    k = op.arg("kernel")
+    k = _int(op, "kernel")
     cls = nn.Conv1d if op.shape.sequence == "signal" else nn.Conv2d
-    return cls(op.shape_in.width, op.shape.width, k, op.arg("stride"), padding=k // 2, bias=op.arg("bias"),
-               groups=op.arg("groups"))
+    return cls(op.shape_in.width, op.shape.width, k, _int(op, "stride"), padding=k // 2, bias=_bool(op, "bias"),
+               groups=_int(op, "groups"))
 
 
 def _pool(op: Op) -> nn.Module:
     signal = op.shape.sequence == "signal"
     cls = {"maxpool": (nn.MaxPool2d, nn.MaxPool1d), "avgpool": (nn.AvgPool2d, nn.AvgPool1d)}[op.kind][signal]
-    return cls(op.arg("kernel"), op.arg("stride"), padding=op.arg("kernel") // 2)
+    return cls(_int(op, "kernel"), _int(op, "stride"), padding=_int(op, "kernel") // 2)
 
 
 def _eps(op: Op) -> dict:
@@ -164,12 +184,12 @@ def _layernorm(op: Op) -> nn.Module:
 
 _MODULES = {
     "conv": _conv,
-    "linear": lambda op: nn.Linear(op.shape_in.width, op.shape.width, bias=op.arg("bias")),
+    "linear": lambda op: nn.Linear(op.shape_in.width, op.shape.width, bias=_bool(op, "bias")),
     "batchnorm": lambda op: (nn.BatchNorm2d if op.shape.image else nn.BatchNorm1d)(op.shape.width, **_eps(op)),
-    "groupnorm": lambda op: nn.GroupNorm(op.arg("groups"), op.shape.width, **_eps(op)),
+    "groupnorm": lambda op: nn.GroupNorm(_int(op, "groups"), op.shape.width, **_eps(op)),
     "layernorm": _layernorm,
     "rmsnorm": lambda op: nn.RMSNorm(op.shape.width, **_eps(op)),
-    "dropout": lambda op: nn.Dropout(op.arg("p")),
+    "dropout": lambda op: nn.Dropout(cast(float, op.arg("p"))),
     "maxpool": _pool,
     "avgpool": _pool,
 }

@@ -89,20 +89,35 @@ class ModulePath:
     @property
     def base(self) -> str:
         """The path without `rest`."""
-        n = self.stage
         if self.kind in (STEM, HEAD):
             return self.kind
-        out = {"stage": lambda: stage(n), "entry": lambda: entry(n, self.part), "shared": lambda: shared(n),
-               "piece": lambda: piece(n, self.piece), "block": lambda: block(n, self.block),
-               "eval": lambda: evaluation(n, self.block, self.evaluation),
-               "controller": lambda: controller(n, self.block)}[self.kind]
-        return out()
+        n = self.stage
+        assert n is not None, "every path but stem and head lies under a stage"
+        if self.kind == "stage":
+            return stage(n)
+        if self.kind == "entry":
+            return entry(n, self.part)
+        if self.kind == "shared":
+            return shared(n)
+        if self.kind == "controller":
+            return controller(n, self.block)
+        if self.kind == "piece":
+            assert self.piece is not None, "a piece path has a piece index"
+            return piece(n, self.piece)
+        if self.kind in ("block", "eval"):
+            assert self.block is not None, "block and eval paths have a block index"
+            if self.kind == "block":
+                return block(n, self.block)
+            assert self.evaluation is not None, "an eval path has an evaluation index"
+            return evaluation(n, self.block, self.evaluation)
+        raise KeyError(self.kind)
 
     @property
     def owner(self) -> str:
         """The unit owning the tensors under this path (the ownership rule in the module docstring)."""
         if self.kind in (STEM, HEAD):
             return self.kind
+        assert self.stage is not None, "every path but stem and head lies under a stage"
         if self.kind == "entry":
             return entry(self.stage)
         if self.block is not None:

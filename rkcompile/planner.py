@@ -16,6 +16,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import fx
@@ -64,7 +65,7 @@ class CheckpointPlan:
     recompute_flops: int
     flops: int  # of one forward pass
     minimum: int  # the smallest budget some plan fits
-    spec: Spec = field(repr=False, compare=False, default=None)
+    spec: Spec | None = field(repr=False, compare=False, default=None)
 
     def checkpoint_fields(self) -> dict[int, list[list[int]]]:
         """Per stage, its `checkpoint:` field value ([[first, last], ...])."""
@@ -75,6 +76,7 @@ class CheckpointPlan:
 
     def overrides(self) -> dict[str, object]:
         """`--set` overrides that write this plan into the spec (every stage: none where nothing is recomputed)."""
+        assert self.spec is not None, "overrides need the plan's spec (plan and tradeoff always give it)"
         fields = self.checkpoint_fields()
         return {f"stages.{n}.checkpoint": fields.get(n) for n in range(len(self.spec.stages))}
 
@@ -87,6 +89,7 @@ class CheckpointPlan:
                  f"saved for backward {human_bytes(self.saved_bytes)}",
                  f"  recomputed in backward: {self.recompute_flops / 1e9:,.3f} GFLOP "
                  f"({extra:.1%} of a forward pass)"]
+        assert self.spec is not None, "the summary needs the plan's spec (plan and tradeoff always give it)"
         fields = self.checkpoint_fields()
         for n in range(len(self.spec.stages)):
             groups = fields.get(n)
@@ -117,10 +120,12 @@ def tradeoff(spec_or_path: Spec | str | Path | fx.GraphModule, batch: int = 1, p
 class _Planner:
     """One prediction of the network without checkpoints, planned against any number of budgets."""
 
-    def __init__(self, spec_or_path, batch: int, dtype: torch.dtype) -> None:
+    def __init__(self, spec_or_path: Spec | str | Path | fx.GraphModule, batch: int, dtype: torch.dtype) -> None:
         if batch < 1:
             raise RkcompileError(f"batch must be at least 1, found {batch}")
-        spec = spec_or_path.spec if isinstance(spec_or_path, fx.GraphModule) else build(spec_or_path).spec
+        # the compiler sets .spec on the models it builds; fx types module attributes as Tensor | Module
+        spec = (cast(Spec, spec_or_path.spec) if isinstance(spec_or_path, fx.GraphModule)
+                else cast(Spec, build(spec_or_path).spec))
         self.spec, self.batch = spec, batch
         self.plain = predict(build(spec, overrides=plain_overrides(spec)), batch, dtype)
         self.reversible = reversible_stages(spec)  # kept as they are: their blocks save nothing to checkpoint
@@ -172,13 +177,15 @@ def _programme(units: list[UnitCost], output: int, limit: int, fixed: Collection
         for held, flops, groups in front:
             if held + unit.forward <= limit:  # saved as usual
                 fronts[u + 1].append((held + unit.saves, flops, groups))
-            if blocks[u] is None or blocks[u].group(1) in fixed:
+            start = blocks[u]
+            if start is None or start.group(1) in fixed:
                 continue
-            stage = blocks[u].group(1)
+            stage = start.group(1)
             kept = held + unit.input
             run, peak, live, cost = 0, 0, 0, 0
             for e in range(u, len(units)):
-                if blocks[e] is None or blocks[e].group(1) != stage:
+                end = blocks[e]
+                if end is None or end.group(1) != stage:
                     break
                 peak = max(peak, run + units[e].recompute)
                 live = max(live, units[e].live)
@@ -186,7 +193,7 @@ def _programme(units: list[UnitCost], output: int, limit: int, fixed: Collection
                 cost += units[e].flops
                 if kept + output + peak > limit or kept + live > limit:
                     break  # a longer group only recomputes more at once
-                group = (int(stage), int(blocks[u].group(2)), int(blocks[e].group(2)))
+                group = (int(stage), int(start.group(2)), int(end.group(2)))
                 fronts[e + 1].append((kept, flops + cost, (*groups, group)))
     final = [(f, h, g) for h, f, g in fronts[-1] if h + output <= limit]
     if not final:
