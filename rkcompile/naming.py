@@ -22,6 +22,7 @@ Shared weights, basis pieces and a stage-wide controller serve many blocks, so t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from rkcompile.errors import RkcompileError
@@ -132,6 +133,7 @@ class ModulePath:
         return f"{self.base}.{self.rest}" if self.rest else self.base
 
 
+@functools.lru_cache(maxsize=16384)  # a path parses the same every time; analysis and drawing ask for each many times
 def parse(path: str) -> ModulePath:
     """Parse a module path of the grammar above; a NamingError names the first token that does not fit."""
     tokens = path.split(".")

@@ -22,7 +22,7 @@ from rkcompile.analysis.measure import measure_step
 from rkcompile.analysis.optimizer import check_optimizer, gradient_bytes, optimizer_bytes
 from rkcompile.analysis.propagate import CostInterpreter, liveness, meta_input
 from rkcompile.analysis.report import BlockReport, Report, combine
-from rkcompile.analysis.units import node_unit, stage_of, units_in_order
+from rkcompile.analysis.units import node_unit, stage_of
 from rkcompile.checkpointing import groups_of, plain_overrides
 from rkcompile.collector import collector_paused
 from rkcompile.compiler import build
@@ -123,10 +123,11 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
                            default=0), batch, limits)
     measured = measure_model(model, batch, dtype) if measure else None
     owned = _owned(model, dtype, optimizer)
-    groups: dict[str, list[fx.Node]] = {label: [] for label in units_in_order(model.graph)}
+    groups: dict[str, list[fx.Node]] = {}  # unit → its nodes, units in the order their first node runs
     for n in model.graph.nodes:
-        if node_unit(n) is not None:
-            groups[node_unit(n)].append(n)
+        unit = node_unit(n)
+        if unit is not None:
+            groups.setdefault(unit, []).append(n)
     costed = [n for n in model.graph.nodes if "cost" in n.meta]
     own, running = _training_by_unit(costed, lambda n: n.meta["cost"]["training_bytes"],
                                      lambda n: n.meta["cost"]["saved_bytes"])
@@ -194,10 +195,11 @@ def _training_by_unit(nodes: list[fx.Node], training, saved) -> tuple[dict[str, 
     before = worst = 0
     for n in nodes:
         unit = node_unit(n)
-        worst = max(worst, training(n))
+        here = training(n)
+        worst = max(worst, here)
         if unit is not None:
             start.setdefault(unit, before)
-            own[unit] = max(own.get(unit, 0), training(n) - start[unit])
+            own[unit] = max(own.get(unit, 0), here - start[unit])
             running[unit] = worst
         before += saved(n)
     return own, running

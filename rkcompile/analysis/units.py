@@ -17,8 +17,8 @@ __all__ = ["node_unit", "parameter_owner", "stage_of", "units_in_order"]
 
 def node_unit(node: fx.Node) -> str | None:
     """The unit label of a node ("stem", "stage0.entry", "stage0.block3", "head"), None outside any unit."""
-    meta = graphmeta.get(node)
-    if node.op in ("placeholder", "output") or meta is None:
+    meta = node.meta.get(graphmeta.KEY)
+    if not isinstance(meta, graphmeta.NodeMeta) or node.op in ("placeholder", "output"):
         return None
     return meta.unit
 
