@@ -82,43 +82,51 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return loss / len(x), correct / len(x)
 
 
-def train_classifier(model: torch.nn.Module, train: tuple, test: tuple, epochs: int, batch: int,
-                     optimizer: Callable, seed: int = 0, schedule: Callable | None = None) -> dict:
-    """Mini-batch training with cross-entropy; stops early when the loss stops being finite (recorded as diverged).
+def train_epochs(model: torch.nn.Module, train: tuple, epochs: int, batch: int, optimizer: Callable, seed: int,
+                 schedule: Callable | None = None, each_epoch: Callable[[], None] | None = None) -> tuple[list[float], bool]:
+    """Mini-batch cross-entropy training, the loop every experiment shares; stops at the first non-finite loss.
 
-    `optimizer(params)` builds the optimizer; `schedule(optimizer, steps)` an optional per-step LR scheduler.
-    Returns {train_loss per epoch, test_acc per epoch, final test loss/accuracy, diverged, seconds}.
+    `optimizer(params)` builds the optimizer; `schedule(optimizer, steps)` an optional per-step LR scheduler;
+    `each_epoch()` runs after every completed epoch. Returns (mean train loss per completed epoch, diverged).
     """
     x, y = train
     generator = torch.Generator().manual_seed(seed)
     opt = optimizer(model.parameters())
-    steps = epochs * math.ceil(len(x) / batch)
-    sched = schedule(opt, steps) if schedule is not None else None
-    history = {"train_loss": [], "test_acc": []}
-    diverged = False
-    start = time.perf_counter()
+    sched = schedule(opt, epochs * math.ceil(len(x) / batch)) if schedule is not None else None
+    losses: list[float] = []
     for _ in range(epochs):
         model.train()
         total = 0.0
         for idx in torch.randperm(len(x), generator=generator).split(batch):
             loss = F.cross_entropy(model(x[idx]), y[idx])
             if not torch.isfinite(loss):
-                diverged = True
-                break
+                return losses, True
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
             total += loss.item() * len(idx)
-        if diverged:
-            break
-        history["train_loss"].append(total / len(x))
-        history["test_acc"].append(evaluate(model, *test)[1])
+        losses.append(total / len(x))
+        if each_epoch is not None:
+            each_epoch()
+    return losses, False
+
+
+def train_classifier(model: torch.nn.Module, train: tuple, test: tuple, epochs: int, batch: int,
+                     optimizer: Callable, seed: int = 0, schedule: Callable | None = None) -> dict:
+    """`train_epochs` with the test accuracy after every epoch; a non-finite loss is recorded as diverged.
+
+    Returns {train_loss per epoch, test_acc per epoch, final test loss/accuracy, diverged, seconds}.
+    """
+    start = time.perf_counter()
+    accuracies: list[float] = []
+    losses, diverged = train_epochs(model, train, epochs, batch, optimizer, seed, schedule,
+                                    lambda: accuracies.append(evaluate(model, *test)[1]))
     test_loss, test_acc = evaluate(model, *test)
     diverged = diverged or not math.isfinite(test_loss)
-    return {**history, "test_loss": test_loss if math.isfinite(test_loss) else None, "test_acc_final": test_acc,
-            "diverged": diverged, "seconds": time.perf_counter() - start}
+    return {"train_loss": losses, "test_acc": accuracies, "test_loss": test_loss if math.isfinite(test_loss) else None,
+            "test_acc_final": test_acc, "diverged": diverged, "seconds": time.perf_counter() - start}
 
 
 def parameters(model: torch.nn.Module) -> int:

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import torch
-import torch.nn.functional as F
-from common import ROOT, datasets, evaluate
+from common import ROOT, datasets, evaluate, train_epochs
 
 import rkcompile
 
@@ -85,34 +84,10 @@ def plain(seed: int) -> torch.nn.Module:
 
 def fit(model: torch.nn.Module, train: tuple, epochs: int, batch: int, optimizer: Callable, seed: int,
         schedule: Callable | None = None) -> dict:
-    """Mini-batch cross-entropy training without per-epoch evaluation; stops at the first non-finite loss.
-
-    Returns {diverged, train_loss per epoch, seconds, cpu_seconds}.
-    """
-    x, y = train
-    generator = torch.Generator().manual_seed(seed)
-    opt = optimizer(model.parameters())
-    sched = schedule(opt, epochs * math.ceil(len(x) / batch)) if schedule is not None else None
-    losses: list[float] = []
+    """`common.train_epochs` without per-epoch evaluation, timed. Returns {diverged, train_loss per epoch, seconds,
+    cpu_seconds}."""
     start, cpu = time.perf_counter(), time.process_time()
-    diverged = False
-    for _ in range(epochs):
-        model.train()
-        total = 0.0
-        for idx in torch.randperm(len(x), generator=generator).split(batch):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total += loss.item() * len(idx)
-        if diverged:
-            break
-        losses.append(total / len(x))
+    losses, diverged = train_epochs(model, train, epochs, batch, optimizer, seed, schedule)
     return {"diverged": diverged, "train_loss": losses, "seconds": time.perf_counter() - start,
             "cpu_seconds": time.process_time() - cpu}
 
