@@ -11,6 +11,7 @@ import contextlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import fx, nn
@@ -117,7 +118,7 @@ class Compiler:
         # steps reach) is still part of theta(t): keep it, so parameters depend on the pieces alone
         for target in self.functions:  # (re)attached whole: a mixed evaluation reads only some tensors of F
             module.add_submodule(target, self.root.get_submodule(target))
-        module.spec = spec
+        module.spec = spec  # type: ignore[assignment]  # torch types Module.__setattr__'s value as Tensor | Module
         groups = groups_of(spec)
         if groups:
             outline_checkpoints(module, groups)
@@ -138,7 +139,7 @@ class Compiler:
     def call_part(self, x: fx.Node, part: Part, target: str | None, name: str, meta: NodeMeta) -> fx.Node:
         """Emit one node per layer of `part` (registered at `target`), named `{name}_{layer}`."""
         for call in part.calls:
-            if call.inline:
+            if call.inline and call.module is not None:  # (only a module can be traced; a function is called)
                 traced = trace(call.module)
                 if traced is not None:
                     x = inline(self.graph, x, traced, f"{target}.{call.name}", f"{name}_{call.name}",
@@ -148,6 +149,7 @@ class Compiler:
             if call.module is not None:
                 x = self.graph.create_node("call_module", f"{target}.{call.name}", inputs, {}, name=f"{name}_{call.name}")
             else:
+                assert callable(call.function), f"layer {call.name!r} has neither a module nor a function"
                 x = self.graph.create_node("call_function", call.function, (*inputs, *call.args), {},
                                            name=f"{name}_{call.name}")
             # asked to inline but untraceable: one node whose temporaries analyses cannot see
@@ -187,7 +189,8 @@ class Compiler:
         shape, tableau, blocks = plan.shape, stage.tableau, stage.blocks
         learned = stage.step.learn != "none"
         step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
-        targets = stage.weights.functions(n, blocks, layout(tableau, blocks))
+        # WeightMode.functions annotates `stages` as int; PerEvaluation, the one kind reading it, takes per-block tuples
+        targets = stage.weights.functions(n, blocks, layout(tableau, blocks))  # type: ignore[arg-type]
         lower = lowering(stage.family, step, self, n, stage)
         functions = plan.functions or (plan.function,)  # an interleaved cycle: F number j is member j mod its length
         rates = drop_rates(stage.drop_path, len(targets))
@@ -209,12 +212,14 @@ class Compiler:
                 if stage.weights.mixes:  # theta(t) = sum_beta phi_beta(t) theta_beta, even with one term
                     from rkcompile.mixing import call_mixed
 
-                    mix = tuple((targets[j], w) for j, w in terms)
+                    # Weights.mix gives Python numbers (int, Fraction, float) as object; call_mixed float()s each
+                    mix = tuple((targets[j], cast(float, w)) for j, w in terms)
                     return call_mixed(self, z, [parts[j] for j, _ in terms], mix, name, meta.but(mix=mix))
                 return self.call_part(z, part, target, name, meta)
 
             x = lower(self.graph, x, step, evaluate, name, base.but(role=Role.OUTPUT), scale)
             if after is not None:
+                assert after_name is not None  # activation(None) is None
                 x = self.function(after, (x,), f"{name}_{after_name.replace('-', '_')}", base.but(role=Role.AFTER))
         return x
 
@@ -294,7 +299,10 @@ class EntryEmitter:
         """The stage's F activation after a residual addition, if any."""
         name = self.stage.module.after_activation()
         fn = activation(name)
-        return y if fn is None else self.function(fn, (y,), name.replace("-", "_"), role=Role.AFTER)
+        if fn is None:
+            return y
+        assert name is not None  # activation(None) is None
+        return self.function(fn, (y,), name.replace("-", "_"), role=Role.AFTER)
 
 
 def _time(meta: NodeMeta) -> float:

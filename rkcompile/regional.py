@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -59,7 +60,8 @@ def compile(model: fx.GraphModule, mode: str = "regional", **torch_compile_kwarg
     if not isinstance(model, fx.GraphModule):
         raise RkcompileError(f"rkcompile.compile takes a model from rkcompile.build, not {type(model).__name__}")
     if mode == "full":
-        return torch.compile(model, **torch_compile_kwargs)
+        # torch.compile of a Module returns an OptimizedModule (a Module); torch types its result as a callable
+        return cast(nn.Module, torch.compile(model, **torch_compile_kwargs))
     regional = RegionalModule(model)
     for cls in regional.block_classes:
         cls.forward = torch.compile(cls.forward, **torch_compile_kwargs)
@@ -101,7 +103,8 @@ def _region(unit: str, members: list[fx.Node]) -> Region:
         owners[name] = owner
         return name + ("." + leaf if leaf else "")
 
-    targets = [local(n.target) if n.op in ("call_module", "get_attr") else n.target for n in members]
+    # call_module and get_attr targets are module paths (str); fx types every target as Callable | str
+    targets = [local(cast(str, n.target)) if n.op in ("call_module", "get_attr") else n.target for n in members]
     index = {n: i for i, n in enumerate([*inputs, *members])}
     code = (len(inputs), tuple((n.op, t if n.op != "call_function" else _qualified(t),
                                 repr(fx.map_arg((n.args, n.kwargs), index.__getitem__)))
@@ -155,6 +158,14 @@ class RegionalModule(nn.Module):
     flat model stays available as `.flat` for analysis and drawing.
     """
 
+    # set in __init__ through __dict__ (not submodules); declared so that they are not typed as Tensor | Module
+    flat: fx.GraphModule
+    regions: list[Region]
+    classes: list[type[Any]]  # one generated class (`_region_class`) per distinct structure
+    instances: list[Any]  # instances of the generated classes, with .label, .inputs and .outputs set
+    structures: list[list[str]]
+    block_classes: list[type[Any]]
+
     def __init__(self, model: fx.GraphModule) -> None:
         super().__init__()
         _refuse_reversible(model)
@@ -163,7 +174,7 @@ class RegionalModule(nn.Module):
         self.spec = getattr(model, "spec", None)
         self.__dict__["flat"] = model  # not a submodule: its parameters are this module's own
         self.__dict__["regions"] = regions(model)
-        classes: dict[tuple, type] = {}
+        classes: dict[tuple, type[Any]] = {}
         instances = []
         signatures: dict[str, tuple] = {}
         for region in self.regions:
@@ -217,6 +228,9 @@ def _holder(owners: dict[str, nn.Module]) -> nn.Module:
     return holder
 
 
-def _region_class(name: str, forward) -> type:
-    """A fresh nn.Module class whose forward is one region's generated code, shared by every instance."""
+def _region_class(name: str, forward) -> type[Any]:
+    """A fresh nn.Module class whose forward is one region's generated code, shared by every instance.
+
+    Typed `type[Any]`: its instances get .label, .inputs and .outputs at run time, and `compile` replaces its forward.
+    """
     return type(name, (nn.Module,), {"forward": forward, "__doc__": "One region structure of a RegionalModule."})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import fx
@@ -27,7 +28,7 @@ from rkcompile.checkpointing import groups_of, plain_overrides
 from rkcompile.collector import collector_paused
 from rkcompile.compiler import build
 from rkcompile.errors import RkcompileError
-from rkcompile.graphmeta import Role
+from rkcompile.graphmeta import NodeMeta, Role
 from rkcompile.limits import DEFAULT, Limits, estimate
 from rkcompile.model import as_model
 from rkcompile.reversible import reversible_stages
@@ -113,10 +114,10 @@ def predict(model: fx.GraphModule, batch: int = 1, dtype: torch.dtype = torch.fl
 
 def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool, limits: Limits,
             optimizer: str = "sgd-momentum") -> Report:
-    groups = groups_of(model.spec)
+    checkpoint_groups = groups_of(model.spec)
     reversible = reversible_stages(model.spec)
-    if groups or reversible:
-        return _checkpointed(model, groups, reversible, batch, dtype, measure, limits, optimizer)
+    if checkpoint_groups or reversible:
+        return _checkpointed(model, checkpoint_groups, reversible, batch, dtype, measure, limits, optimizer)
     predict(model, batch, dtype)
     if measure:
         _check_measure(max((n.meta["cost"]["training_bytes"] for n in model.graph.nodes if "cost" in n.meta),
@@ -148,15 +149,16 @@ def _report(model: fx.GraphModule, batch: int, dtype: torch.dtype, measure: bool
 def _assemble(model: fx.GraphModule, batch: int, dtype: torch.dtype, optimizer: str, units: tuple[BlockReport, ...],
               owned: dict[str, dict[str, int]]) -> Report:
     """Stage and total rows around the unit rows; `owned` holds what no unit owns (stage-wide weights)."""
+    spec = cast("Spec", model.spec)  # the compiler sets .spec; fx types module attributes as Tensor | Module
     stages = []
-    for s in range(len(model.spec.stages)):
+    for s in range(len(spec.stages)):
         mine = [u for u in units if stage_of(u.label) == s]
         stages.append(combine(naming.stage(s), s, mine, **owned.get(naming.stage(s), {})))
     rest = {f: sum(v.get(f, 0) for v in owned.values()) for f in _OWNED}  # stage-owned and unowned
     total = combine("total", None, list(units), **rest)
     hidden = tuple(n.target for n in model.graph.nodes if getattr(graphmeta.get(n), "opaque", False))
-    return Report(model.spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total, hidden,
-                  stage_names=tuple(s.name for s in model.spec.stages), optimizer=optimizer)
+    return Report(spec.name, batch, str(dtype).removeprefix("torch."), units, tuple(stages), total, hidden,
+                  stage_names=tuple(s.name for s in spec.stages), optimizer=optimizer)
 
 
 _OWNED = ("parameters", "parameter_bytes", "buffer_bytes", "gradient_bytes", "optimizer_bytes")
@@ -216,8 +218,9 @@ def _check_measure(peak: int, batch: int, limits: Limits) -> None:
 def _unit_row(label: str, nodes: list[fx.Node], owned: dict[str, int], own: int, running: int,
               measured: dict) -> BlockReport:
     costs = [n.meta["cost"] for n in nodes]
-    rk = graphmeta.get(nodes[0])
-    evaluations = {graphmeta.get(n).evaluation for n in nodes if graphmeta.get(n).role is Role.EVAL}
+    metas = [_unit_meta(n) for n in nodes]
+    rk = metas[0]
+    evaluations = {m.evaluation for m in metas if m.role is Role.EVAL}
     return BlockReport(
         label, rk.stage, "entry" if rk.entry else rk.block, owned.get("parameters", 0),
         owned.get("parameter_bytes", 0),
@@ -233,19 +236,28 @@ def _unit_row(label: str, nodes: list[fx.Node], owned: dict[str, int], own: int,
     )
 
 
+def _unit_meta(node: fx.Node) -> NodeMeta:
+    """The rk metadata of a node of a unit (`node_unit` placed it there, reading that metadata)."""
+    meta = graphmeta.get(node)
+    assert meta is not None, f"node {node.name!r} is in a unit, so the compiler recorded its metadata"
+    return meta
+
+
 def _checkpointed(model: fx.GraphModule, groups: list, reversible: list, batch: int, dtype: torch.dtype,
                   measure: bool, limits: Limits, optimizer: str) -> Report:
     """The report of a network with checkpointed groups or reversible stages: the same network's costs with
     ordinary backprop, with what is saved and the training peaks of `checkpoint_costs`; measured (whole
     training step) in the total row."""
-    plain = build(model.spec, overrides=plain_overrides(model.spec), device="meta")  # predicted only: no weights
+    spec = cast("Spec", model.spec)  # the compiler sets .spec; fx types module attributes as Tensor | Module
+    plain = build(spec, overrides=plain_overrides(spec), device="meta")  # predicted only: no weights
     report = _report(plain, batch, dtype, False, limits, optimizer)
     costs = checkpoint_costs(plain, groups, reversible)
     nodes: dict[str, list[str]] = {}
     costed = [n for n in plain.graph.nodes if n.name in costs.training]
     for n in costed:
-        if node_unit(n) is not None:
-            nodes.setdefault(node_unit(n), []).append(n.name)
+        unit = node_unit(n)
+        if unit is not None:
+            nodes.setdefault(unit, []).append(n.name)
     own, running = _training_by_unit(costed, lambda n: costs.training[n.name], lambda n: costs.saved[n.name])
 
     def adjust(row: BlockReport) -> BlockReport:
@@ -266,4 +278,4 @@ def _checkpointed(model: fx.GraphModule, groups: list, reversible: list, batch: 
         m = measure_step(model, batch, dtype)
         total = replace(total, measured_inference_peak=m["inference_peak"], measured_saved_bytes=m["saved_bytes"],
                         measured_training_peak=m["training_peak"])
-    return replace(result, name=model.spec.name, total=total)
+    return replace(result, name=spec.name, total=total)
