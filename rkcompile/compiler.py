@@ -11,7 +11,6 @@ import contextlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
 
 import torch
 from torch import fx, nn
@@ -190,7 +189,7 @@ class Compiler:
         learned = stage.step.learn != "none"
         step = StepPlan(tableau, stage.h, stage.step.epsilon.value, learned)
         # WeightMode.functions annotates `stages` as int; PerEvaluation, the one kind reading it, takes per-block tuples
-        targets = stage.weights.functions(n, blocks, layout(tableau, blocks))  # type: ignore[arg-type]
+        targets = stage.weights.functions(n, blocks, layout(tableau, blocks))
         lower = lowering(stage.family, step, self, n, stage)
         functions = plan.functions or (plan.function,)  # an interleaved cycle: F number j is member j mod its length
         rates = drop_rates(stage.drop_path, len(targets))
@@ -213,7 +212,7 @@ class Compiler:
                     from rkcompile.mixing import call_mixed
 
                     # Weights.mix gives Python numbers (int, Fraction, float) as object; call_mixed float()s each
-                    mix = tuple((targets[j], cast(float, w)) for j, w in terms)
+                    mix = tuple((targets[j], w) for j, w in terms)
                     return call_mixed(self, z, [parts[j] for j, _ in terms], mix, name, meta.but(mix=mix))
                 return self.call_part(z, part, target, name, meta)
 

@@ -17,6 +17,8 @@ may dip below zero between samples: the combined variance is clamped at 0 there.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -30,7 +32,7 @@ __all__ = ["call_mixed", "basis_batch_norm"]
 _LINEAR = public(F.linear)  # reads torch.nn.functional.linear in the generated code, not torch._C._nn.linear
 
 
-def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, float], ...], name: str,
+def call_mixed(compiler, x: fx.Node, parts: list[Part], mix: tuple[tuple[str, Fraction | float], ...], name: str,
                meta: NodeMeta) -> fx.Node:
     """Emit F's layers with weights combined from the coefficient F's `parts` (at the paths in `mix`)."""
     weights = [float(w) for _, w in mix]

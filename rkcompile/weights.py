@@ -27,7 +27,7 @@ class WeightMode(Model):
     kind: str
     per_block: ClassVar[bool] = False
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[str]:
+    def functions(self, n: int, blocks: int, stages: int | tuple[int, ...]) -> list[str]:
         """Module paths (`rkcompile.naming`) of every F the stage owns, in creation order."""
         raise NotImplementedError
 
@@ -35,7 +35,7 @@ class WeightMode(Model):
         """Index into `functions(...)` of the F that evaluation i (0-based) of block b calls."""
         raise NotImplementedError
 
-    def mix(self, b: int, i: int, blocks: int, method) -> tuple[tuple[int, object], ...]:
+    def mix(self, b: int, i: int, blocks: int, method) -> tuple[tuple[int, Fraction | float], ...]:
         """The (index into `functions(...)`, weight) pairs whose weights evaluation i of block b combines,
         weights being Python constants; one pair of weight 1 calls that F as it is."""
         return ((self.select(b, i, blocks, method), 1),)
@@ -60,7 +60,7 @@ class PerEvaluation(WeightMode):
     kind: Literal["per-evaluation"]
     per_block: ClassVar[bool] = True
 
-    def functions(self, n: int, blocks: int, stages) -> list[str]:
+    def functions(self, n: int, blocks: int, stages: int | tuple[int, ...]) -> list[str]:
         """stage{n}.block{b}.eval{i} for every evaluation (`stages`: per block, or one int for all blocks)."""
         sizes = [stages] * blocks if isinstance(stages, int) else list(stages)
         return [naming.evaluation(n, b, i + 1) for b in range(blocks) for i in range(sizes[b])]
@@ -78,7 +78,7 @@ class Shared(WeightMode):
 
     kind: Literal["shared"]
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[str]:
+    def functions(self, n: int, blocks: int, stages: int | tuple[int, ...]) -> list[str]:
         """The one stage{n}.f."""
         return [naming.shared(n)]
 
@@ -143,7 +143,7 @@ class Basis(WeightMode):
         assert size is not None, "validated: a legendre basis has a degree, the others pieces"
         return size
 
-    def functions(self, n: int, blocks: int, stages: int) -> list[str]:
+    def functions(self, n: int, blocks: int, stages: int | tuple[int, ...]) -> list[str]:
         """stage{n}.piece{p} for every coefficient, sampled or not."""
         return [naming.piece(n, p) for p in range(self.size)]
 
@@ -160,7 +160,7 @@ class Basis(WeightMode):
         running statistics are only ever updated by `mixing.basis_batch_norm` (never saved for backward)."""
         return self.basis != "constant"
 
-    def mix(self, b: int, i: int, blocks: int, method) -> tuple[tuple[int, object], ...]:
+    def mix(self, b: int, i: int, blocks: int, method) -> tuple[tuple[int, Fraction | float], ...]:
         """phi_beta(s) at s = (b + c_i) / blocks for the non-zero basis functions (exact for rational c)."""
         from rkcompile.integrators import block_c
 
