@@ -2,7 +2,8 @@
 
 HO-ResNet-58's F (conv3x3-BN-ReLU-conv3x3-BN, 64 channels, 32×32, `after: none`) integrated by momentum
 (Sander et al. 2021, γ = 0.9) at several depths: predicted saved-for-backward and training peak at --batch for
-ordinary and reversible backprop and for the smallest training peak the checkpoint planner reaches; measured at
+ordinary and reversible backprop, and the smallest training peak the checkpoint planner reaches for the same F
+integrated by Euler (the planner checkpoints Runge–Kutta blocks only); measured at
 --measure-batch with --measure (reversible only). Then the planner's memory-recompute curve at 28 blocks with the reversible point,
 and the float32 drift: gradients of reversible and ordinary backprop in float32 against ordinary backprop in
 float64, on a narrower copy (8 channels, 8×8, batch 4) at growing depth, for momentum, leapfrog, second order.
@@ -48,7 +49,7 @@ def costs(blocks: int, batch: int, integrator: str = "momentum"):
 
 
 def depth_rows(batch: int, measure_batch: int | None) -> list[dict]:
-    """Per depth: predicted (and measured) saved and training peak, ordinary, reversible, planner's smallest."""
+    """Per depth: predicted (and measured) saved and training peak, ordinary, reversible, planner's smallest (Euler)."""
     rows = []
     for blocks in DEPTHS:
         ordinary, reversible, flops = costs(blocks, batch)
@@ -61,7 +62,7 @@ def depth_rows(batch: int, measure_batch: int | None) -> list[dict]:
             m = measure_step(network(blocks, "reversible"), measure_batch)
             row["reversible"]["measured"] = {"batch": measure_batch, "saved": [predicted.saved_bytes, m["saved_bytes"]],
                                              "training_peak": [predicted.training_peak, m["training_peak"]]}
-        smallest = tradeoff(network(blocks, "saved"), batch=batch, points=2)[0]
+        smallest = tradeoff(network(blocks, "saved", "euler"), batch=batch, points=2)[0]
         row["planner_at_minimum"] = {"training_peak": smallest.training_peak,
                                      "recompute": smallest.recompute_flops / smallest.flops}
         rows.append(row)
@@ -71,7 +72,7 @@ def depth_rows(batch: int, measure_batch: int | None) -> list[dict]:
 def depth_table(rows: list[dict], batch: int) -> str:
     """Markdown of `depth_rows`."""
     lines = ["| blocks | saved, ordinary | saved, reversible | training peak, ordinary | training peak, reversible "
-             "| planner's smallest peak (recompute) | reversible recompute | measured reversible saved / training "
+             "| planner's smallest peak, Euler (recompute) | reversible recompute | measured reversible saved / training "
              "(pred / meas) |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         o, v = r["saved"], r["reversible"]
@@ -89,8 +90,8 @@ def depth_table(rows: list[dict], batch: int) -> str:
 
 
 def curve(batch: int, blocks: int, points: int) -> dict:
-    """The planner's memory-recompute curve for ordinary momentum at `blocks`, and the reversible point."""
-    plans = tradeoff(network(blocks, "saved"), batch=batch, points=points)
+    """The planner's memory-recompute curve for the same F by Euler at `blocks`, and the reversible momentum point."""
+    plans = tradeoff(network(blocks, "saved", "euler"), batch=batch, points=points)
     _, reversible, flops = costs(blocks, batch)
     return {"blocks": blocks, "planner": [{"training_peak": p.training_peak, "recompute": p.recompute_flops / p.flops}
                                           for p in plans],
@@ -150,7 +151,7 @@ def plot(rows: list[dict], curve_data: dict, path: Path, batch: int) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     blocks = [r["blocks"] for r in rows]
     for label, values in (("ordinary backprop", [r["saved"]["training_peak"] for r in rows]),
-                          ("checkpoint planner, smallest", [r["planner_at_minimum"]["training_peak"] for r in rows]),
+                          ("checkpoint planner (Euler), smallest", [r["planner_at_minimum"]["training_peak"] for r in rows]),
                           ("reversible backprop", [r["reversible"]["training_peak"] for r in rows])):
         left.plot(blocks, [v / 2**30 for v in values], "o-", label=label)
     left.set_title(f"momentum ResNet (HO-ResNet-58's F), batch {batch}")
@@ -159,7 +160,7 @@ def plot(rows: list[dict], curve_data: dict, path: Path, batch: int) -> None:
     left.set_ylim(bottom=0)
     pts = curve_data["planner"]
     right.plot([100 * p["recompute"] for p in pts], [p["training_peak"] / 2**30 for p in pts], "o-",
-               label="checkpoint planner")
+               label="checkpoint planner (Euler)")
     rev = curve_data["reversible"]
     right.plot([100 * rev["recompute"]], [rev["training_peak"] / 2**30], "s", markersize=9, label="reversible")
     right.set_title(f"{curve_data['blocks']} blocks, batch {batch}")
@@ -184,7 +185,8 @@ def run(batch: int, measure_batch: int | None, points: int, out: Path) -> tuple[
     text = [f"## Reversible backprop: momentum (γ = 0.9) on HO-ResNet-58's F, predicted at batch {batch}", "",
             depth_table(rows, batch), "",
             f"At 28 blocks reversible backprop peaks at {human_bytes(rev['training_peak'])} for "
-            f"{rev['recompute']:.0%} recomputation; the planner's curve there: "
+            f"{rev['recompute']:.0%} recomputation; the planner's curve there, for the same F by Euler (the planner "
+            "checkpoints Runge–Kutta blocks only: a momentum block hands its velocity on as well): "
             + ", ".join(f"{human_bytes(p['training_peak'])} ({p['recompute']:.0%})" for p in curve_data["planner"]),
             "", "## Float32 drift: relative error of all gradients against ordinary backprop in float64 "
             "(8 channels, 8×8, batch 4)", "", drift_table(drift_rows)]
