@@ -36,15 +36,14 @@ def unit_of(node: fx.Node) -> str | None:
 
 @dataclass
 class Region:
-    """One unit of the network as a region: its label, local graph, the flat nodes it reads and defines."""
+    """One unit of the network as a region: its label, the flat nodes it reads and defines, what its code does."""
 
     unit: str
-    members: list[str]  # names of its flat-graph nodes, in order
     inputs: list[str]  # names of flat-graph nodes it reads (placeholders in order)
     outputs: list[str]  # names of its flat-graph nodes read after it (returned in order)
     owners: dict[str, str]  # local attribute name → module path in the flat model
     code: tuple  # what its nodes do, with inputs and nodes as positions and module paths as local names
-    nodes: list[fx.Node]  # its flat-graph nodes
+    nodes: list[fx.Node]  # its flat-graph nodes, in order
     targets: list  # each node's target, module paths local (as `owners` names them)
 
 
@@ -109,8 +108,7 @@ def _region(unit: str, members: list[fx.Node]) -> Region:
     code = (len(inputs), tuple((n.op, t if n.op != "call_function" else _qualified(t),
                                 repr(fx.map_arg((n.args, n.kwargs), index.__getitem__)))
                                for n, t in zip(members, targets)), tuple(index[n] for n in outputs))
-    return Region(unit, [n.name for n in members], [n.name for n in inputs], [n.name for n in outputs], owners,
-                  code, members, targets)
+    return Region(unit, [n.name for n in inputs], [n.name for n in outputs], owners, code, members, targets)
 
 
 def region_graph(region: Region) -> fx.Graph:

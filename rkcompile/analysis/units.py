@@ -12,7 +12,7 @@ from torch import fx
 
 from rkcompile import graphmeta, naming
 
-__all__ = ["node_unit", "parameter_owner", "stage_of", "units_in_order"]
+__all__ = ["node_unit", "parameter_owner", "stage_of"]
 
 
 def node_unit(node: fx.Node) -> str | None:
@@ -26,16 +26,6 @@ def node_unit(node: fx.Node) -> str | None:
 def parameter_owner(name: str) -> str | None:
     """The unit (or, for shared or basis weights, the stage) owning the parameter at module path `name`."""
     return naming.owner(name)
-
-
-def units_in_order(graph: fx.Graph) -> list[str]:
-    """Unit labels in the order their first node runs."""
-    seen: dict[str, None] = {}
-    for node in graph.nodes:
-        unit = node_unit(node)
-        if unit is not None:
-            seen.setdefault(unit, None)
-    return list(seen)
 
 
 def stage_of(unit: str) -> int | None:
