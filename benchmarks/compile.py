@@ -72,7 +72,10 @@ def _setup(point: dict) -> tuple:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = rkcompile.build(ROOT / point["spec"], point["overrides"])
-    return model, torch.randn(*point["input"]), torch.randint(0, 10, (point["input"][0],))
+    x = torch.randn(*point["input"])
+    if point.get("channels_last"):  # weights and input in NHWC order (the network and its numbers are the same)
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    return model, x, torch.randint(0, 10, (point["input"][0],))
 
 
 def worker(point: dict, variant: str, backend: str, reps: int) -> dict:
@@ -128,6 +131,7 @@ def steady(point: dict, backend: str, reps: int) -> dict:
     stats = {name: {"median_ms": statistics.median(t), "q1_ms": quartiles[name][0], "q3_ms": quartiles[name][2],
                     "min_ms": min(t), "cold_s": cold[name]} for name, t in times.items()}
     return {"point": point["name"], "variant": "steady", "reps": reps, "input": point["input"],
+            "channels_last": bool(point.get("channels_last")),
             "graph_nodes": len(model.graph.nodes), "times": stats,
             "regional_over_full": stats["regional"]["median_ms"] / stats["full"]["median_ms"],
             "regional_over_full_min": stats["regional"]["min_ms"] / stats["full"]["min_ms"],
@@ -141,7 +145,8 @@ def steady_table(rows: list[dict]) -> str:
     for r in rows:
         full = r["times"]["full"]
         for name, t in r["times"].items():
-            lines.append(f"| {r['point']} | {'×'.join(map(str, r['input']))} | {r['graph_nodes']:,} | {name} | {t['median_ms']:.1f} | "
+            shape = "×".join(map(str, r["input"])) + (" channels-last" if r.get("channels_last") else "")
+            lines.append(f"| {r['point']} | {shape} | {r['graph_nodes']:,} | {name} | {t['median_ms']:.1f} | "
                          f"{t['q1_ms']:.1f}–{t['q3_ms']:.1f} | {t['min_ms']:.1f} | "
                          f"{t['median_ms'] / full['median_ms']:.2f}x | {t['min_ms'] / full['min_ms']:.2f}x |")
     return "\n".join(lines) + "\n"
@@ -335,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          "--steady).")
     p.add_argument("--input", default=None, help="BATCH,SIZE: run the points at this batch and image size instead of "
                                                  "their own (2,16), e.g. --steady --input 32,32.")
+    p.add_argument("--channels-last", action="store_true", help="Run the points with weights and input in "
+                                                                 "channels-last memory format (files -cl).")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -361,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (1 <= batch <= 4096 and 4 <= size <= 1024):
             p.error(f"--input {args.input}: batch must be 1–4096 and size 4–1024")
         points = [{**pt, "input": [batch, *pt["input"][1:2], size, size]} for pt in points]
+    if args.channels_last:
+        points = [{**pt, "channels_last": True} for pt in points]
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "benchmarks" / "results")
     backend = "eager" if args.smoke else "inductor"
     if args.steady:
@@ -368,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [measure(pt, "steady", backend, args.reps or (3 if args.smoke else 40), args.timeout) for pt in chosen]
         text = steady_table([r for r in rows if not r.get("timed_out")])
         if out is not None:  # another input gets files of its own: compile-steady-32x32.json is batch 32 at 32×32
-            stem = "compile-steady" + (f"-{points[0]['input'][0]}x{points[0]['input'][-1]}" if args.input else "")
+            stem = ("compile-steady" + (f"-{points[0]['input'][0]}x{points[0]['input'][-1]}" if args.input else "")
+                    + ("-cl" if args.channels_last else ""))
             out.mkdir(parents=True, exist_ok=True)
             write_file(out / f"{stem}.json", json.dumps({"machine": _machine(backend), "rows": rows}, indent=2) + "\n")
             write_file(out / f"{stem}.md", text)

@@ -142,6 +142,9 @@ def test_compile_benchmark_steady_state_side_by_side(tmp_path):
     assert "| continuousnet-1-1-1 | 2×3×8×8 | 125 | regional |" in (tmp_path / "compile-steady.md").read_text()
     assert compile_benchmark.main(["--smoke", "--steady", "--reps", "3", "--input", "3,12", "--out", str(tmp_path)]) == 0
     assert "| continuousnet-1-1-1 | 3×3×12×12 | 125 | full |" in (tmp_path / "compile-steady-3x12.md").read_text()
+    assert compile_benchmark.main(["--smoke", "--steady", "--reps", "3", "--channels-last", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "compile-steady-cl.json").read_text())["rows"][0]
+    assert row["channels_last"] and "| 2×3×8×8 channels-last | 125 | eager |" in (tmp_path / "compile-steady-cl.md").read_text()
 
 
 @pytest.mark.slow
